@@ -1,0 +1,104 @@
+"""The resolved plan: every path and derived value a stage needs, computed once from the recipe.
+
+Pure: building a plan reads no model weights and starts no process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .recipe import Recipe
+from .resources import home
+
+EMBEDDED_DIRS = {
+    "embedded:smollm2": "smollm2-135m-instruct",
+    "embedded:tiny-random-llama": "tiny-random-llama",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: Recipe
+    engine: str
+    run_dir: Path
+
+    @property
+    def recipe_hash(self) -> str:
+        return self.recipe.content_hash()
+
+    # ---- model
+    @property
+    def is_embedded(self) -> bool:
+        return self.recipe.model.base.startswith("embedded:")
+
+    @property
+    def model_path(self) -> str:
+        """What the engines load: a local folder (embedded models are materialised there) or a hub id."""
+        base = self.recipe.model.base
+        if base in EMBEDDED_DIRS:
+            return str(home() / "models" / EMBEDDED_DIRS[base])
+        local = self.recipe.resolve(base)
+        return str(local.resolve()) if local.exists() or base.startswith((".", "/", "~")) else base
+
+    # ---- stage folders
+    @property
+    def extract_dir(self) -> Path:
+        return self.run_dir / "extract"
+
+    @property
+    def datagen_dir(self) -> Path:
+        return self.run_dir / "datagen"
+
+    @property
+    def render_dir(self) -> Path:
+        return self.run_dir / "render" / self.engine
+
+    @property
+    def train_dir(self) -> Path:
+        """The engine's output_dir: checkpoints and the final adapter (or full weights)."""
+        return self.run_dir / "train" / self.engine
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.run_dir / "eval"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.run_dir / "export"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.train_dir
+
+    # ---- data
+    @property
+    def document_inputs(self) -> list[Path]:
+        return [self.recipe.resolve(p) for p in self.recipe.extract.inputs]
+
+    @property
+    def train_files(self) -> list[Path]:
+        """Hand-written dataset files, then datagen's train split when datagen is on."""
+        files = [self.recipe.resolve(p).resolve() for p in self.recipe.dataset.files]
+        if self.recipe.datagen is not None:
+            files.append((self.datagen_dir / "train.jsonl").resolve())
+        return files
+
+    @property
+    def eval_split_files(self) -> dict[str, Path]:
+        """Held-out splits written by datagen (absent without datagen)."""
+        if self.recipe.datagen is None:
+            return {}
+        return {s: (self.datagen_dir / f"{s}.jsonl").resolve() for s in ("val", "test")}
+
+    @property
+    def dataset_name(self) -> str:
+        return f"{self.recipe.name}_train".replace("-", "_").replace(".", "_")
+
+
+def make_plan(recipe: Recipe, *, engine: str | None = None, run_dir: str | Path | None = None) -> Plan:
+    engine = engine or recipe.engine
+    if run_dir is None:
+        run_dir = Path(recipe.run_dir) if recipe.run_dir else Path("runs") / recipe.name
+    run_dir = Path(run_dir).expanduser().resolve()
+    return Plan(recipe=recipe, engine=engine, run_dir=run_dir)

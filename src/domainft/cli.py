@@ -1,0 +1,316 @@
+"""The `domainft` command: parse, build the plan, call one function.
+
+Imports of anything heavy (torch, transformers, lm-eval, llama.cpp) happen inside the commands, so
+`domainft validate` answers in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import UserError
+
+app = typer.Typer(
+    name="domainft",
+    help="Documents in, a tuned, evaluated, GGUF-exported domain expert out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+engines_app = typer.Typer(help="Install and inspect the per-engine virtual environments.", no_args_is_help=True)
+app.add_typer(engines_app, name="engines")
+
+out = Console()
+err = Console(stderr=True)
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]], typer.Option("--set", "-s", help="Override a recipe value: key.path=value (repeatable).")
+]
+EngineOpt = Annotated[Optional[str], typer.Option("--engine", "-e", help="llamafactory | axolotl (default: the recipe's).")]
+RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default: runs/<recipe name>).")]
+
+
+def _plan(recipe_path: Path, overrides: list[str] | None, engine: str | None = None, run_dir: Path | None = None):
+    from .plan import make_plan
+    from .recipe import ENGINES, load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    if engine is not None and engine not in ENGINES:
+        from .errors import did_you_mean
+
+        raise UserError(f"unknown engine '{engine}'", where="--engine",
+                        hint=did_you_mean(engine, ENGINES) or f"engines: {', '.join(ENGINES)}")
+    return make_plan(recipe, engine=engine, run_dir=run_dir)
+
+
+@app.command()
+def schema() -> None:
+    """Print the recipe's JSON Schema (point your editor's YAML plugin at it)."""
+    from .recipe import recipe_json_schema
+
+    print(json.dumps(recipe_json_schema(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def recipes() -> None:
+    """List the recipes that ship with domainft."""
+    from rich.table import Table
+
+    from .recipe import load_recipe
+    from .resources import folder
+
+    table = Table("recipe", "engine", "base model", "method", "description")
+    for path in sorted(folder("recipes").glob("*.yaml")):
+        r = load_recipe(path)
+        table.add_row(str(path), r.engine, r.model.base, r.method.kind, r.description)
+    out.print(table)
+
+
+@app.command()
+def validate(
+    recipe: RecipeArg,
+    deep: Annotated[bool, typer.Option(help="Also run the engine's own validator inside its venv.")] = False,
+    engine: EngineOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Check a recipe fast: schema, dataset files and columns, chat template, LoRA targets."""
+    from .engines import validate as validate_plan
+
+    plan = _plan(recipe, set_, engine)
+    validate_plan(plan, deep=deep)
+    out.print(f"[green]✓[/green] {recipe}: valid for {plan.engine}" + (" (deep)" if deep else ""))
+
+
+@app.command()
+def render(
+    recipe: RecipeArg,
+    engine: EngineOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder to write into.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Render the engine's config files (LLaMA-Factory YAML + dataset_info.json, or Axolotl YAML)."""
+    from .engines import get_engine
+    from .render import write_tree
+
+    plan = _plan(recipe, set_, engine)
+    eng = get_engine(plan.engine)
+    files = eng.render(plan)
+    eng.check(plan, files)
+    dest = output or plan.render_dir
+    written = write_tree(files, dest)
+    for rel in sorted(files):
+        mark = "written" if (dest.resolve() / rel) in written else "unchanged"
+        out.print(f"{dest / rel}  [dim]{mark}[/dim]")
+    out.print(f"[dim]run by hand: {eng.hand_command(dest)}[/dim]" if hasattr(eng, "hand_command") else "")
+
+
+@engines_app.command("install")
+def engines_install(
+    name: Annotated[str, typer.Argument(help="llamafactory | axolotl | all")] = "all",
+) -> None:
+    """Create each engine's venv (cached by lock hash; a second call is instant)."""
+    from .engines import ENGINES
+    from .engines.venv import ensure_engine
+
+    names = list(ENGINES) if name == "all" else [name]
+    for n in names:
+        if n not in ENGINES:
+            from .errors import did_you_mean
+
+            raise UserError(f"unknown engine '{n}'", hint=did_you_mean(n, ENGINES) or f"engines: {', '.join(ENGINES)}")
+        path = ensure_engine(n)
+        out.print(f"[green]✓[/green] {n}: {path}")
+
+
+@engines_app.command("status")
+def engines_status() -> None:
+    """Show each engine venv and whether it is ready."""
+    from .engines import ENGINES
+    from .engines.venv import engine_status
+
+    for n in ENGINES:
+        out.print(n, engine_status(n))
+
+
+@app.command()
+def doctor() -> None:
+    """Report Python, torch, engine venvs, llama.cpp tools, the embedded model, GPU or not."""
+    from .doctor import report
+
+    out.print(report())
+
+
+@app.command()
+def extract(
+    target: Annotated[Path, typer.Argument(help="A recipe YAML, or a folder/file of documents.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="chunks.jsonl to write.")] = None,
+    chunk_chars: Annotated[int, typer.Option(help="Chunk size (folder mode).")] = 800,
+    overlap_chars: Annotated[int, typer.Option(help="Overlap (folder mode).")] = 100,
+    set_: SetOpt = None,
+) -> None:
+    """Split documents into section-aware chunks with provenance, and show a table per file."""
+    from . import extract as ex
+
+    if target.suffix in (".yaml", ".yml") and target.is_file():
+        result = ex.extract_for_plan(_plan(target, set_))
+    else:
+        if not target.exists():
+            raise UserError("no such file or folder", where=target)
+        result = ex.extract_inputs([target], chunk_chars=chunk_chars, overlap_chars=overlap_chars)
+        ex.write_chunks(result, output or Path("chunks.jsonl"))
+    ex.print_table(result, console=out)
+
+
+@app.command()
+def datagen(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None) -> None:
+    """Generate QA pairs from the recipe's documents with its teacher (resumable)."""
+    from .pipeline import run_pipeline
+
+    plan = _plan(recipe, set_, run_dir=run_dir)
+    if plan.recipe.datagen is None:
+        raise UserError("the recipe has no datagen section", where=recipe)
+    run_pipeline(plan, only=["extract", "datagen"]) if not (plan.extract_dir / "chunks.jsonl").exists() else \
+        run_pipeline(plan, only=["datagen"])
+
+
+@app.command()
+def train(recipe: RecipeArg, engine: EngineOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None) -> None:
+    """Render, then train with the engine from its own venv (resumes from the last checkpoint)."""
+    from .pipeline import run_pipeline
+
+    plan = _plan(recipe, set_, engine, run_dir)
+    if plan.recipe.datagen is not None and not plan.eval_split_files["val"].exists():
+        run_pipeline(plan, only=["extract", "datagen"])
+    run_pipeline(plan, only=["render", "train"])
+    out.print(f"[green]✓[/green] adapter: {plan.adapter_dir}")
+
+
+@app.command(name="eval")
+def eval_(
+    recipe: RecipeArg,
+    limit: Annotated[Optional[int], typer.Option(help="Items per task.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="hf | vllm")] = None,
+    engine: EngineOpt = None,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Run the domain's lm-eval tasks on base and tuned; write report.md/json/png."""
+    from .evaluate import run_eval
+
+    plan = _plan(recipe, set_, engine, run_dir)
+    report = run_eval(plan, limit=limit if limit is not None else plan.recipe.eval.limit,
+                      backend=backend or plan.recipe.eval.backend)
+    out.print(f"[green]✓[/green] report: {report}")
+
+
+@app.command()
+def export(
+    recipe: RecipeArg,
+    quant: Annotated[Optional[str], typer.Option(help="Comma list: q4_k_m,q4_0,q8_0,f16 (default: the recipe's).")] = None,
+    engine: EngineOpt = None,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Merge the adapter, convert to GGUF, quantize, and write an Ollama Modelfile."""
+    from .export import run_export
+
+    plan = _plan(recipe, set_, engine, run_dir)
+    quants = [q.strip() for q in quant.split(",")] if quant else None
+    result = run_export(plan, quants)
+    out.print(result.summary() if hasattr(result, "summary") else result)
+
+
+@app.command()
+def chat(
+    target: Annotated[Path, typer.Argument(help="A recipe (uses its run's GGUF or adapter) or a .gguf file.")],
+    question: Annotated[Optional[str], typer.Option("--question", "-q", help="Ask one question and exit.")] = None,
+    questions: Annotated[Optional[Path], typer.Option(help="Questions file (txt, one per line, or JSONL).")] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="Where batch answers go.")] = Path("results.json"),
+    backend: Annotated[str, typer.Option(help="auto | gguf | hf")] = "auto",
+    think: Annotated[str, typer.Option(help="show | hide R1-style <think> blocks.")] = "hide",
+    engine: EngineOpt = None,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Talk to the model: interactive, one question (-q), or a questions file (--questions)."""
+    from . import chat as chat_mod
+
+    source = target if target.suffix == ".gguf" else _plan(target, set_, engine, run_dir)
+    chat_mod.main(source, question=question, questions=questions, output=output, backend=backend, think=think)
+
+
+@app.command()
+def run(
+    recipe: RecipeArg,
+    from_: Annotated[Optional[str], typer.Option("--from", help="Rerun from this stage on.")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="Run only this stage (repeatable).")] = None,
+    skip: Annotated[Optional[list[str]], typer.Option(help="Skip this stage (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would run, run nothing.")] = False,
+    ask: Annotated[Optional[str], typer.Option(help="Question for the final model (default: one from the data).")] = None,
+    engine: EngineOpt = None,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """All stages: extract → datagen → render → train → eval → export, skipping what is up to date."""
+    from .pipeline import outcomes_table, run_pipeline
+
+    plan = _plan(recipe, set_, engine, run_dir)
+    result = run_pipeline(plan, from_stage=from_, only=only, skip=skip, dry_run=dry_run)
+    out.print(outcomes_table(result))
+    if dry_run:
+        return
+    from .chat import final_answer
+
+    answer = final_answer(plan, ask)
+    if answer is not None:
+        out.print(answer)
+
+
+@app.command()
+def status(run_folder: Annotated[Path, typer.Argument(help="A run folder (runs/<name>).")]) -> None:
+    """Show a run's manifest: stages, status, timings, outputs."""
+    from .lineage import status_table
+
+    out.print(status_table(run_folder))
+
+
+@app.command()
+def lineage(file: Annotated[Path, typer.Argument(help="Any file in a run folder.")]) -> None:
+    """Answer 'what made this file': stage, inputs with hashes, parameters, recipe, versions."""
+    from .lineage import lineage_tree
+
+    out.print(lineage_tree(file))
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        err.print(f"[red]error:[/red] {exc.one_line()}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted; rerun the same command to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

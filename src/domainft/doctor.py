@@ -1,0 +1,55 @@
+"""`domainft doctor`: what is installed and what is missing, in one table."""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import shutil
+from importlib import metadata
+
+from rich.table import Table
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def report() -> Table:
+    table = Table("component", "state", "detail", title="domainft doctor")
+    table.add_row("python", "ok", f"{platform.python_version()} ({platform.machine()})")
+    for dist in ("torch", "transformers", "peft", "lm-eval", "llama-cpp-python", "gguf"):
+        version = _version(dist)
+        table.add_row(dist, "ok" if version else "[red]missing[/red]", version or "run scripts/install.sh")
+    gpu = "none (CPU)"
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    table.add_row("gpu", "ok", gpu)
+    try:
+        from .engines import ENGINES
+        from .engines.venv import engine_status
+
+        for name in ENGINES:
+            st = engine_status(name)
+            ready = st.get("ready")
+            table.add_row(f"engine {name}", "ok" if ready else "[yellow]not installed[/yellow]",
+                          str(st.get("path", "")) if ready else f"domainft engines install {name}")
+    except ImportError as exc:
+        table.add_row("engines", "[red]error[/red]", str(exc))
+    converter = shutil.which("llama-convert-hf-to-gguf") or None
+    table.add_row("llama.cpp converter", "ok" if converter else "[yellow]missing[/yellow]",
+                  converter or "scripts/llamacpp_tools.sh")
+    try:
+        from .models.embedded import embedded_path, smollm2_gguf
+
+        gguf = smollm2_gguf()
+        cached = embedded_path("embedded:smollm2")
+        table.add_row("embedded model", "ok", f"{gguf.name}; HF copy {'cached' if cached.exists() else 'made on first use'}")
+    except Exception as exc:  # doctor reports, never fails
+        table.add_row("embedded model", "[red]missing[/red]", str(exc))
+    return table

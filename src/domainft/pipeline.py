@@ -1,0 +1,331 @@
+"""`domainft run`: the stages in order, each skipped when what it reads is unchanged.
+
+Each stage declares the recipe values it reads (params), the files it reads (inputs) and the files it
+writes (outputs). The manifest records their hashes; a stage reruns when any of them changed, and the
+stages after it rerun because their inputs (its outputs) changed in turn.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UserError
+from .manifest import FileRecord, Manifest, files_under, package_versions, sha256_json
+from .plan import Plan
+from .resources import folder
+
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    doc: str
+    enabled: Callable[[Plan], bool]
+    params: Callable[[Plan], dict[str, Any]]
+    inputs: Callable[[Plan], list[Path]]
+    outputs: Callable[[Plan], list[Path]]
+    run: Callable[[Plan], Any]
+
+
+# ---------------------------------------------------------------- stage bodies (lazy imports keep the CLI fast)
+
+
+def _run_extract(plan: Plan) -> Any:
+    from .extract import extract_for_plan
+
+    return extract_for_plan(plan)
+
+
+def _run_datagen(plan: Plan) -> Any:
+    from .datagen import run_datagen
+
+    return run_datagen(plan)
+
+
+def _run_render(plan: Plan) -> Any:
+    return render_for_plan(plan)
+
+
+def _run_train(plan: Plan) -> Any:
+    from .engines import train
+
+    return train(plan)
+
+
+def _run_eval(plan: Plan) -> Any:
+    from .evaluate import run_eval
+
+    return run_eval(plan, limit=plan.recipe.eval.limit, backend=plan.recipe.eval.backend)
+
+
+def _run_export(plan: Plan) -> Any:
+    from .export import run_export
+
+    return run_export(plan)
+
+
+def render_for_plan(plan: Plan) -> list[Path]:
+    """Render the engine's files, check them statically, write those whose bytes changed."""
+    from .engines import get_engine
+    from .render import write_tree
+
+    engine = get_engine(plan.engine)
+    files = engine.render(plan)
+    engine.check(plan, files)
+    write_tree(files, plan.render_dir)
+    return [plan.render_dir / rel for rel in files]
+
+
+# ---------------------------------------------------------------- what each stage reads and writes
+
+
+def _datagen_prompt_file(plan: Plan) -> list[Path]:
+    spec = plan.recipe.datagen.prompts if plan.recipe.datagen else None
+    if not spec:
+        return []
+    candidate = folder("datagen") / f"{spec}.yaml"
+    return [candidate] if candidate.exists() else [plan.recipe.resolve(spec)]
+
+
+def _top_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) if path.is_dir() else []
+
+
+def _recipe_part(plan: Plan, *keys: str) -> dict[str, Any]:
+    data = plan.recipe.model_dump(mode="json")
+    return {k: data[k] for k in keys}
+
+
+def _train_outputs(plan: Plan) -> list[Path]:
+    return [p for p in _top_files(plan.train_dir) if p.suffix in {".safetensors", ".json", ".bin", ".model"}
+            and not p.name.startswith(("trainer_state", "all_results", "train_results", "eval_results"))]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "extract", "documents -> section-aware chunks",
+        enabled=lambda p: p.recipe.datagen is not None,
+        params=lambda p: _recipe_part(p, "extract"),
+        inputs=lambda p: files_under(p.document_inputs),
+        outputs=lambda p: [p.extract_dir / "chunks.jsonl"],
+        run=_run_extract,
+    ),
+    Stage(
+        "datagen", "chunks -> QA pairs, deduplicated and split",
+        enabled=lambda p: p.recipe.datagen is not None,
+        params=lambda p: _recipe_part(p, "datagen", "domain"),
+        inputs=lambda p: [p.extract_dir / "chunks.jsonl", *_datagen_prompt_file(p)],
+        outputs=lambda p: [p.datagen_dir / f for f in ("train.jsonl", "val.jsonl", "test.jsonl")],
+        run=_run_datagen,
+    ),
+    Stage(
+        "render", "recipe -> engine config files",
+        enabled=lambda p: True,
+        params=lambda p: {**_recipe_part(p, "name", "model", "dataset", "method", "training", "engine_overrides",
+                                         "distributed"), "engine": p.engine, "model_path": p.model_path},
+        inputs=lambda p: [*p.train_files, *files_under([folder("templates") / p.engine, folder("templates") / "deepspeed"])],
+        outputs=lambda p: _top_files(p.render_dir),
+        run=_run_render,
+    ),
+    Stage(
+        "train", "engine subprocess -> adapter",
+        enabled=lambda p: True,
+        params=lambda p: {"engine": p.engine},
+        inputs=lambda p: [*_top_files(p.render_dir), *p.train_files],
+        outputs=_train_outputs,
+        run=_run_train,
+    ),
+    Stage(
+        "eval", "lm-eval, base vs tuned -> report",
+        enabled=lambda p: True,
+        params=lambda p: _recipe_part(p, "eval", "sampling", "model", "domain"),
+        inputs=lambda p: [*_train_outputs(p), *[f for f in p.eval_split_files.values()]],
+        outputs=lambda p: [p.eval_dir / f for f in ("report.json", "report.md", "report.png")],
+        run=_run_eval,
+    ),
+    Stage(
+        "export", "merge -> GGUF -> quantize -> Modelfile",
+        enabled=lambda p: True,
+        params=lambda p: _recipe_part(p, "export", "sampling", "model"),
+        inputs=_train_outputs,
+        outputs=lambda p: _top_files(p.export_dir),
+        run=_run_export,
+    ),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    action: str  # ran | skipped | disabled | excluded | failed
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    outcomes: list[StageOutcome] = field(default_factory=list)
+
+
+def _check_stage_names(names: list[str], flag: str) -> None:
+    from .errors import did_you_mean
+
+    for name in names:
+        if name not in STAGE_NAMES:
+            hint = did_you_mean(name, STAGE_NAMES)
+            raise UserError(f"unknown stage '{name}'", where=flag, hint=hint or f"stages: {', '.join(STAGE_NAMES)}")
+
+
+def stale_reason(stage: Stage, plan: Plan, manifest: Manifest) -> str | None:
+    """Why the stage must run, or None when it is up to date. Cheapest checks first."""
+    record = manifest.stages.get(stage.name)
+    if record is None or record.status != "done":
+        return "never ran" if record is None or record.status == "pending" else f"last run {record.status}"
+    params = stage.params(plan)
+    if sha256_json(params) != record.params_hash:
+        changed = _changed_keys(record.params, params)
+        return f"parameters changed: {', '.join(changed[:4]) or 'recipe'}"
+    inputs = {manifest.rel(p): p for p in stage.inputs(plan)}
+    if set(inputs) != set(record.inputs):
+        added = sorted(set(inputs) - set(record.inputs))
+        removed = sorted(set(record.inputs) - set(inputs))
+        return f"input set changed: {', '.join((['+' + a for a in added] + ['-' + r for r in removed])[:3])}"
+    for key, path in inputs.items():
+        if not record.inputs[key].matches(path):
+            return f"input changed: {key}"
+    if not record.outputs:
+        return "no outputs recorded"
+    for key, rec in record.outputs.items():
+        if not rec.matches(manifest.abs(key)):
+            return f"output missing or modified: {key}"
+    return None
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys: list[str] = []
+        for k in sorted(set(old) | set(new)):
+            keys += _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return keys
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def run_pipeline(
+    plan: Plan,
+    *,
+    from_stage: str | None = None,
+    only: list[str] | None = None,
+    skip: list[str] | None = None,
+    dry_run: bool = False,
+) -> RunResult:
+    only, skip = only or [], skip or []
+    _check_stage_names(only, "--only")
+    _check_stage_names(skip, "--skip")
+    if from_stage:
+        _check_stage_names([from_stage], "--from")
+    plan.run_dir.mkdir(parents=True, exist_ok=True) if not dry_run else None
+    manifest = Manifest(plan.run_dir)
+    result = RunResult(plan)
+    forced = False
+    upstream_ran = False
+    for stage in STAGES:
+        if from_stage == stage.name:
+            forced = True
+        if not stage.enabled(plan):
+            result.outcomes.append(StageOutcome(stage.name, "disabled", "not in this recipe"))
+            continue
+        if (only and stage.name not in only) or stage.name in skip:
+            result.outcomes.append(StageOutcome(stage.name, "excluded", "--only/--skip"))
+            continue
+        reason = "forced (--from/--only)" if forced or only else stale_reason(stage, plan, manifest)
+        if reason is None and upstream_ran:
+            reason = stale_reason(stage, plan, manifest)
+        if reason is None:
+            result.outcomes.append(StageOutcome(stage.name, "skipped", "up to date"))
+            console.print(f"[dim]· {stage.name}: up to date, skipped[/dim]")
+            continue
+        if dry_run:
+            result.outcomes.append(StageOutcome(stage.name, "would run", reason))
+            upstream_ran = True
+            continue
+        console.print(f"[bold]▶ {stage.name}[/bold] [dim]({stage.doc}; {reason})[/dim]")
+        outcome = _execute(stage, plan, manifest, reason)
+        result.outcomes.append(outcome)
+        upstream_ran = True
+        if outcome.action == "failed":
+            break
+    if not dry_run:
+        manifest.data["versions"] = package_versions(_engine_versions(plan))
+        manifest.save()
+    return result
+
+
+def _execute(stage: Stage, plan: Plan, manifest: Manifest, reason: str) -> StageOutcome:
+    record = manifest.stage(stage.name)
+    params = stage.params(plan)
+    record.status, record.started_at, record.error = "running", time.time(), None
+    record.params, record.params_hash = params, sha256_json(params)
+    manifest.data.update(
+        recipe=plan.recipe.model_dump(mode="json"),
+        recipe_hash=plan.recipe_hash,
+        recipe_file=str(plan.recipe.source) if plan.recipe.source else None,
+        engine=plan.engine,
+    )
+    manifest.save()
+    start = time.perf_counter()
+    try:
+        # Inputs are hashed before the stage runs: what it read, not what it left behind.
+        inputs = {manifest.rel(p): FileRecord.of(p) for p in stage.inputs(plan) if p.exists()}
+        stage.run(plan)
+        missing = [p for p in stage.outputs(plan) if not p.exists()]
+        if missing or not stage.outputs(plan):
+            raise UserError(f"stage '{stage.name}' finished but wrote no {missing[0].name if missing else 'outputs'}",
+                            where=plan.run_dir)
+    except BaseException as exc:
+        record.status = "failed"
+        record.seconds = time.perf_counter() - start
+        record.error = exc.one_line() if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, (UserError, KeyboardInterrupt)):
+            record.error += " | " + traceback.format_exc(limit=3).replace("\n", " ")
+        manifest.save()
+        raise
+    record.inputs = inputs
+    record.outputs = {manifest.rel(p): FileRecord.of(p) for p in stage.outputs(plan)}
+    record.status = "done"
+    record.seconds = time.perf_counter() - start
+    manifest.save()
+    return StageOutcome(stage.name, "ran", reason, record.seconds)
+
+
+def _engine_versions(plan: Plan) -> dict[str, str]:
+    try:
+        from .engines import engine_versions
+
+        return engine_versions(plan.engine)
+    except Exception:  # versions are informative; a missing venv must not fail the run
+        return {}
+
+
+def outcomes_table(result: RunResult) -> Table:
+    table = Table(title=f"domainft run {result.plan.recipe.name} ({result.plan.engine})")
+    table.add_column("stage")
+    table.add_column("action")
+    table.add_column("seconds", justify="right")
+    table.add_column("why")
+    total = 0.0
+    for o in result.outcomes:
+        total += o.seconds
+        table.add_row(o.name, o.action, f"{o.seconds:.1f}" if o.seconds else "", o.reason)
+    table.add_row("total", "", f"{total:.1f}", "")
+    return table

@@ -1,0 +1,36 @@
+"""Hooks for the coal-safety tasks (lm-eval `!function` targets). Scoring lives in ../scoring.py."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _scoring():
+    # Loaded by file path: lm-eval imports this module by path too, so no package is involved.
+    name = "domain_eval_scoring"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE.parent / "scoring.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def load_mc(data_file="coal_safety_mc.jsonl", **_metadata):
+    return _scoring().load_split("mc", data_file, HERE)
+
+
+def load_qa(data_file="coal_safety_qa.jsonl", **_metadata):
+    return _scoring().load_split("qa", data_file, HERE)
+
+
+def process_qa(doc, results):
+    """Chinese answers: character-level ROUGE-L F1 and keyword recall, after dropping <think> blocks."""
+    s = _scoring()
+    answer = s.strip_think(results[0])
+    return {
+        "rouge_l_char": s.rouge_l_char(answer, doc["answer"]),
+        "keyword_recall": s.keyword_recall(answer, doc["keywords"], doc["answer"]),
+    }

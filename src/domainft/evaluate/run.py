@@ -1,0 +1,383 @@
+"""Stage eval: lm-eval on the base model and on base + adapter, then a report a person can read.
+
+lm-eval runs as a subprocess (`python -m lm_eval` from this interpreter) with the task folders of
+eval_tasks/ as its include path, so what runs here is exactly what a user gets from plain `lm_eval`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import EngineError, UserError, did_you_mean
+from ..plan import Plan
+from ..resources import folder
+from .report import write_report
+
+#: recipe.domain -> the group of tasks evaluated when recipe.eval.tasks is empty.
+DOMAIN_GROUPS = {
+    "coal": "coal_safety", "coal_safety": "coal_safety", "coal-safety": "coal_safety",
+    "iso": "iso_directives", "iso_directives": "iso_directives", "iso-directives": "iso_directives",
+}
+#: group -> its free-answer task, the one re-pointed at datagen's held-out test split.
+QA_TASKS = {"coal_safety": "coal_safety_qa", "iso_directives": "iso_directives_qa"}
+HELDOUT_SUFFIX = "_heldout"
+
+# Only these reach lm-eval: teacher API keys and other secrets stay out of its logs.
+ENV_ALLOW = (
+    "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "PYTHONPATH", "VIRTUAL_ENV",
+    "HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME", "DOMAINFT_HOME",
+    "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+    "VLLM_WORKER_MULTIPROC_METHOD", "MPLCONFIGDIR",
+)
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+}
+_TQDM = re.compile(r"(Running \w+ requests)\S*\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
+
+
+@dataclass(frozen=True)
+class LmEvalRun:
+    label: str  # "base" or "tuned"
+    argv: list[str]
+    out_dir: Path
+
+
+# ---------------------------------------------------------------- task names
+
+
+def known_tasks(tasks_dir: Path | None = None) -> dict[str, Path]:
+    """Task and group names defined under eval_tasks/ -> their YAML file (a fast scan, no lm-eval import)."""
+    tasks_dir = tasks_dir or folder("eval_tasks")
+    loader = type("_TagTolerantLoader", (yaml.SafeLoader,), {})
+    loader.add_multi_constructor("!", lambda _loader, _suffix, _node: None)
+    names: dict[str, Path] = {}
+    for path in sorted(tasks_dir.rglob("*.yaml")):
+        cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (SafeLoader subclass)
+        if isinstance(cfg, dict):
+            name = cfg.get("group") if "group" in cfg else cfg.get("task")
+            if isinstance(name, str):
+                names[name] = path
+    return names
+
+
+def resolve_tasks(plan: Plan) -> list[str]:
+    """recipe.eval.tasks, or the domain's group; every name checked against eval_tasks/."""
+    recipe = plan.recipe
+    tasks = list(recipe.eval.tasks)
+    if not tasks:
+        group = DOMAIN_GROUPS.get(recipe.domain)
+        if group is None:
+            raise UserError(
+                f"no eval tasks for domain '{recipe.domain}'",
+                where="eval.tasks",
+                hint=f"list tasks, or use a domain with a task group: {', '.join(sorted(set(DOMAIN_GROUPS)))}",
+            )
+        tasks = [group]
+    known = known_tasks()
+    for name in tasks:
+        if name.endswith(".yaml"):
+            if not recipe.resolve(name).exists():
+                raise UserError(f"eval task file '{name}' not found", where="eval.tasks")
+        elif name not in known:
+            raise UserError(
+                f"unknown eval task '{name}'",
+                where="eval.tasks",
+                hint=did_you_mean(name, known) or f"tasks in eval_tasks/: {', '.join(sorted(known))}",
+            )
+    return [str(recipe.resolve(t).resolve()) if t.endswith(".yaml") else t for t in tasks]
+
+
+def heldout_task(plan: Plan, tasks: Iterable[str]) -> Path | None:
+    """When datagen ran, write a QA task variant over its test split into the run folder; return its YAML."""
+    test_split = plan.eval_split_files.get("test")
+    if test_split is None:
+        return None
+    qa_task = next(
+        (QA_TASKS[t] for t in [DOMAIN_GROUPS.get(plan.recipe.domain, ""), *tasks] if t in QA_TASKS),
+        next((t for t in tasks if t in QA_TASKS.values()), None),
+    )
+    if qa_task is None:
+        return None
+    if not test_split.exists():
+        raise UserError("datagen's test split is missing: run datagen before eval", where=test_split)
+    if not test_split.read_text(encoding="utf-8").strip():
+        return None  # split.test is 0: nothing held out
+    base_yaml = known_tasks()[qa_task].resolve()
+    out = plan.eval_dir / "tasks" / f"{qa_task}{HELDOUT_SUFFIX}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Written by domainft eval for recipe {plan.recipe.name} ({plan.recipe_hash[:12]}):\n"
+        f"# {qa_task} over datagen's held-out test split of this run (lm-eval needs absolute paths).\n"
+    )
+    body = {
+        "include": str(base_yaml),
+        "task": f"{qa_task}{HELDOUT_SUFFIX}",
+        "dataset_kwargs": {"data_file": str(test_split)},
+    }
+    _write_if_changed(out, header + yaml.safe_dump(body, allow_unicode=True, sort_keys=False))
+    return out
+
+
+# ---------------------------------------------------------------- command lines
+
+
+def model_args(plan: Plan, *, backend: str, base_path: str, adapter: Path | None) -> str:
+    """lm-eval --model_args for the base model (adapter None) or base + adapter."""
+    recipe = plan.recipe
+    args = {"pretrained": base_path}
+    tokenizer_dir = plan.adapter_dir if (plan.adapter_dir / "tokenizer_config.json").exists() else None
+    if recipe.method.kind == "full" and adapter is not None:
+        args["pretrained"] = str(adapter)  # full fine-tuning: the "adapter" folder holds whole weights
+    elif adapter is not None:
+        if backend == "vllm":
+            args["lora_local_path"] = str(adapter)
+            args["enable_lora"] = "True"
+            args["max_lora_rank"] = str(max(16, recipe.method.rank))
+        else:
+            args["peft"] = str(adapter)
+    if tokenizer_dir is not None:
+        # The chat template the engine trained with is saved beside the adapter: score both runs with it.
+        args["tokenizer"] = str(tokenizer_dir)
+    if recipe.model.trust_remote_code:
+        args["trust_remote_code"] = "True"
+    args["enable_thinking"] = str(recipe.model.enable_thinking)
+    if recipe.model.enable_thinking:
+        args["think_end_token"] = "</think>"
+    for key, value in args.items():
+        if "," in value or "=" in value:
+            raise UserError(f"lm-eval cannot take a {key} containing ',' or '='", where=value)
+    return ",".join(f"{k}={v}" for k, v in args.items())
+
+
+def gen_kwargs(plan: Plan) -> str:
+    """Greedy decoding for scoring; length from eval.max_new_tokens, repetition penalty from sampling."""
+    kwargs = {"do_sample": "False", "max_gen_toks": str(plan.recipe.eval.max_new_tokens)}
+    if plan.recipe.sampling.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = str(plan.recipe.sampling.repetition_penalty)
+    return ",".join(f"{k}={v}" for k, v in kwargs.items())
+
+
+def lm_eval_argv(
+    plan: Plan, *, label: str, tasks: list[str], limit: int | None, backend: str, base_path: str,
+    adapter: Path | None,
+) -> list[str]:
+    recipe = plan.recipe
+    argv = [
+        sys.executable, "-m", "lm_eval", "run",
+        "--model", backend,
+        "--model_args", model_args(plan, backend=backend, base_path=base_path, adapter=adapter),
+        "--tasks", ",".join(tasks),
+        "--include_path", str(folder("eval_tasks")),
+        "--apply_chat_template",
+        "--log_samples",
+        "--output_path", str(plan.eval_dir / "lm_eval" / label),
+        "--batch_size", str(recipe.eval.batch_size),
+        "--gen_kwargs", gen_kwargs(plan),
+        "--seed", str(recipe.training.seed),
+    ]
+    if recipe.model.system_prompt:
+        argv += ["--system_instruction", recipe.model.system_prompt]
+    if limit is not None:
+        argv += ["--limit", str(limit)]
+    return argv
+
+
+def lm_eval_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
+    env.update(OFFLINE_ENV)
+    env.setdefault("MPLCONFIGDIR", str(Path(env.get("TMPDIR", "/tmp")) / "domainft-mpl"))
+    return env
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None) -> Path:
+    """Evaluate base and base + adapter with lm-eval; write report.{json,md,png} into plan.eval_dir.
+
+    `limit` (items per task) and `backend` ("hf" or "vllm") default to recipe.eval. Returns report.md.
+    """
+    recipe = plan.recipe
+    backend = backend or recipe.eval.backend
+    limit = limit if limit is not None else recipe.eval.limit
+    if backend not in ("hf", "vllm"):
+        raise UserError(f"unknown backend '{backend}'", where="eval.backend", hint="use hf or vllm")
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError("backend 'vllm' needs the vllm package (GPU machines): pip install vllm, or use --backend hf",
+                        where="eval.backend")
+    if importlib.util.find_spec("lm_eval") is None:
+        raise UserError("eval needs lm-eval: pip install 'domainft[ml]'")
+    adapter = _trained_output(plan)
+    tasks = resolve_tasks(plan)
+    heldout = heldout_task(plan, tasks)
+    if heldout is not None:
+        tasks = [*tasks, str(heldout)]
+    base_path = _base_model(plan)
+
+    plan.eval_dir.mkdir(parents=True, exist_ok=True)
+    runs = [
+        LmEvalRun(label, lm_eval_argv(plan, label=label, tasks=tasks, limit=limit, backend=backend,
+                                      base_path=base_path, adapter=ad),
+                  plan.eval_dir / "lm_eval" / label)
+        for label, ad in (("base", None), ("tuned", adapter))
+    ]
+    outputs = {}
+    for run in runs:
+        outputs[run.label] = _run_lm_eval(run, fingerprint=_fingerprint(run, adapter if run.label == "tuned" else None,
+                                                                          heldout))
+    return write_report(
+        plan.eval_dir,
+        base=outputs["base"],
+        tuned=outputs["tuned"],
+        meta={
+            "recipe": recipe.name,
+            "recipe_hash": plan.recipe_hash,
+            "base_model": base_path,
+            "adapter": str(adapter),
+            "backend": backend,
+            "limit": limit,
+            "heldout_task": heldout.stem if heldout else None,
+            "commands": {run.label: run.argv[1:] for run in runs},
+        },
+    )
+
+
+def _base_model(plan: Plan) -> str:
+    if plan.is_embedded:
+        from ..models.embedded import materialize
+
+        return str(materialize(plan.recipe.model.base))
+    path = plan.model_path
+    if path.startswith(("/", ".", "~")) and not Path(path).exists():
+        raise UserError("base model folder not found", where="model.base")
+    return path
+
+
+def _trained_output(plan: Plan) -> Path:
+    out = plan.adapter_dir
+    marker = "config.json" if plan.recipe.method.kind == "full" else "adapter_config.json"
+    if not (out / marker).exists():
+        raise UserError(f"no trained {'model' if marker == 'config.json' else 'adapter'} ({marker}): run train first",
+                        where=out)
+    return out
+
+
+def _fingerprint(run: LmEvalRun, adapter: Path | None, heldout: Path | None) -> str:
+    """What a run's results depend on beyond its command line: the weights, the tasks, the held-out data."""
+    parts: list[str] = [json.dumps(run.argv[1:])]
+    files = sorted(p for p in folder("eval_tasks").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    if adapter is not None:
+        files += sorted(p for p in adapter.iterdir() if p.is_file())
+    if heldout is not None:
+        files += [heldout, Path(yaml.safe_load(heldout.read_text())["dataset_kwargs"]["data_file"])]
+    for path in files:
+        stat = path.stat()
+        parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _run_lm_eval(run: LmEvalRun, *, fingerprint: str) -> dict:
+    """Run (or reuse, when nothing it depends on changed) one lm-eval evaluation; return its outputs."""
+    stamp = run.out_dir / "domainft-run.json"
+    if stamp.exists():
+        previous = json.loads(stamp.read_text())
+        results = Path(previous.get("results", ""))
+        if previous.get("fingerprint") == fingerprint and results.exists():
+            _console().print(f"[dim]eval {run.label}: unchanged since last run, reusing {results.name}[/dim]")
+            return _collect(run, results, previous.get("seconds", 0.0), reused=True)
+    if run.out_dir.exists():
+        # Old result files would be picked up as this run's: keep the last set aside, not mixed in.
+        previous_dir = run.out_dir.with_name(f"{run.label}.previous")
+        shutil.rmtree(previous_dir, ignore_errors=True)
+        run.out_dir.rename(previous_dir)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run.out_dir.parent / f"{run.label}.log"
+    started = time.monotonic()
+    returncode = _stream(run, log_path)
+    seconds = time.monotonic() - started
+    if returncode != 0:
+        raise EngineError(f"lm-eval failed on the {run.label} model (exit {returncode}): {_last_error(log_path)}",
+                          where=log_path)
+    results = _newest(run.out_dir, "results_*.json")
+    if results is None:
+        raise EngineError(f"lm-eval wrote no results for the {run.label} model", where=log_path)
+    stamp.write_text(json.dumps({"fingerprint": fingerprint, "results": str(results), "seconds": seconds}) + "\n")
+    return _collect(run, results, seconds, reused=False)
+
+
+def _stream(run: LmEvalRun, log_path: Path) -> int:
+    """Run lm-eval, teeing its output to a log and its tqdm bars into one rich progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with (
+        log_path.open("wb") as log,
+        Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                 TimeElapsedColumn(), console=_console(), transient=False) as progress,
+    ):
+        bar = progress.add_task(f"eval {run.label}: loading model", total=None)
+        log.write((" ".join(run.argv) + "\n").encode())
+        proc = subprocess.Popen(run.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=lm_eval_env(),
+                                cwd=run.out_dir)
+        assert proc.stdout is not None
+        pending = b""
+        while chunk := proc.stdout.read1(4096):
+            log.write(chunk)
+            pending += chunk
+            *lines, pending = re.split(rb"[\r\n]", pending)
+            for line in lines:
+                match = _TQDM.search(line.decode("utf-8", "replace"))
+                if match:
+                    progress.update(bar, description=f"eval {run.label}: {match[1].lower()}",
+                                    completed=int(match[2]), total=int(match[3]))
+        return proc.wait()
+
+
+def _collect(run: LmEvalRun, results: Path, seconds: float, *, reused: bool) -> dict:
+    samples = {}
+    for path in sorted(results.parent.glob("samples_*.jsonl")):
+        task = re.sub(r"^samples_(.+)_\d{4}-\d{2}-\d{2}T[\d\-.]+$", r"\1", path.stem)
+        samples[task] = path
+    return {
+        "label": run.label,
+        "results_path": results,
+        "results": json.loads(results.read_text(encoding="utf-8")),
+        "samples": samples,
+        "seconds": seconds,
+        "reused": reused,
+    }
+
+
+def _newest(root: Path, pattern: str) -> Path | None:
+    found = [p for p in root.rglob(pattern) if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def _last_error(log_path: Path) -> str:
+    lines = [ln.strip() for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.search(r"(Error|Exception)\b", ln) and not ln.startswith("File ")]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -178,13 +178,13 @@ class RunResult:
     outcomes: list[StageOutcome] = field(default_factory=list)
 
 
-def _check_stage_names(names: list[str], flag: str) -> None:
+def _check_stage_names(names: list[str], flag: str, known: tuple[str, ...]) -> None:
     from .errors import did_you_mean
 
     for name in names:
-        if name not in STAGE_NAMES:
-            hint = did_you_mean(name, STAGE_NAMES)
-            raise UserError(f"unknown stage '{name}'", where=flag, hint=hint or f"stages: {', '.join(STAGE_NAMES)}")
+        if name not in known:
+            hint = did_you_mean(name, known)
+            raise UserError(f"unknown stage '{name}'", where=flag, hint=hint or f"stages: {', '.join(known)}")
 
 
 def stale_reason(stage: Stage, plan: Plan, manifest: Manifest) -> str | None:
@@ -228,18 +228,20 @@ def run_pipeline(
     only: list[str] | None = None,
     skip: list[str] | None = None,
     dry_run: bool = False,
+    stages: tuple[Stage, ...] = STAGES,
 ) -> RunResult:
     only, skip = only or [], skip or []
-    _check_stage_names(only, "--only")
-    _check_stage_names(skip, "--skip")
+    names = tuple(s.name for s in stages)
+    _check_stage_names(only, "--only", names)
+    _check_stage_names(skip, "--skip", names)
     if from_stage:
-        _check_stage_names([from_stage], "--from")
-    plan.run_dir.mkdir(parents=True, exist_ok=True) if not dry_run else None
+        _check_stage_names([from_stage], "--from", names)
+    if not dry_run:
+        _make_run_dir(plan.run_dir)
     manifest = Manifest(plan.run_dir)
     result = RunResult(plan)
     forced = False
-    upstream_ran = False
-    for stage in STAGES:
+    for stage in stages:
         if from_stage == stage.name:
             forced = True
         if not stage.enabled(plan):
@@ -248,27 +250,36 @@ def run_pipeline(
         if (only and stage.name not in only) or stage.name in skip:
             result.outcomes.append(StageOutcome(stage.name, "excluded", "--only/--skip"))
             continue
+        # Stages after one that reran are checked again: unchanged outputs upstream mean nothing to redo.
         reason = "forced (--from/--only)" if forced or only else stale_reason(stage, plan, manifest)
-        if reason is None and upstream_ran:
-            reason = stale_reason(stage, plan, manifest)
         if reason is None:
             result.outcomes.append(StageOutcome(stage.name, "skipped", "up to date"))
             console.print(f"[dim]· {stage.name}: up to date, skipped[/dim]")
             continue
         if dry_run:
             result.outcomes.append(StageOutcome(stage.name, "would run", reason))
-            upstream_ran = True
             continue
         console.print(f"[bold]▶ {stage.name}[/bold] [dim]({stage.doc}; {reason})[/dim]")
         outcome = _execute(stage, plan, manifest, reason)
         result.outcomes.append(outcome)
-        upstream_ran = True
         if outcome.action == "failed":
             break
     if not dry_run:
         manifest.data["versions"] = package_versions(_engine_versions(plan))
         manifest.save()
     return result
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError("run folder is a file", where=run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"run folder is not writable ({exc.strerror})", where=run_dir) from None
 
 
 def _execute(stage: Stage, plan: Plan, manifest: Manifest, reason: str) -> StageOutcome:

@@ -1,0 +1,140 @@
+"""Stage skipping and resume, on small stages that really write files (the engines are tested elsewhere)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from domainft.errors import UserError
+from domainft.lineage import lineage_tree, status_table
+from domainft.manifest import Manifest
+from domainft.pipeline import Stage, run_pipeline
+from domainft.plan import make_plan
+from domainft.recipe import recipe_from_dict
+
+from helpers import DATA
+
+
+def _plan(tmp_path: Path, **training):
+    recipe = recipe_from_dict({"name": "p", "dataset": {"files": [str(DATA / "coal" / "demo_qa.jsonl")]},
+                               "training": {"seed": 1, **training}})
+    return make_plan(recipe, run_dir=tmp_path / "run")
+
+
+def _stages(calls: list[str], fail_in: set[str] | None = None) -> tuple[Stage, ...]:
+    fail_in = fail_in if fail_in is not None else set()
+
+    def first(plan):
+        calls.append("first")
+        (plan.run_dir / "a.txt").write_text(f"seed={plan.recipe.training.seed}\n")
+
+    def second(plan):
+        calls.append("second")
+        if "second" in fail_in:
+            raise UserError("boom", where="second")
+        (plan.run_dir / "b.txt").write_text((plan.run_dir / "a.txt").read_text().upper())
+
+    def third(plan):
+        calls.append("third")
+        (plan.run_dir / "c.txt").write_text((plan.run_dir / "b.txt").read_text() + f"lr={plan.recipe.training.learning_rate}")
+
+    return (
+        Stage("first", "", lambda p: True, lambda p: {"seed": p.recipe.training.seed}, lambda p: [],
+              lambda p: [p.run_dir / "a.txt"], first),
+        Stage("second", "", lambda p: True, lambda p: {}, lambda p: [p.run_dir / "a.txt"],
+              lambda p: [p.run_dir / "b.txt"], second),
+        Stage("third", "", lambda p: True, lambda p: {"lr": p.recipe.training.learning_rate},
+              lambda p: [p.run_dir / "b.txt"], lambda p: [p.run_dir / "c.txt"], third),
+    )
+
+
+def test_rerun_with_nothing_changed_does_no_work(tmp_path):
+    calls: list[str] = []
+    plan = _plan(tmp_path)
+    run_pipeline(plan, stages=_stages(calls))
+    assert calls == ["first", "second", "third"]
+    calls.clear()
+    result = run_pipeline(plan, stages=_stages(calls))
+    assert calls == [] and [o.action for o in result.outcomes] == ["skipped"] * 3
+
+
+def test_changed_parameter_reruns_that_stage_and_what_follows(tmp_path):
+    calls: list[str] = []
+    run_pipeline(_plan(tmp_path), stages=_stages(calls))
+    calls.clear()
+    result = run_pipeline(_plan(tmp_path, seed=2), stages=_stages(calls))
+    assert calls == ["first", "second", "third"]
+    assert "parameters changed: seed" in result.outcomes[0].reason
+    assert result.outcomes[1].reason == "input changed: a.txt"
+
+
+def test_parameter_of_a_late_stage_reruns_only_it(tmp_path):
+    calls: list[str] = []
+    run_pipeline(_plan(tmp_path), stages=_stages(calls))
+    calls.clear()
+    run_pipeline(_plan(tmp_path, learning_rate=0.5), stages=_stages(calls))
+    assert calls == ["third"]
+
+
+def test_failed_stage_is_recorded_and_the_rerun_resumes_there(tmp_path):
+    calls: list[str] = []
+    plan = _plan(tmp_path)
+    with pytest.raises(UserError):
+        run_pipeline(plan, stages=_stages(calls, {"second"}))
+    manifest = Manifest(plan.run_dir)
+    assert manifest.stages["first"].status == "done"
+    assert manifest.stages["second"].status == "failed" and "boom" in manifest.stages["second"].error
+    calls.clear()
+    run_pipeline(plan, stages=_stages(calls))
+    assert calls == ["second", "third"]
+
+
+def test_deleted_output_is_rebuilt(tmp_path):
+    calls: list[str] = []
+    plan = _plan(tmp_path)
+    run_pipeline(plan, stages=_stages(calls))
+    (plan.run_dir / "c.txt").unlink()
+    calls.clear()
+    run_pipeline(plan, stages=_stages(calls))
+    assert calls == ["third"]
+
+
+def test_from_only_skip_and_unknown_stage(tmp_path):
+    calls: list[str] = []
+    plan = _plan(tmp_path)
+    run_pipeline(plan, stages=_stages(calls))
+    calls.clear()
+    run_pipeline(plan, from_stage="second", stages=_stages(calls))
+    assert calls == ["second", "third"]
+    calls.clear()
+    run_pipeline(plan, only=["first"], stages=_stages(calls))
+    assert calls == ["first"]
+    with pytest.raises(UserError) as info:
+        run_pipeline(plan, skip=["thrid"], stages=_stages(calls))
+    assert info.value.one_line() == "--skip: unknown stage 'thrid' (did you mean 'third'?)"
+
+
+def test_manifest_links_outputs_to_inputs_and_params(tmp_path):
+    plan = _plan(tmp_path)
+    run_pipeline(plan, stages=_stages([]))
+    data = json.loads((plan.run_dir / "manifest.json").read_text())
+    assert data["recipe_hash"] == plan.recipe_hash
+    assert set(data["stages"]["third"]["inputs"]) == {"b.txt"}
+    assert data["stages"]["first"]["params"] == {"seed": 1}
+    assert "domainft" in data["versions"]
+    tree = lineage_tree(plan.run_dir / "c.txt")
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(tree)
+    console.print(status_table(plan.run_dir))
+    text = console.export_text()
+    assert "made by stage third" in text and "made by stage first" in text and "matches the record" in text
+
+
+def test_run_folder_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("")
+    with pytest.raises(UserError, match="run folder is a file"):
+        run_pipeline(_plan(tmp_path), stages=_stages([]))

@@ -1,0 +1,50 @@
+"""Snapshot what an engine accepts, for domainft's static checks (no engine import at check time).
+
+Run with the engine venv's own python, from the repo root:
+    VENV/bin/python scripts/snapshot_engine_schema.py llamafactory > src/domainft/engines/known/llamafactory.json
+    VENV/bin/python scripts/snapshot_engine_schema.py axolotl > src/domainft/engines/known/axolotl.json
+(`python -m domainft.engines.validate snapshot` is not used: this file must import only the engine.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from importlib.metadata import version
+
+
+def llamafactory() -> dict:
+    from llamafactory.data.template import TEMPLATES
+    from llamafactory.hparams.parser import _TRAIN_ARGS  # what get_train_args parses for `train`
+
+    keys = {f.name for cls in _TRAIN_ARGS for f in dataclasses.fields(cls) if f.init}
+    return {
+        "engine": "llamafactory",
+        "version": version("llamafactory"),
+        "transformers": version("transformers"),
+        "config_keys": sorted(keys),
+        "templates": sorted(TEMPLATES),
+    }
+
+
+def axolotl() -> dict:
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+    from axolotl.utils.schemas.enums import ChatTemplate
+
+    fields = AxolotlInputConfig.model_fields
+    keys = set(fields) | {f.alias for f in fields.values() if f.alias}
+    return {
+        "engine": "axolotl",
+        "version": version("axolotl"),
+        "transformers": version("transformers"),
+        "config_keys": sorted(keys),
+        "chat_templates": sorted(t.value for t in ChatTemplate),
+    }
+
+
+if __name__ == "__main__":
+    name = sys.argv[1] if len(sys.argv) > 1 else ""
+    if name not in ("llamafactory", "axolotl"):
+        sys.exit("usage: snapshot_engine_schema.py llamafactory|axolotl")
+    print(json.dumps({"llamafactory": llamafactory, "axolotl": axolotl}[name](), indent=1))

@@ -1,0 +1,165 @@
+"""Axolotl 0.19.0: one `axolotl.yml`, run with `axolotl train axolotl.yml --launcher python`."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import render as R
+from ..errors import RecipeError, did_you_mean
+from ..plan import Plan
+from ..resources import folder
+from . import validate as V
+from .base import Engine, Launch, Progress
+from .llamafactory import deepspeed_files, deepspeed_path, parse_hf_progress, tidy_yaml
+
+CONFIG = "axolotl.yml"
+# Alpaca data has no system column unless the recipe maps one; this name makes sure a stray
+# `system` column in the file is not picked up by Axolotl's default `field_system: system`.
+NO_SYSTEM_COLUMN = "__domainft_no_system_column__"
+
+
+@cache
+def alpaca_formats() -> dict[str, dict[str, str]]:
+    return yaml.safe_load((folder("templates") / "axolotl" / "alpaca_formats.yaml").read_text(encoding="utf-8"))
+
+
+class Axolotl(Engine):
+    name = "axolotl"
+    config_file = CONFIG
+
+    def datasets(self, plan: Plan) -> list[dict[str, Any]]:
+        ds, model = plan.recipe.dataset, plan.recipe.model
+        cols = ds.column_map()
+        out = []
+        for path in plan.train_files:
+            entry: dict[str, Any] = {"path": str(path), "ds_type": "json"}
+            if ds.format == "sharegpt":
+                tags = ds.tag_map()
+                entry.update({
+                    "type": "chat_template",
+                    "field_messages": cols["messages"],
+                    "message_property_mappings": {"role": tags["role_tag"], "content": tags["content_tag"]},
+                    "roles": {"user": [tags["user_tag"]], "assistant": [tags["assistant_tag"]],
+                              "system": [tags["system_tag"]]},
+                })
+            else:
+                # Axolotl's user-defined prompt type, with format strings spelling out the model's own
+                # chat template (templates/axolotl/alpaca_formats.yaml): the same text inference sees.
+                fmt = alpaca_formats().get(model.chat_template)
+                if fmt is None:  # check() reports this as a RecipeError first
+                    fmt = {"system_format": "{system}", "format": "{instruction}\n{input}",
+                           "no_input_format": "{instruction}", "default_system": ""}
+                entry["type"] = {
+                    "field_instruction": cols["prompt"],
+                    "field_input": cols.get("query", "input"),
+                    "field_output": cols["response"],
+                    "field_system": cols.get("system", NO_SYSTEM_COLUMN),
+                    "system_prompt": model.system_prompt or fmt["default_system"],
+                    "system_format": fmt["system_format"],
+                    "format": fmt["format"],
+                    "no_input_format": fmt["no_input_format"],
+                }
+            out.append(entry)
+        return out
+
+    def values(self, plan: Plan) -> dict[str, Any]:
+        r = plan.recipe
+        m, t = r.method, r.training
+        adapter = None if m.kind == "full" else m.kind
+        return {
+            "base_model": plan.model_path,
+            "trust_remote_code": r.model.trust_remote_code,
+            # chat_template data uses the tokenizer's template; its system prompt comes from the recipe.
+            "default_system_message": (r.model.system_prompt or None) if r.dataset.format == "sharegpt" else None,
+            "adapter": adapter,
+            "load_in_4bit": True if m.kind == "qlora" and m.quant_bits == 4 else None,
+            "load_in_8bit": True if m.kind == "qlora" and m.quant_bits == 8 else None,
+            "bnb_config_kwargs": (
+                {"bnb_4bit_quant_type": m.quant_type, "bnb_4bit_use_double_quant": m.double_quant}
+                if m.kind == "qlora" and m.quant_bits == 4 else None
+            ),
+            "lora_r": m.rank,
+            "lora_alpha": m.alpha,
+            "lora_dropout": m.dropout,
+            "lora_target_linear": True if m.target_modules == "all" else None,
+            "lora_target_modules": None if m.target_modules == "all" else list(m.target_modules),
+            "deepspeed": deepspeed_path(plan),
+            "dataset_prepared_path": str(plan.run_dir / "train" / "axolotl-prepared"),
+            "val_set_size": float(t.val_size) if t.val_size else None,
+            "sequence_len": t.cutoff_len,
+            "sample_packing": t.packing,
+            "output_dir": str(plan.train_dir),
+            "logging_steps": t.logging_steps,
+            "save_steps": t.save_steps,
+            "micro_batch_size": t.batch_size,
+            "grad_accum": t.grad_accum,
+            "learning_rate": float(t.learning_rate),
+            "epochs": float(t.epochs),
+            "max_steps": t.max_steps,
+            "scheduler": t.scheduler,
+            "warmup_ratio": float(t.warmup_ratio),
+            "seed": t.seed,
+            "bf16": t.precision == "bf16",
+            "fp16": t.precision == "fp16",
+            "gradient_checkpointing": t.gradient_checkpointing,
+        }
+
+    def render(self, plan: Plan) -> dict[str, str]:
+        r = plan.recipe
+        files = {
+            CONFIG: tidy_yaml(R.render_template(
+                "axolotl/axolotl.yml.j2", header=R.header(r.name, plan.recipe_hash), v=self.values(plan),
+                datasets=self.datasets(plan), overrides=r.engine_overrides, config_path=str(plan.render_dir / CONFIG),
+            ))
+        }
+        files.update(deepspeed_files(plan))
+        return files
+
+    def check(self, plan: Plan, files: dict[str, str]) -> None:
+        r = plan.recipe
+        V.check_overrides(self.name, r.engine_overrides)
+        if r.dataset.format == "alpaca" and r.model.chat_template not in alpaca_formats():
+            raise RecipeError(
+                f"Axolotl has no alpaca prompt format for chat template '{r.model.chat_template}'",
+                where="model.chat_template",
+                hint=did_you_mean(r.model.chat_template, alpaca_formats())
+                or "use dataset.format sharegpt, or add it to templates/axolotl/alpaca_formats.yaml",
+            )
+        if r.model.enable_thinking:
+            raise RecipeError("Axolotl runs here use the tokenizer's template without thinking blocks",
+                              where="model.enable_thinking", hint="use engine llamafactory for R1-style training")
+        V.check_targets(plan)
+        V.check_rendered_keys(self.name, self.config(files), CONFIG)
+        V.check_dataset(plan)
+
+    def config(self, files: dict[str, str]) -> dict[str, Any]:
+        return R.parse_back(CONFIG, files[CONFIG])
+
+    def train_launch(self, plan: Plan) -> Launch:
+        # --launcher python: the accelerate launcher pins OMP threads to 1 (slow on CPU).
+        # Several processes go through accelerate, which reads the torchrun-style variables.
+        dist = plan.recipe.distributed
+        if dist.nnodes * dist.nproc_per_node == 1:
+            argv = ["axolotl", "train", str(plan.render_dir / CONFIG), "--launcher", "python"]
+        else:
+            argv = ["axolotl", "train", str(plan.render_dir / CONFIG), "--launcher", "torchrun", "--",
+                    f"--nnodes={dist.nnodes}", f"--nproc_per_node={dist.nproc_per_node}",
+                    f"--rdzv_endpoint={dist.master_addr}:{dist.master_port}", "--rdzv_backend=c10d"]
+        return Launch(argv, {}, plan.render_dir)
+
+    def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
+        # merge-lora writes into <output_dir>/merged; runner.merge() moves it to out_dir.
+        argv = ["axolotl", "merge-lora", str(plan.render_dir / CONFIG), f"--lora-model-dir={plan.train_dir}",
+                f"--output-dir={Path(out_dir).resolve()}", "--launcher", "python"]
+        return Launch(argv, {}, plan.render_dir)
+
+    _STEP = re.compile(r"(\d+)/(\d+) \[")
+    _LOSS = re.compile(r"""['"]loss['"]:\s*['"]?([0-9.eE+-]+)""")
+
+    def parse_progress(self, line: str) -> Progress | None:
+        return parse_hf_progress(line, self._STEP, self._LOSS)

@@ -1,0 +1,176 @@
+"""Static checks before any launch: in-process, no engine or torch import, well under a second.
+
+What the engines accept comes from snapshots in `known/` (made by scripts/snapshot_engine_schema.py
+inside each engine's venv). `deep=True` also runs the engine's own validator in its venv.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError, EngineError, RecipeError, did_you_mean
+from ..plan import Plan
+from ..recipe import KNOWN_LORA_TARGETS
+
+KNOWN = Path(__file__).parent / "known"
+SAMPLE_RECORDS = 5  # columns are checked against the first records of each file
+
+
+@cache
+def known(engine: str) -> dict[str, Any]:
+    """The snapshot of what `engine` accepts: config_keys, and templates (LLaMA-Factory) or chat_templates."""
+    return json.loads((KNOWN / f"{engine}.json").read_text())
+
+
+def check_overrides(engine: str, overrides: dict[str, Any]) -> None:
+    keys = known(engine)["config_keys"]
+    for key in overrides:
+        if key not in keys:
+            hint = did_you_mean(key, keys)
+            raise RecipeError(
+                f"'{key}' is not a {engine} {known(engine)['version']} option",
+                where=f"engine_overrides.{key}",
+                hint=hint or "see src/domainft/engines/known/" + engine + ".json",
+            )
+
+
+def check_rendered_keys(engine: str, config: dict[str, Any], file: str) -> None:
+    """A template typo (a key the engine does not know) fails here, not on a GPU."""
+    keys = known(engine)["config_keys"]
+    for key in config:
+        if key not in keys:
+            raise EngineError(f"rendered key '{key}' is unknown to {engine}", where=file, hint=did_you_mean(key, keys))
+
+
+def check_targets(plan: Plan) -> None:
+    targets = plan.recipe.method.target_modules
+    if plan.recipe.method.kind != "full" and isinstance(targets, list):
+        for name in targets:
+            if name not in KNOWN_LORA_TARGETS:
+                raise RecipeError(f"'{name}' is not a known projection module", where="method.target_modules",
+                                  hint=did_you_mean(name, KNOWN_LORA_TARGETS))
+
+
+def sample_records(path: Path) -> list[dict[str, Any]]:
+    """The first records of a JSON (list of objects) or JSONL file."""
+    if not path.exists():
+        raise DataError("training data file not found", where=path)
+    records: list[Any] = []
+    try:
+        if path.suffix == ".jsonl":
+            with path.open(encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            records.append(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise DataError(f"invalid JSON: {exc.msg}", where=f"{path}:{lineno}") from None
+                    if len(records) >= SAMPLE_RECORDS:
+                        break
+        elif path.suffix == ".json":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}") from None
+            if not isinstance(data, list):
+                raise DataError("expected a JSON list of records", where=path)
+            records = data[:SAMPLE_RECORDS]
+        else:
+            raise DataError("training data must be .json or .jsonl", where=path)
+    except UnicodeDecodeError:
+        raise DataError("not UTF-8 text", where=path) from None
+    if not records:
+        raise DataError("no records", where=path)
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise DataError(f"record {i + 1} is a {type(rec).__name__}, expected an object", where=path)
+    return records
+
+
+def check_dataset(plan: Plan) -> None:
+    """Every mapped column exists in the first records of every file (a typo there trains on nothing)."""
+    ds = plan.recipe.dataset
+    for path in plan.train_files:
+        records = sample_records(path)
+        columns = sorted({k for rec in records for k in rec})
+        for role, column in ds.column_map().items():
+            if column not in columns:
+                where = f"dataset.columns.{role}" if role in ds.columns else "dataset.format"
+                hint = did_you_mean(column, columns) or f"columns are {', '.join(columns)}"
+                raise DataError(
+                    f"{path.name}: no column '{column}' for role '{role}' ({where})", where=path, hint=hint
+                )
+        if ds.format == "sharegpt":
+            _check_sharegpt(path, records, ds.column_map()["messages"], ds.tag_map())
+
+
+def _check_sharegpt(path: Path, records: list[dict], column: str, tags: dict[str, str]) -> None:
+    for rec in records:
+        turns = rec[column]
+        if not isinstance(turns, list) or not turns or not isinstance(turns[0], dict):
+            raise DataError(f"column '{column}' must be a list of message objects", where=path)
+        fields = sorted({k for turn in turns for k in turn})
+        for tag in ("role_tag", "content_tag"):
+            if tags[tag] not in fields:
+                raise DataError(f"messages have no field '{tags[tag]}' ({tag})", where=path,
+                                hint=did_you_mean(tags[tag], fields) or f"fields are {', '.join(fields)}")
+        roles = {turn.get(tags["role_tag"]) for turn in turns}
+        allowed = {tags["user_tag"], tags["assistant_tag"], tags["system_tag"], "observation", "function"}
+        unknown = sorted(str(r) for r in roles - allowed)
+        if unknown:
+            raise DataError(f"message role '{unknown[0]}' matches no tag (dataset.tags)", where=path,
+                            hint=did_you_mean(unknown[0], allowed))
+
+
+# ------------------------------------------------------------------ deep: the engine's own validator
+
+_DEEP = {
+    "llamafactory": (
+        "import json,sys\n"
+        "from llamafactory.hparams import get_train_args\n"
+        "get_train_args(json.load(sys.stdin))\n"
+    ),
+    # validate_config drops unknown keys without a word: compare against the schema too.
+    "axolotl": (
+        "import json,sys\n"
+        "from axolotl.utils.config import validate_config\n"
+        "from axolotl.utils.dict import DictDefault\n"
+        "from axolotl.utils.schemas.config import AxolotlInputConfig\n"
+        "cfg=json.load(sys.stdin)\n"
+        "known=set(AxolotlInputConfig.model_fields)\n"
+        "dropped=[k for k in cfg if k not in known]\n"
+        "if dropped: sys.exit('unknown key(s) the engine would silently drop: '+', '.join(dropped))\n"
+        "validate_config(DictDefault(cfg))\n"
+    ),
+}
+
+
+def deep_check(engine: str, config: dict[str, Any], file: str, timeout: float = 300) -> None:
+    """Run the engine's own config validator in its venv; one-line EngineError on rejection."""
+    from .venv import ensure_engine
+
+    py = ensure_engine(engine) / "bin" / "python"
+    done = subprocess.run(
+        [str(py), "-c", _DEEP[engine]], input=json.dumps(config), capture_output=True, text=True,
+        timeout=timeout, env=_deep_env(),
+    )
+    if done.returncode != 0:
+        raise EngineError(f"{engine} rejects the config: {last_error_line(done.stderr)}", where=file)
+
+
+def _deep_env() -> dict[str, str]:
+    from .runner import base_env
+
+    return base_env(Path.cwd())
+
+
+def last_error_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln or ln.startswith(("unknown key", "ValueError", "AssertionError")):
+            return ln[:400]
+    return (lines[-1] if lines else "no output")[:400]

@@ -1,0 +1,173 @@
+"""One virtual environment per engine, built from a pinned lock file and reused.
+
+LLaMA-Factory and Axolotl pin conflicting transformers/peft/datasets versions, so each gets its own
+venv under `home()/venvs/<engine>-<lockhash12>`. A ready-marker holding the lock hash makes a second
+call instant; a folder without it is a half-built venv and is wiped and rebuilt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EngineError
+from ..resources import home
+
+LOCKS = Path(__file__).parent / "locks"
+READY = ".domainft-ready"
+PIP_LOG = "pip.log"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How an engine's venv is built, besides its lock file. Part of the venv's hash."""
+
+    #: Built after the lock with `--no-build-isolation` so the build sees the venv's own torch.
+    no_isolation: tuple[str, ...] = ()
+    #: Removed after install: they break imports beside the CPU torch wheel (see `_fixups`).
+    uninstall: tuple[str, ...] = ()
+    #: The module whose import proves the venv works.
+    probe: str = ""
+
+
+SPECS = {
+    # DS_BUILD_OPS=0: DeepSpeed's C++/CUDA ops are JIT-built when first used, so the install needs no compiler.
+    "llamafactory": Spec(no_isolation=("deepspeed==0.19.8",), uninstall=("torchvision",), probe="llamafactory"),
+    "axolotl": Spec(probe="axolotl"),
+}
+
+
+def known_engine(name: str) -> Spec:
+    if name not in SPECS:
+        from ..errors import did_you_mean
+
+        raise EngineError(f"unknown engine '{name}'", where="engine", hint=did_you_mean(name, SPECS))
+    return SPECS[name]
+
+
+def lock_hash(name: str) -> str:
+    spec = known_engine(name)
+    text = (LOCKS / f"{name}.txt").read_text()
+    return hashlib.sha256(f"{text}\n{spec!r}".encode()).hexdigest()
+
+
+def venv_dir(name: str) -> Path:
+    return home() / "venvs" / f"{name}-{lock_hash(name)[:12]}"
+
+
+def venv_bin(name: str, exe: str) -> Path:
+    return venv_dir(name) / "bin" / exe
+
+
+def is_ready(name: str) -> bool:
+    marker = venv_dir(name) / READY
+    return marker.exists() and marker.read_text().strip() == lock_hash(name)
+
+
+def engine_status(name: str) -> dict:
+    """For `domainft doctor`: where the venv is, whether it is ready, and what it holds."""
+    path = venv_dir(name)
+    status = {"engine": name, "venv": str(path), "lock_hash": lock_hash(name)[:12], "ready": is_ready(name)}
+    if status["ready"]:
+        status["size_mb"] = round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20)
+    elif path.exists():
+        status["state"] = "half-built (will be rebuilt)"
+    else:
+        status["state"] = "not installed (run `domainft engines install`)"
+    return status
+
+
+def ensure_engine(name: str) -> Path:
+    """The ready venv for `name`, building it first if needed (about 1.5-2 min on 2 cores)."""
+    if is_ready(name):
+        return venv_dir(name)
+    path = venv_dir(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(path.parent / f".{path.name}.lock"):  # two processes never build the same venv at once
+        if is_ready(name):
+            return path
+        _build(name, path)
+    return path
+
+
+def _build(name: str, path: Path) -> None:
+    from rich.console import Console
+
+    spec = SPECS[name]
+    if path.exists():
+        shutil.rmtree(path)  # no marker: a half-built venv from an interrupted run
+    started = time.monotonic()
+    console = Console(stderr=True)
+    with console.status(f"[bold]Installing {name} into {path} (pip log: {path / PIP_LOG})") as status:
+        _run([sys.executable, "-m", "venv", str(path)], path, name, log=False)
+        py = str(path / "bin" / "python")
+        _run([py, "-m", "pip", "install", "--upgrade", "pip"], path, name)
+        status.update(f"[bold]Installing {name} from its lock file (pip log: {path / PIP_LOG})")
+        # torch is pinned in the same resolver run as the engine, so pip keeps the one build the lock names.
+        _run([py, "-m", "pip", "install", "-r", str(LOCKS / f"{name}.txt")], path, name)
+        for req in spec.no_isolation:
+            status.update(f"[bold]Installing {req} for {name}")
+            _run([py, "-m", "pip", "install", "--no-build-isolation", req], path, name, env={"DS_BUILD_OPS": "0"})
+        if spec.uninstall:
+            _run([py, "-m", "pip", "uninstall", "-y", *spec.uninstall], path, name)
+        _fixups(path)
+        status.update(f"[bold]Checking that {spec.probe} imports")
+        _run([py, "-c", f"import {spec.probe}"], path, name)
+    (path / READY).write_text(lock_hash(name) + "\n")
+    console.print(f"{name} venv ready in {time.monotonic() - started:.0f} s: {path}")
+
+
+def _fixups(path: Path) -> None:
+    """Workarounds for wheels that do not import beside the CPU torch 2.13 wheel."""
+    # LLaMA-Factory requires torchaudio and its mm_plugin imports it unconditionally (so uninstalling it
+    # breaks every run), yet no torchaudio release matches torch 2.13: the newest (2.11) ships compiled
+    # extensions built against another torch ABI, and loading them fails. torchaudio's own loader treats
+    # a missing extension as optional (`_load_lib` returns False, as in its pex deployments) and the
+    # pure-Python package, all a text-only run touches, then imports. So we remove only those .so files,
+    # and only when the import actually fails: a venv whose torchaudio matches its torch is left alone.
+    py = str(path / "bin" / "python")
+    if subprocess.run([py, "-c", "import torchaudio"], capture_output=True).returncode == 0:
+        return
+    for lib in (path / "lib").glob("python3*/site-packages/torchaudio/lib/*.so"):
+        lib.unlink()
+
+
+def _run(argv: list[str], path: Path, name: str, env: dict[str, str] | None = None, log: bool = True) -> None:
+    full_env = {**os.environ, **(env or {})}
+    if not log:
+        done = subprocess.run(argv, capture_output=True, text=True, env=full_env)
+        text = done.stdout + done.stderr
+    else:
+        with open(path / PIP_LOG, "a") as fh:
+            fh.write(f"\n$ {' '.join(argv)}\n")
+            fh.flush()
+            done = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env)
+        text = (path / PIP_LOG).read_text(errors="replace")
+    if done.returncode != 0:
+        raise EngineError(
+            f"installing the {name} venv failed: {_last_error(text)}", where=path / PIP_LOG if log else path
+        )
+
+
+def _last_error(text: str, n: int = 3) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith(("ERROR", "error:")) or "Error" in ln]
+    return " | ".join((errors or lines)[-n:])[-600:]
+
+
+@contextmanager
+def _lock(path: Path):
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

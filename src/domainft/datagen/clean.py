@@ -1,0 +1,204 @@
+"""Pairs -> deduplicated train/val/test, split by source document, checked for train<->eval overlap.
+
+Near duplicates: candidates come from MinHash buckets over character n-grams (bigrams for Chinese,
+trigrams for Latin text), so the work stays near-linear; each candidate is confirmed with rapidfuzz's
+normalized Levenshtein ratio against the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import unicodedata
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rapidfuzz import fuzz
+
+from ..errors import DataError
+from .prompts import is_cjk
+
+ALPACA_KEYS = ("instruction", "input", "output")
+SPLITS = ("train", "val", "test")
+
+
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    return "".join(c for c in text if c.isalnum())
+
+
+def pair_text(record: dict[str, Any]) -> str:
+    return _norm(record["instruction"]) + "\x00" + _norm(record["output"])
+
+
+def _shingles(text: str) -> set[str]:
+    n = 2 if is_cjk(text) else 3
+    return {text[i : i + n] for i in range(max(1, len(text) - n + 1))}
+
+
+# MinHash with banding (LSH): 16 bands of 4 rows puts pairs with n-gram Jaccard >= 0.6 in a shared bucket
+# with probability > 0.89. Fixed seeds and crc32 (not Python's salted hash) keep runs reproducible.
+_BANDS, _ROWS = 16, 4
+_RNG = np.random.default_rng(20240601)
+_A = _RNG.integers(1, 2**63, _BANDS * _ROWS, dtype=np.uint64) | np.uint64(1)
+_B = _RNG.integers(0, 2**63, _BANDS * _ROWS, dtype=np.uint64)
+
+
+def _band_keys(text: str) -> list[bytes]:
+    grams = np.fromiter((zlib.crc32(g.encode()) for g in _shingles(text)), dtype=np.uint64)
+    with np.errstate(over="ignore"):  # multiply-add modulo 2**64 is the hash family
+        signature = ((_A[:, None] * grams[None, :] + _B[:, None]) >> np.uint64(32)).min(axis=1)
+    return [bytes([band]) + signature[band * _ROWS : (band + 1) * _ROWS].tobytes() for band in range(_BANDS)]
+
+
+class NearIndex:
+    """Finds a stored text whose rapidfuzz ratio to a query is >= threshold (MinHash LSH for candidates)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.texts: list[str] = []
+        self.buckets: dict[bytes, list[int]] = defaultdict(list)
+
+    def query(self, text: str, keys: list[bytes] | None = None) -> tuple[int, float] | None:
+        best: tuple[int, float] | None = None
+        seen: set[int] = set()
+        for key in keys or _band_keys(text):
+            for idx in self.buckets.get(key, ()):
+                if idx in seen:
+                    continue
+                seen.add(idx)
+                score = fuzz.ratio(text, self.texts[idx], score_cutoff=self.threshold * 100) / 100
+                if score >= self.threshold and (best is None or score > best[1]):
+                    best = (idx, score)
+        return best
+
+    def add(self, text: str, keys: list[bytes] | None = None) -> int:
+        idx = len(self.texts)
+        self.texts.append(text)
+        for key in keys or _band_keys(text):
+            self.buckets[key].append(idx)
+        return idx
+
+
+def dedup(records: list[dict[str, Any]], threshold: float) -> tuple[list[dict[str, Any]], Counter]:
+    """Keep the first of each exact or near-duplicate group (normalized question + answer)."""
+    counts: Counter = Counter()
+    exact: set[str] = set()
+    index = NearIndex(threshold)
+    kept = []
+    for record in records:
+        text = pair_text(record)
+        if text in exact:
+            counts["exact"] += 1
+            continue
+        exact.add(text)
+        keys = _band_keys(text)
+        if threshold < 1 and index.query(text, keys) is not None:
+            counts["near"] += 1
+            continue
+        index.add(text, keys)
+        kept.append(record)
+    return kept, counts
+
+
+def _unit(record: dict[str, Any], by_heading: bool) -> str:
+    source = record.get("source") or {}
+    file = source.get("file", "")
+    path = source.get("heading_path") or []
+    return f"{file}\x00{path[0]}" if by_heading and path else file
+
+
+def split_by_document(
+    records: list[dict[str, Any]], val: float, test: float, seed: int
+) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """Whole documents go to one split, so no document's wording leaks from train into eval.
+    With fewer than 3 documents the unit is (document, top-level section). Returns (splits, unit)."""
+    files = {_unit(r, False) for r in records}
+    by_heading = len(files) < 3
+    unit_name = "section" if by_heading else "document"
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[_unit(record, by_heading)].append(record)
+    units = sorted(groups)
+    random.Random(seed).shuffle(units)
+    total = len(records)
+    splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    cursor = 0
+    for name, fraction in (("test", test), ("val", val)):
+        if fraction <= 0:
+            continue
+        # At least one unit per requested eval split, as long as train keeps one.
+        while cursor < len(units) - 1 and len(splits[name]) < fraction * total:
+            splits[name].extend(groups[units[cursor]])
+            cursor += 1
+    for unit in units[cursor:]:
+        splits["train"].extend(groups[unit])
+    return splits, unit_name
+
+
+def check_contamination(
+    train: list[dict[str, Any]], evals: dict[str, list[dict[str, Any]]], threshold: float, where: str | Path
+) -> None:
+    """Refuse (DataError naming both pairs) when an eval pair near-duplicates a train pair."""
+    index = NearIndex(threshold)
+    for record in train:
+        index.add(pair_text(record))
+    for split, records in evals.items():
+        for i, record in enumerate(records):
+            text = pair_text(record)
+            hit = index.query(text)
+            if hit is None:
+                continue
+            j, score = hit
+            other = train[j]
+            raise DataError(
+                f"{split} pair {i + 1} {_describe(record)} near-duplicates train pair {j + 1} {_describe(other)}"
+                f" (similarity {score:.2f} >= {threshold}); eval split not written",
+                where=where,
+                hint="drop one of the two source documents, or lower datagen.dedup_threshold so dedup removes it",
+            )
+
+
+def _describe(record: dict[str, Any]) -> str:
+    question = " ".join(record["instruction"].split())
+    question = question if len(question) <= 40 else question[:39] + "…"
+    file = (record.get("source") or {}).get("file")
+    return f"'{question}'" + (f" from {file}" if file else "")
+
+
+@dataclass
+class CleanReport:
+    pairs_in: int = 0
+    duplicates: dict[str, int] = field(default_factory=dict)
+    split_unit: str = "document"
+    counts: dict[str, int] = field(default_factory=dict)
+    documents: dict[str, int] = field(default_factory=dict)
+
+
+def clean_and_split(
+    records: list[dict[str, Any]], out_dir: Path, *, threshold: float, val: float, test: float, seed: int
+) -> CleanReport:
+    """Dedup, split by document, check contamination, then write train/val/test.jsonl (alpaca keys only)."""
+    kept, dups = dedup(records, threshold)
+    splits, unit = split_by_document(kept, val, test, seed)
+    check_contamination(splits["train"], {s: splits[s] for s in ("val", "test")}, threshold, out_dir)
+    for split, rows in splits.items():
+        _write_jsonl(out_dir / f"{split}.jsonl", [{k: r[k] for k in ALPACA_KEYS} for r in rows])
+    return CleanReport(
+        pairs_in=len(records), duplicates={"exact": dups["exact"], "near": dups["near"]}, split_unit=unit,
+        counts={s: len(rows) for s, rows in splits.items()},
+        documents={s: len({_unit(r, False) for r in rows}) for s, rows in splits.items()},
+    )
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

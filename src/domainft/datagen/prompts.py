@@ -1,0 +1,211 @@
+"""Teacher prompts as data (datagen/*.yaml), and checking what the teacher sends back.
+
+A reply is parsed, repaired where that is safe (code fences, prose around the JSON, trailing commas),
+checked against the prompt file's JSON schema and length limits, and grounded in the chunk. Every
+rejected pair or reply is counted under a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import RecipeError
+from ..extract import Chunk
+from ..resources import folder
+
+
+class ExtractiveTemplates(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    article: str = Field(description="Question for a 第X条 article; fields {title} {label}.")
+    clause: str = Field(description="Question for a numbered clause; fields {title} {label} {name}.")
+    section: str = Field(description="Question for an unnumbered section; fields {title} {name}.")
+
+
+class PromptSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    language: Literal["zh", "en"]
+    system: str
+    instruction: str
+    pairs_per_chunk: int = Field(ge=1, le=50)
+    question_max_chars: int = Field(ge=10)
+    answer_max_chars: int = Field(ge=10)
+    answer_min_chars: int = Field(1, ge=1)
+    min_grounding: float = Field(0.0, ge=0, le=1)
+    temperature: float = Field(0.3, ge=0, le=2)
+    max_tokens: int = Field(2048, ge=16)
+    extractive: ExtractiveTemplates
+    schema_: dict[str, Any] = Field(alias="schema")
+
+    @property
+    def item_schema(self) -> dict[str, Any]:
+        return self.schema_.get("properties", {}).get("pairs", {}).get("items", {})
+
+    def text_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(by_alias=True), sort_keys=True).encode()).hexdigest()
+
+    def render(self, chunk: Chunk, n_pairs: int) -> str:
+        env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+        return env.from_string(self.instruction).render(
+            text=chunk.text, title=chunk.title, heading=" / ".join(chunk.heading_path) or chunk.title,
+            file=chunk.file, n_pairs=n_pairs, question_max_chars=self.question_max_chars,
+            answer_max_chars=self.answer_max_chars,
+        )
+
+
+def load_prompts(name_or_path: str, base_dir: Path | None = None) -> PromptSpec:
+    """`coal` -> datagen/coal.yaml; a path (relative to the recipe) -> that file."""
+    candidates = []
+    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
+        path = Path(name_or_path).expanduser()
+        candidates.append(path if path.is_absolute() or base_dir is None else base_dir / path)
+    else:
+        candidates.append(folder("datagen") / f"{name_or_path}.yaml")
+    path = candidates[0]
+    if not path.exists():
+        known = sorted(p.stem for p in folder("datagen").glob("*.yaml"))
+        raise RecipeError(f"prompt file '{name_or_path}' not found ({path})", where="datagen.prompts",
+                          hint=f"known: {', '.join(known)}" if known else None)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return PromptSpec.model_validate(data)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise RecipeError(f"YAML syntax error: {getattr(exc, 'problem', exc)}",
+                          where=f"{path}:{mark.line + 1}" if mark else path) from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise RecipeError(f"'{key}': {err['msg']}", where=path) from None
+
+
+# ------------------------------------------------------------------ replies
+
+
+class BadReply(Exception):
+    """The whole reply is unusable (no JSON, wrong shape); `reason` is counted and the call retried."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+
+def parse_json_reply(text: str) -> Any:
+    """json.loads after the safe repairs only: strip fences and surrounding prose, drop trailing commas."""
+    text = text.strip()
+    if m := _FENCE.search(text):
+        text = m.group(1).strip()
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        raise BadReply("invalid_json")
+    start = min(starts)
+    end = text.rfind("}" if text[start] == "{" else "]")
+    if end <= start:
+        raise BadReply("invalid_json")
+    body = text[start : end + 1]
+    for candidate in (body, _TRAILING_COMMA.sub(r"\1", body)):
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+    raise BadReply("invalid_json")
+
+
+def schema_errors(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """A small JSON-schema check (type, required, properties, items, min/maxItems, min/maxLength, enum)."""
+    kinds = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool}
+    expected = schema.get("type")
+    if expected and not isinstance(value, kinds.get(expected, object)):
+        return [f"{path or 'reply'} is not {expected}"]
+    errors: list[str] = []
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{path} not in enum")
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            errors.append(f"{path} shorter than {schema['minLength']}")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            errors.append(f"{path} longer than {schema['maxLength']}")
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            if key not in value:
+                errors.append(f"{path}.{key} missing")
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                errors.extend(schema_errors(value[key], sub, f"{path}.{key}"))
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            errors.append(f"{path} has fewer than {schema['minItems']} items")
+        if "items" in schema:
+            for i, item in enumerate(value):
+                errors.extend(schema_errors(item, schema["items"], f"{path}[{i}]"))
+    return errors
+
+
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    return "".join(c for c in text if c.isalnum())
+
+
+def is_cjk(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return bool(letters) and sum("\u4e00" <= c <= "\u9fff" for c in letters) / len(letters) > 0.3
+
+
+def grounding(answer: str, source: str) -> float:
+    """Share of the answer's character bigrams (CJK) or words (Latin) that occur in the source text."""
+    if is_cjk(answer):
+        a, s = _norm(answer), _norm(source)
+        grams = [a[i : i + 2] for i in range(len(a) - 1)] or [a]
+        return sum(g in s for g in grams) / len(grams) if a else 0.0
+    words = re.findall(r"\w+", answer.lower())
+    vocab = set(re.findall(r"\w+", source.lower()))
+    return sum(w in vocab for w in words) / len(words) if words else 0.0
+
+
+def check_pairs(raw: Any, spec: PromptSpec, chunk: Chunk, max_pairs: int) -> tuple[list[dict[str, str]], Counter]:
+    """Valid {question, answer} pairs from one parsed reply, and rejections counted by reason."""
+    if isinstance(raw, list):  # a bare list of pairs: the envelope is safely implied
+        raw = {"pairs": raw}
+    if not isinstance(raw, dict) or not isinstance(raw.get("pairs"), list):
+        raise BadReply("schema")
+    rejected: Counter = Counter()
+    pairs: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for item in raw["pairs"]:
+        if not isinstance(item, dict) or not isinstance(item.get("question"), str) or not isinstance(item.get("answer"), str):
+            rejected["schema"] += 1
+            continue
+        question, answer = item["question"].strip(), item["answer"].strip()
+        if not question or len(answer) < spec.answer_min_chars:
+            rejected["empty"] += 1
+        elif len(question) > spec.question_max_chars:
+            rejected["question_too_long"] += 1
+        elif len(answer) > spec.answer_max_chars:
+            rejected["answer_too_long"] += 1
+        elif schema_errors({"question": question, "answer": answer}, spec.item_schema):
+            rejected["schema"] += 1
+        elif grounding(answer, chunk.text) < spec.min_grounding:
+            rejected["ungrounded"] += 1
+        elif _norm(question) in seen:
+            rejected["duplicate_in_reply"] += 1
+        elif len(pairs) >= max_pairs:
+            rejected["over_count"] += 1
+        else:
+            seen.add(_norm(question))
+            pairs.append({"question": question, "answer": answer})
+    return pairs, rejected

@@ -1,0 +1,252 @@
+"""Teachers behind one interface: `zhipuai` (GLM-4), `openai` (any OpenAI-compatible server), `extractive`.
+
+A provider turns one chunk into one reply. Faults worth another try (429, 5xx, timeouts, dropped
+connections) raise `Transient`; faults no retry can fix (bad key, unknown model) raise `TeacherError`.
+Keys come from the environment only and are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..errors import TeacherError
+from ..extract import Chunk
+from ..extract.chunks import split_span
+from ..extract.structure import _CLAUSE, _CN_ARTICLE, detect_headings, is_title_like
+from ..recipe import DatagenConfig
+from .prompts import PromptSpec
+
+
+class Transient(Exception):
+    """Worth retrying. `kind` is counted (http_429, http_500, timeout, connection); `retry_after` in s."""
+
+    def __init__(self, kind: str, retry_after: float | None = None):
+        super().__init__(kind)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+@dataclass
+class Reply:
+    text: str | None = None  # raw model output, parsed and checked by the runner
+    pairs: list[dict[str, str]] | None = None  # already structured (extractive)
+    tokens: int | None = None
+
+
+class Provider(ABC):
+    name: str
+    where: str = "datagen.provider"
+
+    async def check(self) -> None:
+        """Fail fast (TeacherError) when the teacher cannot work at all: no key, nothing listening."""
+
+    @abstractmethod
+    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int) -> Reply: ...
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _messages(chunk: Chunk, spec: PromptSpec, n_pairs: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": spec.system.strip()}, {"role": "user", "content": spec.render(chunk, n_pairs)}]
+
+
+def _status_fault(status: int, detail: str, where: str, headers: Any = None) -> Exception:
+    if status == 429 or status >= 500 or status == 408:
+        retry_after = None
+        if headers is not None:
+            try:
+                retry_after = float(headers.get("retry-after"))
+            except (TypeError, ValueError):
+                pass
+        return Transient(f"http_{status}", retry_after)
+    if status in (401, 403):
+        return TeacherError(f"teacher refused the key (HTTP {status}): {detail[:120]}", where=where)
+    return TeacherError(f"teacher answered HTTP {status}: {detail[:160]}", where=where)
+
+
+# ------------------------------------------------------------------ OpenAI-compatible
+
+
+class OpenAIProvider(Provider):
+    """Any OpenAI-compatible /chat/completions: vLLM, Ollama, `python -m llama_cpp.server`, hosted APIs."""
+
+    name = "openai"
+    where = "datagen.base_url"
+
+    def __init__(self, cfg: DatagenConfig):
+        self.url = (cfg.base_url or "").rstrip("/")
+        self.model = cfg.model
+        headers = {}
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env)
+            if not key:
+                raise TeacherError(f"environment variable {cfg.api_key_env} is not set", where="datagen.api_key_env")
+            headers["Authorization"] = f"Bearer {key}"
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(cfg.timeout_s, connect=min(10.0, cfg.timeout_s)),
+            headers=headers,
+            limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency),
+        )
+        # Constrained JSON: llama_cpp.server takes json_object + schema (it rejects json_schema).
+        self.json_mode = True
+
+    async def check(self) -> None:
+        try:
+            await self.client.get(f"{self.url}/models", timeout=10)
+        except httpx.ConnectError:
+            raise TeacherError(f"cannot reach the teacher at {self.url} (connection refused)", where=self.where) from None
+        except httpx.HTTPError:
+            pass  # some servers have no /models, or answer it slowly: the real calls will tell
+
+    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int) -> Reply:
+        body: dict[str, Any] = {
+            "model": self.model, "messages": _messages(chunk, spec, n_pairs),
+            "temperature": spec.temperature, "max_tokens": spec.max_tokens,
+        }
+        if self.json_mode:
+            body["response_format"] = {"type": "json_object", "schema": spec.schema_}
+        try:
+            response = await self.client.post(f"{self.url}/chat/completions", json=body)
+        except httpx.TimeoutException:
+            raise Transient("timeout") from None
+        except httpx.TransportError:
+            raise Transient("connection") from None
+        if response.status_code == 400 and self.json_mode and "response_format" in response.text:
+            self.json_mode = False  # this server has no constrained output: parse and repair instead
+            raise Transient("no_json_mode", retry_after=0)
+        if response.status_code != 200:
+            raise _status_fault(response.status_code, response.text, self.where, response.headers)
+        try:
+            data = response.json()
+            text = data["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise Transient("bad_envelope") from None  # a torn or non-JSON HTTP body: ask again
+        usage = data.get("usage") or {}
+        return Reply(text=text or "", tokens=usage.get("total_tokens"))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+# ------------------------------------------------------------------ Zhipu GLM
+
+
+class ZhipuProvider(Provider):
+    """GLM-4 family through the zhipuai SDK (its own retries off: ours back off with jitter)."""
+
+    name = "zhipuai"
+    where = "datagen.model"
+    ENV = "ZHIPUAI_API_KEY"
+
+    def __init__(self, cfg: DatagenConfig):
+        env = cfg.api_key_env or self.ENV
+        key = os.environ.get(env)
+        if not key:
+            raise TeacherError(f"environment variable {env} is not set", where="datagen.api_key_env")
+        from zhipuai import ZhipuAI
+
+        kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0, "timeout": cfg.timeout_s}
+        if cfg.base_url:
+            kwargs["base_url"] = cfg.base_url
+        self.client = ZhipuAI(**kwargs)
+        self.model = cfg.model
+
+    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int) -> Reply:
+        import zhipuai
+
+        def call() -> Any:
+            return self.client.chat.completions.create(
+                model=self.model, messages=_messages(chunk, spec, n_pairs), temperature=max(spec.temperature, 0.01),
+                max_tokens=spec.max_tokens, response_format={"type": "json_object"},
+            )
+
+        try:
+            response = await asyncio.to_thread(call)
+        except zhipuai.APITimeoutError:
+            raise Transient("timeout") from None
+        except zhipuai.APIConnectionError:
+            raise Transient("connection") from None
+        except zhipuai.APIStatusError as exc:
+            raise _status_fault(exc.status_code, str(exc), self.where, exc.response.headers) from None
+        usage = getattr(response, "usage", None)
+        return Reply(text=response.choices[0].message.content or "", tokens=getattr(usage, "total_tokens", None))
+
+
+# ------------------------------------------------------------------ extractive (offline)
+
+
+class ExtractiveProvider(Provider):
+    """Offline and deterministic: one question per article (第十条), numbered clause or section,
+    answered with that unit's own text. No model; useful for smoke runs and as a floor."""
+
+    name = "extractive"
+
+    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int) -> Reply:
+        return Reply(pairs=extractive_pairs(chunk, spec, n_pairs))
+
+
+def _units(text: str) -> list[tuple[str, str, str, str]]:
+    """(kind, label, name, body) for each article or numbered clause that starts in the text."""
+    lines = text.split("\n")
+    heads = detect_headings(lines)
+    starts = []
+    for i, (line, head) in enumerate(zip(lines, heads)):
+        if m := _CN_ARTICLE.match(line):
+            starts.append((i, "article", m.group(1), "", line[m.end() :]))
+        elif head is not None and (m := _CLAUSE.match(line.strip())):
+            number, rest = m.group(1), m.group(2).strip()
+            if "." not in number and not is_title_like(line):
+                continue  # "1 …" that is not a title is more often a list item than clause 1
+            if is_title_like(line):
+                starts.append((i, "clause", number, rest, ""))
+            else:  # "5.2.1 text…": no title, the text runs on
+                starts.append((i, "clause", number, "", rest))
+    units = []
+    for k, (i, kind, label, name, first) in enumerate(starts):
+        stop = starts[k + 1][0] if k + 1 < len(starts) else len(lines)
+        body = "\n".join([first, *lines[i + 1 : stop]]).strip()
+        if body:
+            units.append((kind, label, name, body))
+    return units
+
+
+def _fit(text: str, limit: int) -> str:
+    """Cut to at most `limit` chars at a sentence end (the first span split_span would make)."""
+    if len(text) <= limit:
+        return text
+    lo, hi = split_span(text, 0, len(text), limit, 0)[0]
+    return text[lo:hi]
+
+
+def extractive_pairs(chunk: Chunk, spec: PromptSpec, n_pairs: int) -> list[dict[str, str]]:
+    title = chunk.title or chunk.file
+    pairs = []
+    for kind, label, name, body in _units(chunk.text):
+        if kind == "article":
+            question = spec.extractive.article.format(title=title, label=label)
+        elif name:
+            question = spec.extractive.clause.format(title=title, label=label, name=name)
+        else:
+            question = spec.extractive.clause.format(title=title, label=label, name=_fit(body, 16).rstrip("，,。.；;"))
+        pairs.append({"question": question, "answer": _fit(body, spec.answer_max_chars)})
+    if not pairs:
+        name = re.sub(r"\s+", " ", chunk.heading_path[-1]) if chunk.heading_path else title
+        pairs.append({"question": spec.extractive.section.format(title=title, name=name),
+                      "answer": _fit(chunk.text, spec.answer_max_chars)})
+    return [p for p in pairs if len(p["question"]) <= spec.question_max_chars][:n_pairs]
+
+
+def make_provider(cfg: DatagenConfig) -> Provider:
+    if cfg.provider == "openai":
+        return OpenAIProvider(cfg)
+    if cfg.provider == "zhipuai":
+        return ZhipuProvider(cfg)
+    return ExtractiveProvider()

@@ -1,0 +1,362 @@
+"""The datagen run: chunks -> teacher -> pairs.jsonl, resumable after any interruption, then clean + split.
+
+Crash safety: each pair is appended to pairs.jsonl and flushed, then the chunk's line goes to
+journal.jsonl. On start, pairs of chunks the journal does not mark done (a run killed between the two
+writes, a torn last line) are dropped, so a rerun after `kill -9` neither duplicates nor loses a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from ..errors import DataError, RecipeError, TeacherError
+from ..extract import Chunk, read_chunks
+from ..plan import Plan
+from ..recipe import DatagenConfig
+from .clean import clean_and_split
+from .prompts import BadReply, PromptSpec, check_pairs, load_prompts, parse_json_reply
+from .providers import OpenAIProvider, Provider, Transient, make_provider
+
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class DatagenSummary:
+    chunks: int = 0
+    done: int = 0
+    failed: int = 0
+    pairs: int = 0
+    new_pairs: int = 0
+    resumed_chunks: int = 0  # already done before this run
+    rejected: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    tokens: int | None = None
+    seconds: float = 0.0
+    failed_chunks: list[dict[str, str]] = field(default_factory=list)
+    clean: dict[str, Any] = field(default_factory=dict)
+    provider: str = ""
+    model: str | None = None
+    restarted: str | None = None  # why earlier output was set aside
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, indent=2)
+
+
+class RateLimiter:
+    """At most `rate` call starts per second, spread evenly (no bursts)."""
+
+    def __init__(self, rate: float | None):
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next = 0.0
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if not self.interval:
+            return
+        async with self.lock:
+            now = time.monotonic()
+            wait = self.next - now
+            self.next = max(now, self.next) + self.interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+class Store:
+    """pairs.jsonl + journal.jsonl in the datagen folder, append-only, flushed per record."""
+
+    def __init__(self, out: Path):
+        self.pairs_path, self.journal_path = out / "pairs.jsonl", out / "journal.jsonl"
+        self.done, self.pair_count = self._recover()
+        self.pairs_fh = open(self.pairs_path, "a", encoding="utf-8")
+        self.journal_fh = open(self.journal_path, "a", encoding="utf-8")
+
+    def _recover(self) -> tuple[set[str], int]:
+        status: dict[str, str] = {}
+        for entry in _read_jsonl(self.journal_path):
+            status[entry["chunk_id"]] = entry["status"]
+        done = {cid for cid, s in status.items() if s == "done"}
+        kept, seen, dropped = [], set(), False
+        for line, record in _read_jsonl_lines(self.pairs_path):
+            source = (record or {}).get("source") or {}
+            key = (source.get("chunk_id"), source.get("index"))
+            if record is None or key[0] not in done or key in seen:
+                dropped = True  # torn line, or pairs of a chunk that never reached the journal
+                continue
+            seen.add(key)
+            kept.append(line)
+        if dropped:
+            tmp = self.pairs_path.with_name(".pairs.jsonl.tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, self.pairs_path)
+        _repair_tail(self.journal_path)
+        return done, len(kept)
+
+    def record(self, chunk: Chunk, pairs: list[dict[str, str]], rejected: Counter, tokens: int | None) -> None:
+        for index, pair in enumerate(pairs):
+            row = {"instruction": pair["question"], "input": "", "output": pair["answer"],
+                   "source": {"file": chunk.file, "heading_path": chunk.heading_path, "chunk_id": chunk.id, "index": index}}
+            self.pairs_fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self.pairs_fh.flush()
+        self._journal({"chunk_id": chunk.id, "status": "done", "pairs": len(pairs), "rejected": dict(rejected), "tokens": tokens})
+        self.done.add(chunk.id)
+        self.pair_count += len(pairs)
+
+    def fail(self, chunk: Chunk, reason: str) -> None:
+        self._journal({"chunk_id": chunk.id, "status": "failed", "reason": reason})
+
+    def _journal(self, entry: dict[str, Any]) -> None:
+        self.journal_fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self.journal_fh.flush()
+
+    def close(self) -> None:
+        for fh in (self.pairs_fh, self.journal_fh):
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+
+
+def _read_jsonl_lines(path: Path):
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                yield line, None  # torn by a kill in mid-write
+                continue
+            try:
+                yield line, json.loads(line)
+            except json.JSONDecodeError:
+                yield line, None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [record for _, record in _read_jsonl_lines(path) if isinstance(record, dict)]
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a torn last line so the next append starts on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+def _fingerprint(cfg: DatagenConfig, spec: PromptSpec, n_pairs: int) -> str:
+    """What decides a chunk's pairs: a change means earlier pairs no longer match the recipe."""
+    key = [cfg.provider, cfg.model, cfg.base_url, spec.text_hash(), n_pairs]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+
+def _set_aside_if_stale(out: Path, fingerprint: str) -> str | None:
+    state = out / "state.json"
+    previous = json.loads(state.read_text())["fingerprint"] if state.exists() else None
+    reason = None
+    if previous and previous != fingerprint and (out / "journal.jsonl").exists():
+        stale = out / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
+        stale.mkdir()
+        for name in ("pairs.jsonl", "journal.jsonl", "summary.json"):
+            if (out / name).exists():
+                os.replace(out / name, stale / name)
+        reason = f"provider, model or prompts changed: earlier output moved to {stale.name}/"
+    state.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+    return reason
+
+
+def _wait(state) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, Transient) and exc.retry_after is not None:
+        return min(exc.retry_after, BACKOFF_MAX_S)
+    return wait_exponential_jitter(initial=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S, jitter=BACKOFF_INITIAL_S)(state)
+
+
+class _Run:
+    def __init__(self, cfg: DatagenConfig, spec: PromptSpec, n_pairs: int, provider: Provider, store: Store):
+        self.cfg, self.spec, self.n_pairs, self.provider, self.store = cfg, spec, n_pairs, provider, store
+        self.limiter = RateLimiter(cfg.rate_limit_per_s)
+        self.rejected: Counter = Counter()
+        self.errors: Counter = Counter()
+        self.retries = 0
+        self.tokens: int | None = None
+        self.failed: list[dict[str, str]] = []
+        self.new_pairs = 0
+        self.fatal: TeacherError | None = None
+
+    async def one(self, chunk: Chunk) -> None:
+        attempts = AsyncRetrying(
+            stop=stop_after_attempt(self.cfg.max_retries + 1), wait=_wait, reraise=True,
+            retry=retry_if_exception_type((Transient, BadReply)), before_sleep=self._count_retry,
+        )
+        try:
+            async for attempt in attempts:
+                with attempt:
+                    pairs, rejected, tokens = await self._attempt(chunk)
+        except Transient as exc:
+            if exc.kind == "connection" and isinstance(self.provider, OpenAIProvider):
+                raise TeacherError(f"lost the teacher at {self.provider.url} (connection refused)",
+                                   where="datagen.base_url") from None
+            return self._fail(chunk, f"{exc.kind} after {self.cfg.max_retries + 1} attempts")
+        except BadReply as exc:
+            return self._fail(chunk, f"{exc.reason} after {self.cfg.max_retries + 1} attempts")
+        self.rejected.update(rejected)
+        if tokens is not None:
+            self.tokens = (self.tokens or 0) + tokens
+        self.store.record(chunk, pairs, rejected, tokens)
+        self.new_pairs += len(pairs)
+
+    async def _attempt(self, chunk: Chunk) -> tuple[list[dict[str, str]], Counter, int | None]:
+        await self.limiter.acquire()
+        try:
+            reply = await self.provider.complete(chunk, self.spec, self.n_pairs)
+            raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
+            pairs, rejected = check_pairs(raw, self.spec, chunk, self.n_pairs)
+        except Transient as exc:
+            self.errors[exc.kind] += 1
+            raise
+        except BadReply as exc:
+            self.rejected[f"reply_{exc.reason}"] += 1
+            raise
+        return pairs, rejected, reply.tokens
+
+    def _count_retry(self, state) -> None:
+        self.retries += 1
+
+    def _fail(self, chunk: Chunk, reason: str) -> None:
+        self.store.fail(chunk, reason)
+        self.failed.append({"chunk_id": chunk.id, "file": chunk.file, "reason": reason})
+
+    async def run(self, todo: list[Chunk], on_progress) -> None:
+        queue: asyncio.Queue[Chunk] = asyncio.Queue()
+        for chunk in todo:
+            queue.put_nowait(chunk)
+
+        async def worker() -> None:
+            while not queue.empty():
+                chunk = queue.get_nowait()
+                await self.one(chunk)
+                on_progress()
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.cfg.concurrency, len(todo)) or 1)]
+        try:
+            await asyncio.gather(*workers)
+        except TeacherError as exc:
+            self.fatal = exc
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+
+def run_datagen(plan: Plan, *, progress: bool = True, console=None) -> DatagenSummary:
+    """Generate pairs for plan.extract_dir/chunks.jsonl into plan.datagen_dir, then clean and split.
+
+    Writes pairs.jsonl, journal.jsonl, summary.json, train/val/test.jsonl. Resumes a previous run."""
+    cfg = plan.recipe.datagen
+    if cfg is None:
+        raise RecipeError("the recipe has no datagen section", where="datagen")
+    spec = load_prompts(cfg.prompts, plan.recipe.base_dir)
+    n_pairs = cfg.pairs_per_chunk or spec.pairs_per_chunk
+    chunks = read_chunks(plan.extract_dir / "chunks.jsonl")
+    if cfg.max_chunks:
+        chunks = chunks[: cfg.max_chunks]
+    if not chunks:
+        raise DataError("no chunks to generate from", where=plan.extract_dir / "chunks.jsonl")
+    out = plan.datagen_dir
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError("another datagen run is writing to this folder", where=out) from None
+        return _run_locked(plan, cfg, spec, n_pairs, chunks, out, progress, console)
+
+
+def _run_locked(plan, cfg, spec, n_pairs, chunks, out, progress, console) -> DatagenSummary:
+    started = time.monotonic()
+    summary = DatagenSummary(chunks=len(chunks), provider=cfg.provider, model=cfg.model)
+    summary.restarted = _set_aside_if_stale(out, _fingerprint(cfg, spec, n_pairs))
+    store = Store(out)
+    summary.resumed_chunks = sum(c.id in store.done for c in chunks)
+    todo = [c for c in chunks if c.id not in store.done]
+    provider = make_provider(cfg)
+    run = _Run(cfg, spec, n_pairs, provider, store)
+    try:
+        asyncio.run(_generate(run, provider, todo, progress, console))
+    finally:
+        store.close()
+    summary.done = sum(c.id in store.done for c in chunks)
+    summary.failed = len(run.failed)
+    summary.failed_chunks = run.failed
+    summary.new_pairs = run.new_pairs
+    summary.rejected = dict(run.rejected)
+    summary.errors = dict(run.errors)
+    summary.retries = run.retries
+    summary.tokens = run.tokens
+    if run.fatal is None:
+        summary.clean = _clean(plan, cfg, chunks, out)
+    summary.pairs = store.pair_count
+    summary.seconds = round(time.monotonic() - started, 2)
+    _write_atomic(out / "summary.json", summary.to_json() + "\n")
+    if run.fatal is not None:
+        raise run.fatal
+    return summary
+
+
+async def _generate(run: _Run, provider: Provider, todo: list[Chunk], progress: bool, console) -> None:
+    try:
+        if not todo:
+            return
+        await provider.check()
+        if not progress:
+            await run.run(todo, lambda: None)
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        started = time.monotonic()
+        columns = (
+            TextColumn("datagen"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[pairs]} pairs · {task.fields[rate]:.1f} pairs/s · {task.fields[errors]} errors"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("chunks", total=len(todo), pairs=0, rate=0.0, errors=0)
+
+            def tick() -> None:
+                elapsed = max(time.monotonic() - started, 1e-6)
+                errors = sum(run.errors.values()) + len(run.failed)
+                bar.update(task, advance=1, pairs=run.new_pairs, rate=run.new_pairs / elapsed, errors=errors)
+
+            await run.run(todo, tick)
+    finally:
+        await provider.aclose()
+
+
+def _clean(plan: Plan, cfg: DatagenConfig, chunks: list[Chunk], out: Path) -> dict[str, Any]:
+    # Chunk order, then pair order: the splits do not depend on which worker finished first.
+    order = {c.id: i for i, c in enumerate(chunks)}
+    records = [r for r in _read_jsonl(out / "pairs.jsonl") if r["source"]["chunk_id"] in order]
+    records.sort(key=lambda r: (order[r["source"]["chunk_id"]], r["source"]["index"]))
+    report = clean_and_split(
+        records, out, threshold=cfg.dedup_threshold, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed
+    )
+    return asdict(report)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -78,7 +78,7 @@ def split_span(text: str, lo: int, hi: int, size: int, overlap: int) -> list[tup
     while True:
         start = _skip_space(text, start, hi)
         if hi - start <= size:
-            spans.append((start, hi))
+            spans.append((start, _trim_end(text, start, hi)))
             return spans
         limit = start + size
         end = _last_before(hard, start, limit) or _last_before(soft, start, limit) or limit
@@ -121,9 +121,9 @@ def _trim_end(text: str, lo: int, end: int) -> int:
 
 
 def _has_body(text: str) -> bool:
-    """False for nothing but a few short title lines (a repeated document title, a bare sub-heading)."""
+    """False for nothing but one short title line (a repeated document title, a bare sub-heading)."""
     lines = [line for line in text.split("\n") if line.strip()]
-    return bool(lines) and not (sum(map(len, lines)) < 80 and all(is_title_like(line) for line in lines))
+    return len(lines) > 1 or (bool(lines) and ("|" in lines[0] or not is_title_like(lines[0])))
 
 
 def build_chunks(doc: Doc, file: str, chunk_chars: int, overlap_chars: int) -> list[Chunk]:

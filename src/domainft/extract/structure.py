@@ -21,7 +21,7 @@ _ANNEX = re.compile(r"^\s*((?:Annex|Appendix|附录)\s*[A-Z])\b\s*(.*)$")
 # Enumerated sub-headings used in Chinese technical documents: 一、 and （一）.
 _CN_ENUM = re.compile(rf"^\s*([{CN_NUM[:-6]}]+)、\s*(.+)$")
 _CN_PAREN = re.compile(rf"^\s*[（(]([{CN_NUM[:-6]}]+)[）)]\s*(.+)$")
-_END_PUNCT = tuple("。；;！？!?：:，,")
+_END_PUNCT = tuple("。；;！？!?：:，,.")
 
 RANK = {"编": 1, "章": 2, "节": 3, "条": 4}
 CLAUSE_RANK = 10  # + depth: "5" -> 11, "5.2" -> 12

@@ -76,7 +76,26 @@ def test_lm_eval_resolves_custom_dataset_from_any_cwd(tmp_path, monkeypatch):
     from lm_eval.tasks._yaml_loader import load_yaml
 
     monkeypatch.chdir(tmp_path)
-    for yaml_name, n in [("coal_safety_mc.yaml", 34), ("iso_directives_qa.yaml", 14)]:
+    for yaml_name, n in [("coal_safety_mc.yaml", 34), ("iso_directives_qa.yaml", 14), ("iso_verbal_forms.yaml", 22)]:
         cfg = load_yaml(next(TASKS.rglob(yaml_name)), resolve_func=True)
         dataset = cfg["custom_dataset"](**cfg["dataset_kwargs"], version=1.0, pretrained="ignored")
         assert len(dataset["test"]) == n
+
+
+def test_iso_items_are_grounded_in_the_sample_rulebook():
+    import html
+
+    page = (folder("data") / "iso" / "drafting-rules.html").read_text(encoding="utf-8")
+    text = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", page).split()))
+    for item in _items("iso_directives_qa.jsonl"):
+        assert item["evidence"] in text, item["id"]
+
+
+def test_hand_written_qa_items_are_not_near_duplicates_of_the_demo_training_pairs():
+    from rapidfuzz import fuzz
+
+    train_path = folder("data") / "coal" / "demo_qa.jsonl"
+    train = [json.loads(line) for line in train_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for item in _items("coal_safety_qa.jsonl"):
+        worst = max(fuzz.ratio(item["question"] + item["answer"], t["instruction"] + t["output"]) for t in train)
+        assert worst < 70, item["id"]

@@ -58,8 +58,14 @@ def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
         elif gain > 0:
             lines.append(f"The tuned model scores higher {where}, but by less than twice the standard error: "
                          "this may be noise.")
+        elif gain == 0:
+            lines.append(f"The tuned model ties with the base model {where}: it does not beat it.")
         else:
             lines.append(f"The tuned model does not beat the base model {where}.")
+    if any(not line.startswith("The tuned model beats") for line in lines):
+        lines.append("Where tuning did not help, likely causes are too few training steps or pairs, a base model "
+                     "too small to hold the facts, or items the training data does not cover: compare the sample "
+                     "answers below with the training pairs.")
     if tasks and any((info["n"] or 0) < 30 for info in tasks.values()):
         lines.append("Few items were scored (see n): treat small differences as noise, and rerun without --limit "
                      "for numbers to trust.")
@@ -121,6 +127,7 @@ def write_report(eval_dir: Path, *, base: dict, tuned: dict, meta: dict[str, Any
     tasks = compare(base, tuned)
     report = {
         **meta,
+        "eval_dir": str(eval_dir),
         "tasks": tasks,
         "verdict": verdict(tasks),
         "samples": side_by_side(base, tuned, tasks),
@@ -170,11 +177,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| tuned | {_cell(row['tuned'])} | {_score(row['tuned_score'])} |",
                 "",
             ]
-    runs = report.get("runs", {})
-    lines += ["## Runs", ""]
-    for label, run in runs.items():
+    lines += ["## Runs", "", "Raw lm-eval results and per-item samples (every prompt and answer):", ""]
+    for label, run in report.get("runs", {}).items():
         note = " (reused: nothing it depends on changed)" if run.get("reused") else ""
-        lines.append(f"- {label}: `{run['results']}`, {run['seconds']} s{note}")
+        lines.append(f"- {label}: `{_relative(run['results'], report.get('eval_dir'))}`, {run['seconds']} s{note}")
     return "\n".join(lines) + "\n"
 
 
@@ -242,6 +248,15 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _relative(path: str, root: str | None) -> str:
+    try:
+        return str(Path(path).relative_to(root)) if root else path
+    except ValueError:
+        return path
+
+
 def _cell(text: str, limit: int = 300) -> str:
     text = _one_line(text).replace("|", "\\|")
+    if not text:
+        return "*(empty)*"
     return text if len(text) <= limit else text[: limit - 1] + "…"

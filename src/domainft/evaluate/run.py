@@ -144,8 +144,7 @@ def model_args(plan: Plan, *, backend: str, base_path: str, adapter: Path | None
         args["pretrained"] = str(adapter)  # full fine-tuning: the "adapter" folder holds whole weights
     elif adapter is not None:
         if backend == "vllm":
-            args["lora_local_path"] = str(adapter)
-            args["enable_lora"] = "True"
+            args["lora_local_path"] = str(adapter)  # lm-eval turns on vLLM's LoRA support from this
             args["max_lora_rank"] = str(max(16, recipe.method.rank))
         else:
             args["peft"] = str(adapter)
@@ -185,7 +184,8 @@ def lm_eval_argv(
         "--apply_chat_template",
         "--log_samples",
         "--output_path", str(plan.eval_dir / "lm_eval" / label),
-        "--batch_size", str(recipe.eval.batch_size),
+        # vLLM schedules its own batches; the hf backend takes the recipe's.
+        "--batch_size", "auto" if backend == "vllm" else str(recipe.eval.batch_size),
         "--gen_kwargs", gen_kwargs(plan),
         "--seed", str(recipe.training.seed),
     ]

@@ -1,0 +1,88 @@
+"""Real lm-eval runs on the tiny random Llama: the task folders alone, and run_eval base vs tuned."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from domainft.evaluate import run_eval
+from domainft.plan import make_plan
+from domainft.recipe import recipe_from_dict
+from domainft.resources import folder
+
+pytestmark = pytest.mark.e2e
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def test_plain_lm_eval_runs_coal_safety_mc_from_a_copied_folder(tmp_path, tiny_model):
+    """No domainft in the call: the folder is copied out of the repo and lm-eval runs from elsewhere."""
+    tasks = shutil.copytree(folder("eval_tasks"), tmp_path / "my_tasks")
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--include_path", str(tasks), "--tasks", "coal_safety_mc",
+         "--model", "hf", "--model_args", f"pretrained={tiny_model}", "--limit", "5",
+         "--output_path", str(tmp_path / "out")],
+        cwd=workdir, capture_output=True, text=True, timeout=600, env={**os.environ, **OFFLINE},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    assert results["n-samples"]["coal_safety_mc"]["effective"] == 5
+    assert 0.0 <= results["results"]["coal_safety_mc"]["acc,none"] <= 1.0
+
+
+def _adapter(base, out):
+    """A small LoRA made directly with PEFT; non-zero B so the tuned model really differs from base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                        task_type="CAUSAL_LM")
+    get_peft_model(model, config).save_pretrained(out)
+
+
+def test_run_eval_base_vs_tuned_writes_the_report(tmp_path, tiny_model):
+    (tmp_path / "docs").mkdir()
+    recipe = recipe_from_dict({
+        "name": "e2e-eval",
+        "domain": "coal",
+        "model": {"base": "embedded:tiny-random-llama", "system_prompt": "你是煤矿安全专家。"},
+        "extract": {"inputs": [str(tmp_path / "docs")]},
+        "datagen": {"provider": "extractive"},
+        "eval": {"limit": 2, "max_new_tokens": 8},
+    })
+    plan = make_plan(recipe, run_dir=tmp_path / "run")
+    _adapter(tiny_model, plan.adapter_dir)
+    split = plan.eval_split_files["test"]
+    split.parent.mkdir(parents=True)
+    split.write_text(json.dumps({"instruction": "井下作业地点的空气温度不得超过多少？", "input": "",
+                                 "output": "井下作业地点的空气温度不得超过28℃。"}, ensure_ascii=False) + "\n",
+                     encoding="utf-8")
+
+    report_md = run_eval(plan, limit=None)
+
+    assert report_md == plan.eval_dir / "report.md"
+    report = json.loads((plan.eval_dir / "report.json").read_text(encoding="utf-8"))
+    assert set(report["tasks"]) == {"coal_safety_mc", "coal_safety_qa", "coal_safety_qa_heldout"}
+    assert report["tasks"]["coal_safety_qa_heldout"]["n"] == 1
+    assert report["tasks"]["coal_safety_mc"]["metrics"]["acc"]["base"] in (0.0, 0.5, 1.0)
+    assert report["samples"]["coal_safety_qa"][0]["reference"].startswith("新进矿山")
+    assert report["verdict"]
+    assert (plan.eval_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = report_md.read_text(encoding="utf-8")
+    assert "| coal_safety_qa | **rouge_l_char** |" in text and "## Sample answers" in text
+    for label in ("base", "tuned"):
+        assert list((plan.eval_dir / "lm_eval" / label).rglob("samples_coal_safety_qa_*.jsonl"))
+    assert "peft=" in " ".join(report["commands"]["tuned"]) and "peft=" not in " ".join(report["commands"]["base"])
+
+    # Nothing changed: the second call reuses both lm-eval runs and only rewrites the report.
+    run_eval(plan, limit=None)
+    again = json.loads((plan.eval_dir / "report.json").read_text(encoding="utf-8"))
+    assert again["runs"]["base"]["reused"] and again["runs"]["tuned"]["reused"]

@@ -1,0 +1,403 @@
+"""Talk to the model: one question, an interactive loop, or a questions file -> results.json.
+
+Two backends behind one small interface:
+- `gguf`: an exported GGUF through llama-cpp-python (the chat template stored in the GGUF);
+- `hf`: the base model plus the trained PEFT adapter (or a merged/full HF folder) through transformers.
+Both use the recipe's system prompt and sampling. R1-style `<think>` blocks are shown or hidden (`think`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import DataError, UserError
+from .plan import Plan
+from .recipe import SamplingConfig
+
+Backend = Literal["auto", "gguf", "hf"]
+Think = Literal["show", "hide"]
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+EXIT_COMMANDS = ("/exit", "/quit", "/bye")
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """What the recipe says about talking: system prompt, sampling, whether answers open with a think block."""
+
+    system_prompt: str = ""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    thinking: bool = False
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> ChatSettings:
+        model = plan.recipe.model
+        return cls(model.system_prompt, plan.recipe.sampling, model.enable_thinking or model.chat_template == "deepseekr1")
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str  # the answer; with think="hide" the <think> block is removed
+    seconds: float
+    tokens: int  # generated tokens
+    thinking: str | None = None  # the <think> block's content, when there was one
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class ChatModel:
+    """A loaded model. `stream(messages)` yields text pieces; `count_tokens` measures the answer."""
+
+    backend: str
+    source: str
+    settings: ChatSettings
+
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        raise NotImplementedError
+
+    def messages(self, question: str, history: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.settings.system_prompt}] if self.settings.system_prompt else []
+        return [*system, *(history or []), {"role": "user", "content": question}]
+
+
+# ---------------------------------------------------------------- backends
+
+
+class GGUFChat(ChatModel):
+    backend = "gguf"
+
+    def __init__(self, path: Path, settings: ChatSettings, n_ctx: int = 4096, seed: int = 42):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise UserError("the gguf backend needs llama-cpp-python", hint="run: scripts/llamacpp_tools.sh <venv>") from None
+        self.source = str(path)
+        self.settings = settings
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(), seed=seed, verbose=False)
+
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        s = self.settings.sampling
+        chunks = self.llm.create_chat_completion(
+            messages=messages, temperature=s.temperature, top_p=s.top_p, repeat_penalty=s.repetition_penalty,
+            max_tokens=s.max_new_tokens, stream=True,
+        )
+        for chunk in chunks:
+            piece = chunk["choices"][0]["delta"].get("content")
+            if piece:
+                yield piece
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
+
+
+class HFChat(ChatModel):
+    backend = "hf"
+
+    def __init__(self, model_dir: Path, settings: ChatSettings, adapter: Path | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.source = str(adapter or model_dir)
+        self.settings = settings
+        tok_dir = adapter if adapter and (adapter / "tokenizer_config.json").exists() else model_dir
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter))
+        self.model = model.eval()
+
+    def prompt_ids(self, messages: list[dict[str, str]]):
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                  return_dict=True)
+
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        s = self.settings.sampling
+        inputs = self.prompt_ids(messages)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        sampling = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p) if s.temperature > 0 else dict(
+            do_sample=False, temperature=None, top_p=None, top_k=None)
+        kwargs = dict(**inputs, max_new_tokens=s.max_new_tokens, repetition_penalty=s.repetition_penalty,
+                      streamer=streamer, pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        failure: list[BaseException] = []
+
+        def work():
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        yield from (piece for piece in streamer if piece)
+        thread.join()
+        if failure:
+            raise failure[0]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_chat_model(plan_or_path: Plan | str | Path, backend: Backend = "auto", *,
+                    settings: ChatSettings | None = None, n_ctx: int = 4096) -> ChatModel:
+    """A Plan (its exported GGUF, else base + adapter), a .gguf file, an adapter folder or an HF model folder."""
+    if backend not in ("auto", "gguf", "hf"):
+        raise UserError(f"unknown backend '{backend}'", where="--backend", hint="auto, gguf or hf")
+    if isinstance(plan_or_path, Plan):
+        plan = plan_or_path
+        settings = settings or ChatSettings.from_plan(plan)
+        gguf = exported_gguf(plan)
+        if backend == "gguf" or (backend == "auto" and gguf is not None and _has_llama_cpp()):
+            if gguf is None:
+                raise UserError("no exported GGUF; run `domainft export` first", where=plan.export_dir)
+            return GGUFChat(gguf, settings, n_ctx=n_ctx)
+        return _hf_from_plan(plan, settings)
+    path = Path(plan_or_path).expanduser()
+    settings = settings or ChatSettings()
+    if not path.exists():
+        raise UserError("no such model file or folder", where=path)
+    if path.is_file():
+        if path.suffix != ".gguf" or backend == "hf":
+            raise UserError("a file must be a .gguf model (use a folder for the hf backend)", where=path)
+        return GGUFChat(path, settings, n_ctx=n_ctx)
+    if backend == "gguf":
+        raise UserError("the gguf backend needs a .gguf file", where=path)
+    if (path / "adapter_config.json").exists():
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise UserError("adapter_config.json names no base_model_name_or_path", where=path / "adapter_config.json")
+        return HFChat(Path(base), settings, adapter=path)
+    if (path / "config.json").exists():
+        return HFChat(path, settings)
+    raise UserError("not a GGUF file, a PEFT adapter folder or an HF model folder", where=path)
+
+
+def exported_gguf(plan: Plan) -> Path | None:
+    """The GGUF the Modelfile points at (export.json), if the export ran."""
+    record = plan.export_dir / "export.json"
+    if not record.exists():
+        return None
+    path = plan.export_dir / json.loads(record.read_text())["modelfile_from"]
+    return path if path.exists() else None
+
+
+def _hf_from_plan(plan: Plan, settings: ChatSettings) -> HFChat:
+    trained = plan.adapter_dir
+    if plan.recipe.method.kind == "full" and (trained / "config.json").exists():
+        return HFChat(trained, settings)
+    if not (trained / "adapter_config.json").exists():
+        raise UserError("no trained adapter; run `domainft train` first", where=trained)
+    if plan.is_embedded:
+        from .models.embedded import materialize
+
+        materialize(plan.recipe.model.base)
+    return HFChat(Path(plan.model_path), settings, adapter=trained)
+
+
+def _has_llama_cpp() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+# ---------------------------------------------------------------- asking
+
+
+def split_think(text: str) -> tuple[str | None, str]:
+    """(thinking, answer). The opening tag may be missing: R1 templates put `<think>` in the prompt."""
+    if THINK_CLOSE in text:
+        thinking, answer = text.split(THINK_CLOSE, 1)
+        thinking = thinking.strip()
+        thinking = thinking[len(THINK_OPEN):] if thinking.startswith(THINK_OPEN) else thinking
+        return thinking.strip(), answer.strip()
+    if text.lstrip().startswith(THINK_OPEN):  # cut off while still thinking
+        return text.lstrip()[len(THINK_OPEN):].strip(), ""
+    return None, text
+
+
+class ThinkFilter:
+    """Streaming side of think="hide": holds text back while it may still be inside a think block."""
+
+    def __init__(self, mode: Think, expect_thinking: bool):
+        self.mode, self.expect = mode, expect_thinking
+        self.buffer = ""
+        self.passing = mode == "show"
+
+    def feed(self, piece: str) -> str:
+        if self.passing:
+            return piece
+        self.buffer += piece
+        if THINK_CLOSE in self.buffer:
+            self.passing = True
+            return self.buffer.split(THINK_CLOSE, 1)[1].lstrip()
+        head = self.buffer.lstrip()
+        opening = head.startswith(THINK_OPEN) or THINK_OPEN.startswith(head)
+        if not opening and not self.expect:  # plainly no think block: stream from here on
+            self.passing = True
+            return self.buffer
+        return ""
+
+    def finish(self) -> str:
+        """What is still held at the end: everything, when the think block never closed nor opened."""
+        if self.passing:
+            return ""
+        _, answer = split_think(self.buffer)
+        return answer
+
+
+def ask(model: ChatModel, question: str, *, think: Think = "hide", on_text: Callable[[str], Any] | None = None,
+        history: list[dict[str, str]] | None = None) -> Answer:
+    """One question -> Answer. `on_text` receives the answer as it streams (think block hidden when asked)."""
+    started = time.perf_counter()
+    pieces: list[str] = []
+    shown = ThinkFilter(think, model.settings.thinking)
+    for piece in model.stream(model.messages(question, history)):
+        pieces.append(piece)
+        if on_text and (visible := shown.feed(piece)):
+            on_text(visible)
+    if on_text and (rest := shown.finish()):
+        on_text(rest)
+    seconds = time.perf_counter() - started
+    raw = "".join(pieces)
+    thinking, answer = split_think(raw)
+    return Answer(text=raw if think == "show" else answer, seconds=round(seconds, 3),
+                  tokens=model.count_tokens(raw), thinking=thinking)
+
+
+# ---------------------------------------------------------------- interactive and batch
+
+
+def interactive(model: ChatModel, *, think: Think = "hide", read: Callable[[str], str] = input,
+                write: Callable[[str], Any] = sys.stdout.write) -> None:
+    """A streaming chat loop keeping the conversation; /reset forgets it, /exit (or Ctrl-D) leaves."""
+    write(f"Chatting with {model.source} ({model.backend}). /reset forgets the conversation, /exit leaves.\n")
+    history: list[dict[str, str]] = []
+    while True:
+        try:
+            question = read("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            write("\n")
+            return
+        if not question:
+            continue
+        if question in EXIT_COMMANDS:
+            return
+        if question == "/reset":
+            history.clear()
+            continue
+        write("model> ")
+        answer = ask(model, question, think=think, on_text=write, history=history)
+        write(f"\n[{answer.tokens} tokens, {answer.seconds:.1f} s, {answer.tokens_per_s:.1f} tok/s]\n")
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": split_think(answer.text)[1]}]
+
+
+@dataclass(frozen=True)
+class Question:
+    index: int
+    text: str | None  # None when the line could not be read; `error` says why
+    where: str
+    reference: str | None = None
+    error: str | None = None
+
+
+def read_questions(path: str | Path) -> list[Question]:
+    """A .txt file (one question per non-empty line) or .jsonl ("question" or "instruction" [+ "input"]).
+    A malformed JSONL line becomes a Question with an error, so it gets its own entry in results.json."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("questions file not found", where=path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text (byte {exc.start})", where=path) from None
+    questions: list[Question] = []
+    jsonl = path.suffix in (".jsonl", ".json")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        if not jsonl:
+            questions.append(Question(len(questions), line.strip(), where))
+            continue
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict):
+                raise ValueError("expected a JSON object")
+            text = item.get("question") or item.get("instruction")
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError('no "question" or "instruction" text')
+        except ValueError as exc:
+            questions.append(Question(len(questions), None, where, error=f"{where}: {exc}"))
+            continue
+        if isinstance(item.get("input"), str) and item["input"].strip():
+            text = f"{text}\n{item['input']}"
+        reference = item.get("answer") or item.get("output")
+        questions.append(Question(len(questions), text, where, reference if isinstance(reference, str) else None))
+    if not questions:
+        raise DataError("no questions in the file", where=path)
+    return questions
+
+
+def run_batch(model: ChatModel, questions_file: str | Path, out_path: str | Path, *, think: Think = "hide",
+              on_result: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+    """Answer every question; write results.json (after each question, atomically) with one entry per
+    question. A question that fails gets its error in its entry and the batch goes on."""
+    questions = read_questions(questions_file)
+    out_path = Path(out_path)
+    report: dict[str, Any] = {
+        "model": model.source, "backend": model.backend, "think": think,
+        "system_prompt": model.settings.system_prompt, "sampling": model.settings.sampling.model_dump(),
+        "questions_file": str(questions_file), "results": [],
+    }
+    started = time.perf_counter()
+    for q in questions:
+        entry: dict[str, Any] = {"index": q.index, "question": q.text, "source": q.where}
+        if q.reference is not None:
+            entry["reference"] = q.reference
+        if q.error:
+            entry.update(answer=None, error=q.error)
+        else:
+            try:
+                answer = ask(model, q.text or "", think=think)
+                entry.update(answer=answer.text, thinking=answer.thinking, seconds=answer.seconds,
+                             tokens=answer.tokens, tokens_per_s=round(answer.tokens_per_s, 2), error=None)
+            except Exception as exc:  # one bad question must not end the batch; its entry says why
+                entry.update(answer=None, error=f"{type(exc).__name__}: {exc}")
+        report["results"].append(entry)
+        report["seconds"] = round(time.perf_counter() - started, 3)
+        report["failed"] = sum(1 for r in report["results"] if r["error"])
+        _write_json(out_path, report)
+        if on_result:
+            on_result(entry)
+    return report
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(value, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,60 @@
+"""The Ollama Modelfile: a pure function of the recipe and the GGUF file name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import yaml
+
+from ..errors import RecipeError
+from ..recipe import Recipe
+from ..render import header, render_template
+from ..resources import folder
+
+FORMATS_FILE = "ollama/chat_formats.yaml"
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How Ollama prompts a chat-template family: a Go TEMPLATE and the stop tokens."""
+
+    name: str
+    template: str
+    stop: tuple[str, ...]
+
+
+@cache
+def _formats() -> dict[str, ChatFormat]:
+    data = yaml.safe_load((folder("templates") / FORMATS_FILE).read_text(encoding="utf-8"))
+    by_name: dict[str, ChatFormat] = {}
+    for fmt_name, spec in data.items():
+        fmt = ChatFormat(fmt_name, spec["template"], tuple(spec["stop"]))
+        for name in spec["names"]:
+            by_name[name] = fmt
+    return by_name
+
+
+def chat_format(chat_template: str) -> ChatFormat | None:
+    """The Ollama format for an engine chat-template name, or None when templates/ollama has none."""
+    return _formats().get(chat_template)
+
+
+def render_modelfile(recipe: Recipe, gguf_name: str) -> str:
+    """Modelfile text: FROM the GGUF beside it, TEMPLATE + stop tokens for the chat template, the recipe's
+    system prompt and sampling. Without a known format TEMPLATE is left out and Ollama uses the GGUF's own."""
+    system = recipe.model.system_prompt
+    if '"""' in system:
+        # Ollama's parser ends a triple-quoted value at the first """; there is no escape for it.
+        raise RecipeError('the system prompt cannot contain """ (it ends a Modelfile value)', where="model.system_prompt")
+    fmt = chat_format(recipe.model.chat_template)
+    return render_template(
+        "ollama/Modelfile.j2",
+        header=header(recipe.name, recipe.content_hash()).rstrip("\n"),
+        model_name=recipe.name.lower(),
+        gguf=gguf_name,
+        template=fmt.template if fmt else None,
+        system=system,
+        sampling=recipe.sampling,
+        stop=list(fmt.stop) if fmt else [],
+    )

@@ -181,7 +181,7 @@ def _wait(state) -> float:
     exc = state.outcome.exception() if state.outcome else None
     if isinstance(exc, Transient) and exc.retry_after is not None:
         return min(exc.retry_after, BACKOFF_MAX_S)
-    return wait_exponential_jitter(initial=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S, jitter=BACKOFF_INITIAL_S)(state)
+    return wait_exponential_jitter(multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S, jitter=BACKOFF_INITIAL_S)(state)
 
 
 class _Run:
@@ -213,8 +213,6 @@ class _Run:
         except BadReply as exc:
             return self._fail(chunk, f"{exc.reason} after {self.cfg.max_retries + 1} attempts")
         self.rejected.update(rejected)
-        if tokens is not None:
-            self.tokens = (self.tokens or 0) + tokens
         self.store.record(chunk, pairs, rejected, tokens)
         self.new_pairs += len(pairs)
 
@@ -222,6 +220,8 @@ class _Run:
         await self.limiter.acquire()
         try:
             reply = await self.provider.complete(chunk, self.spec, self.n_pairs)
+            if reply.tokens is not None:  # spent even when the reply is then rejected
+                self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
             pairs, rejected = check_pairs(raw, self.spec, chunk, self.n_pairs)
         except Transient as exc:

@@ -1,0 +1,113 @@
+"""A fault-injecting OpenAI-compatible teacher on 127.0.0.1, for faults a real server won't make on demand.
+
+Its good answers are a pure function of the prompt (so reruns give the same pairs); with probability
+`fault_rate` a call instead gets HTTP 500, HTTP 429, a stall, or a 200 whose content is torn JSON.
+Run as a script it serves until killed: `python stub_teacher.py PORT FAULT_RATE LATENCY_S`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAULTS = ("500", "429", "stall", "malformed")
+
+
+def good_reply(messages: list[dict]) -> str:
+    user = messages[-1]["content"]
+    tag = hashlib.sha256(user.encode()).hexdigest()[:8]
+    # The prompt templates put the chunk between the first two blank lines: answer from it (grounded).
+    line = user.split("\n\n")[1].replace("\n", "") if "\n\n" in user else user
+    pairs = [{"question": f"问题{tag}-{k}：这段规定的要点{k}是什么？", "answer": line[k * 20 : k * 20 + 80].strip() or line}
+             for k in range(3)]
+    return json.dumps({"pairs": pairs}, ensure_ascii=False)
+
+
+class Stub:
+    def __init__(self, fault_rate: float = 0.0, latency_s: float = 0.0, stall_s: float = 5.0, seed: int = 0,
+                 faults: tuple[str, ...] = FAULTS):
+        self.fault_rate, self.latency_s, self.stall_s, self.faults = fault_rate, latency_s, stall_s, faults
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.injected: dict[str, int] = {}
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def _pick(self) -> str | None:
+        with self.lock:
+            self.calls += 1
+            if self.rng.random() >= self.fault_rate:
+                return None
+            fault = self.rng.choice(self.faults)
+            self.injected[fault] = self.injected.get(fault, 0) + 1
+            return fault
+
+    def _handler(self):
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, status: int, body: dict | str, headers: dict[str, str] | None = None) -> None:
+                data = (body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out on a stall and left: that is the point
+
+            def do_GET(self):
+                self._send(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
+
+            def do_POST(self):
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(stub.latency_s)
+                fault = stub._pick()
+                if fault == "500":
+                    return self._send(500, {"error": {"message": "injected server error"}})
+                if fault == "429":
+                    return self._send(429, {"error": {"message": "injected rate limit"}}, {"Retry-After": "0.2"})
+                if fault == "stall":
+                    time.sleep(stub.stall_s)
+                content = good_reply(request["messages"])
+                if fault == "malformed":
+                    content = content[: len(content) // 2]
+                self._send(200, {
+                    "id": "x", "object": "chat.completion", "model": request.get("model"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+                })
+
+        return Handler
+
+    def __enter__(self) -> Stub:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+if __name__ == "__main__":
+    port, rate, latency = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    stub = Stub(rate, latency)
+    stub.server.server_close()
+    stub.server = ThreadingHTTPServer(("127.0.0.1", port), stub._handler())
+    stub.server.daemon_threads = True
+    print("ready", flush=True)
+    stub.server.serve_forever()

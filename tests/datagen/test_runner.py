@@ -1,0 +1,153 @@
+"""The datagen run against the offline provider and a fault-injecting OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import COAL_DOCS
+from stub_teacher import Stub
+
+from domainft.datagen import run_datagen
+from domainft.errors import TeacherError
+from domainft.extract import read_chunks
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _assert_complete(plan, summary):
+    """Every chunk ends done or reported failed; no record lost, none duplicated."""
+    out = plan.datagen_dir
+    chunks = read_chunks(plan.extract_dir / "chunks.jsonl")[: plan.recipe.datagen.max_chunks]
+    final: dict[str, dict] = {}
+    for entry in _lines(out / "journal.jsonl"):
+        final[entry["chunk_id"]] = entry
+    assert {c.id for c in chunks} == set(final)
+    pairs = _lines(out / "pairs.jsonl")
+    keys = [(p["source"]["chunk_id"], p["source"]["index"]) for p in pairs]
+    assert len(keys) == len(set(keys)), "duplicated records"
+    per_chunk = Counter(k[0] for k in keys)
+    for cid, entry in final.items():
+        expected = entry["pairs"] if entry["status"] == "done" else 0
+        assert per_chunk.get(cid, 0) == expected, "lost or orphaned records"
+    assert summary.done + summary.failed == len(chunks)
+    assert summary.pairs == len(pairs)
+    return pairs
+
+
+def test_extractive_run_is_deterministic_and_split_by_document(coal_plan):
+    plan = coal_plan()
+    summary = run_datagen(plan, progress=False)
+    pairs = _assert_complete(plan, summary)
+    assert summary.failed == 0 and summary.pairs > 50
+    assert any(p["instruction"] == "《中华人民共和国矿山安全法(2009修正)》第十条规定了什么？" for p in pairs)
+    tenth = next(p for p in pairs if p["instruction"].endswith("第十条规定了什么？"))
+    source = (COAL_DOCS / "19-中华人民共和国矿山安全法.txt").read_text(encoding="utf-8")
+    article = next(line for line in source.splitlines() if line.startswith("第十条"))
+    assert tenth["output"].startswith(article.removeprefix("第十条").removesuffix("\\n"))
+    splits = {s: _lines(plan.datagen_dir / f"{s}.jsonl") for s in ("train", "val", "test")}
+    assert all(set(r) == {"instruction", "input", "output"} for rows in splits.values() for r in rows)
+    assert summary.clean["split_unit"] == "document"
+    assert sum(summary.clean["documents"].values()) == 4  # each document in exactly one split
+    again = coal_plan(run="again")
+    run_datagen(again, progress=False)
+    for split in ("train", "val", "test"):
+        assert (again.datagen_dir / f"{split}.jsonl").read_bytes() == (plan.datagen_dir / f"{split}.jsonl").read_bytes()
+
+
+def test_rerun_after_completion_generates_nothing(coal_plan):
+    plan = coal_plan(max_chunks=5)
+    first = run_datagen(plan, progress=False)
+    second = run_datagen(plan, progress=False)
+    assert second.resumed_chunks == 5 and second.new_pairs == 0 and second.pairs == first.pairs
+
+
+def test_fault_injecting_teacher_loses_and_duplicates_nothing(coal_plan):
+    with Stub(fault_rate=0.3, stall_s=5.0, seed=1) as stub:
+        plan = coal_plan(provider="openai", base_url=stub.url, model="stub", concurrency=8, max_chunks=24,
+                         timeout_s=2, max_retries=5)
+        summary = run_datagen(plan, progress=False)
+    assert set(stub.injected) == {"500", "429", "stall", "malformed"}
+    pairs = _assert_complete(plan, summary)
+    assert summary.failed == 0 and len(pairs) == 24 * 3
+    assert summary.errors["http_500"] == stub.injected["500"] and summary.errors["http_429"] == stub.injected["429"]
+    assert summary.errors["timeout"] == stub.injected["stall"]
+    assert summary.rejected["reply_invalid_json"] == stub.injected["malformed"]
+    assert summary.tokens == 150 * (24 + stub.injected["malformed"])  # rejected replies cost tokens too
+
+
+def test_kill_9_midway_then_rerun_gives_the_same_result(coal_plan, tmp_path):
+    with Stub(fault_rate=0.3, latency_s=0.15, seed=2, faults=("500", "429", "malformed")) as stub:
+        common = dict(provider="openai", base_url=stub.url, model="stub", concurrency=2, max_chunks=24)
+        reference = coal_plan(run="reference", **common)
+        run_datagen(reference, progress=False)
+        plan = coal_plan(run="killed", **common)
+        script = (
+            "import sys; from domainft.recipe import recipe_from_dict; from domainft.plan import make_plan;"
+            "from domainft.datagen import run_datagen; import json;"
+            f"r = recipe_from_dict(json.loads(sys.argv[1])); run_datagen(make_plan(r, run_dir={str(plan.run_dir)!r}), progress=False)"
+        )
+        child = subprocess.Popen([sys.executable, "-c", script, json.dumps(plan.recipe.model_dump(mode="json"))])
+        journal = plan.datagen_dir / "journal.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 6):
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        killed_at = len(journal.read_text().splitlines())
+        assert 6 <= killed_at < 24, "the kill must land mid-run"
+        summary = run_datagen(plan, progress=False)
+    assert summary.resumed_chunks >= 6
+    _assert_complete(plan, summary)
+    key = lambda p: json.dumps(p, sort_keys=True, ensure_ascii=False)  # noqa: E731
+    assert sorted(map(key, _lines(plan.datagen_dir / "pairs.jsonl"))) == sorted(
+        map(key, _lines(reference.datagen_dir / "pairs.jsonl"))
+    )
+    for split in ("train", "val", "test"):
+        assert (plan.datagen_dir / f"{split}.jsonl").read_bytes() == (reference.datagen_dir / f"{split}.jsonl").read_bytes()
+
+
+def test_torn_tail_and_orphan_pairs_are_dropped_on_resume(coal_plan):
+    plan = coal_plan(max_chunks=4)
+    run_datagen(plan, progress=False)
+    out = plan.datagen_dir
+    reference = (out / "pairs.jsonl").read_text(encoding="utf-8")
+    # Simulate a kill between writing a chunk's pairs and its journal line, mid-way through a record.
+    journal = (out / "journal.jsonl").read_text().splitlines(keepends=True)
+    (out / "journal.jsonl").write_text("".join(journal[:-1]) + journal[-1][:10])
+    (out / "pairs.jsonl").write_text(reference + '{"instruction": "torn')
+    summary = run_datagen(plan, progress=False)
+    assert summary.resumed_chunks == 3 and summary.new_pairs > 0
+    _assert_complete(plan, summary)
+    assert sorted(reference.splitlines()) == sorted((out / "pairs.jsonl").read_text(encoding="utf-8").splitlines())
+
+
+def test_unreachable_teacher_is_one_line_error_naming_the_url(coal_plan):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    plan = coal_plan(provider="openai", base_url=url, model="x", max_chunks=2)
+    started = time.monotonic()
+    with pytest.raises(TeacherError) as info:
+        run_datagen(plan, progress=False)
+    assert time.monotonic() - started < 10
+    line = info.value.one_line()
+    assert url in line and "connection refused" in line and "\n" not in line
+
+
+def test_missing_key_env_is_a_teacher_error(coal_plan, monkeypatch):
+    monkeypatch.delenv("DOMAINFT_TEST_KEY", raising=False)
+    plan = coal_plan(provider="openai", base_url="http://127.0.0.1:9/v1", model="x", api_key_env="DOMAINFT_TEST_KEY")
+    with pytest.raises(TeacherError, match="DOMAINFT_TEST_KEY is not set"):
+        run_datagen(plan, progress=False)

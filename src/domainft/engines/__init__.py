@@ -7,12 +7,13 @@ from ..plan import Plan
 from .axolotl import Axolotl
 from .base import Engine, Launch, Progress
 from .llamafactory import LlamaFactory
-from .venv import engine_status, ensure_engine, venv_bin
+from .runner import merge, run_launch, train
+from .venv import engine_status, engine_versions, ensure_engine, venv_bin
 
 ENGINES: dict[str, type[Engine]] = {"llamafactory": LlamaFactory, "axolotl": Axolotl}
 
-__all__ = ["ENGINES", "Engine", "Launch", "Progress", "engine_status", "ensure_engine", "get_engine",
-           "validate", "venv_bin"]
+__all__ = ["ENGINES", "Engine", "Launch", "Progress", "engine_status", "engine_versions", "ensure_engine",
+           "get_engine", "merge", "run_launch", "train", "validate", "venv_bin"]
 
 
 def get_engine(name: str) -> Engine:

@@ -140,6 +140,9 @@ class Axolotl(Engine):
     def config(self, files: dict[str, str]) -> dict[str, Any]:
         return R.parse_back(CONFIG, files[CONFIG])
 
+    def hand_command(self, render_dir: Path) -> str:
+        return f"axolotl train {Path(render_dir) / CONFIG} --launcher python"
+
     def train_launch(self, plan: Plan) -> Launch:
         # --launcher python: the accelerate launcher pins OMP threads to 1 (slow on CPU).
         # Several processes go through accelerate, which reads the torchrun-style variables.

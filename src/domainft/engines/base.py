@@ -54,6 +54,10 @@ class Engine(ABC):
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
         """How to merge the adapter into full HF weights in out_dir."""
 
+    def hand_command(self, render_dir: Path) -> str:
+        """The command a person runs (with the engine's venv on PATH) to train from a rendered folder."""
+        return f"{self.name} {Path(render_dir) / self.config_file}"
+
     @abstractmethod
     def parse_progress(self, line: str) -> Progress | None:
         """Progress from one line of the engine's output, or None."""

@@ -150,6 +150,9 @@ class LlamaFactory(Engine):
     def config(self, files: dict[str, str]) -> dict[str, Any]:
         return R.parse_back(TRAIN_YAML, files[TRAIN_YAML])
 
+    def hand_command(self, render_dir: Path) -> str:
+        return f"llamafactory-cli train {Path(render_dir) / TRAIN_YAML}"
+
     def train_launch(self, plan: Plan) -> Launch:
         return Launch(["llamafactory-cli", "train", str(plan.render_dir / TRAIN_YAML)], torchrun_env(plan),
                       plan.render_dir)
@@ -175,6 +178,6 @@ def parse_hf_progress(line: str, step_re: re.Pattern, loss_re: re.Pattern) -> Pr
         except ValueError:
             return None
     step = step_re.search(line)
-    if step and "it]" in line or (step and "s/it" in line):
+    if step and ("it/s" in line or "s/it" in line):  # a tqdm bar, not some other "a/b [" text
         return Progress(step=int(step.group(1)), total=int(step.group(2)))
     return None

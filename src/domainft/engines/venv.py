@@ -75,7 +75,8 @@ def is_ready(name: str) -> bool:
 def engine_status(name: str) -> dict:
     """For `domainft doctor`: where the venv is, whether it is ready, and what it holds."""
     path = venv_dir(name)
-    status = {"engine": name, "venv": str(path), "lock_hash": lock_hash(name)[:12], "ready": is_ready(name)}
+    status = {"engine": name, "path": str(path), "lock_hash": lock_hash(name)[:12], "ready": is_ready(name),
+              "versions": engine_versions(name)}
     if status["ready"]:
         status["size_mb"] = round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20)
     elif path.exists():
@@ -83,6 +84,18 @@ def engine_status(name: str) -> dict:
     else:
         status["state"] = "not installed (run `domainft engines install`)"
     return status
+
+
+def engine_versions(name: str) -> dict[str, str]:
+    """The pinned versions that matter for a run (read from the lock, so no venv is needed)."""
+    wanted = {name, "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed", "bitsandbytes"}
+    pins = [*(LOCKS / f"{name}.txt").read_text().splitlines(), *known_engine(name).no_isolation]
+    found = {}
+    for line in pins:
+        pkg, sep, ver = line.strip().partition("==")
+        if sep and pkg.lower() in wanted:
+            found[pkg.lower()] = ver
+    return dict(sorted(found.items()))
 
 
 def ensure_engine(name: str) -> Path:

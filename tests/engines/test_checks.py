@@ -1,0 +1,82 @@
+"""One test per static error: each is one line naming the file or key, with a did-you-mean, in well under 1 s."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from domainft.engines import validate
+from domainft.errors import DataError, RecipeError, UserError
+
+
+def _error(plan) -> UserError:
+    with pytest.raises(UserError) as info:
+        validate(plan)
+    return info.value
+
+
+@pytest.mark.parametrize("engine,key,meant", [
+    ("llamafactory", "lora_rnak", "lora_rank"),
+    ("axolotl", "lora_dropuot", "lora_dropout"),
+])
+def test_misspelt_override_key(plan_for, engine, key, meant):
+    err = _error(plan_for(engine, engine_overrides={key: 4}))
+    assert isinstance(err, RecipeError)
+    assert err.where == f"engine_overrides.{key}" and f"did you mean '{meant}'" in err.one_line()
+
+
+@pytest.mark.parametrize("engine", ["llamafactory", "axolotl"])
+def test_wrong_column_map_names_file_role_and_real_column(plan_for, engine):
+    err = _error(plan_for(engine, dataset={"columns": {"response": "ouput"}}))
+    assert isinstance(err, DataError)
+    line = err.one_line()
+    assert "demo_qa.jsonl" in line and "'ouput'" in line and "'response'" in line
+    assert "did you mean 'output'?" in line
+
+
+def test_default_column_missing_from_file(plan_for, tmp_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    err = _error(plan_for("llamafactory", dataset={"files": [str(data)]}))
+    assert "no column 'instruction' for role 'prompt'" in err.one_line() and "columns are answer, question" in err.one_line()
+
+
+def test_sharegpt_tag_mismatch(plan_for, sharegpt_file):
+    err = _error(plan_for("llamafactory", dataset={"files": [str(sharegpt_file)], "format": "sharegpt",
+                                                    "columns": {"messages": "conversations"}}))
+    assert "no field 'role'" in err.one_line() and "chats.json" in err.one_line()
+
+
+@pytest.mark.parametrize("engine", ["llamafactory", "axolotl"])
+def test_missing_file(plan_for, tmp_path, engine):
+    missing = tmp_path / "nope.jsonl"
+    err = _error(plan_for(engine, dataset={"files": [str(missing)]}))
+    assert isinstance(err, DataError) and err.where == str(missing) and "not found" in err.message
+
+
+def test_template_llamafactory_lacks(plan_for):
+    err = _error(plan_for("llamafactory", model={"chat_template": "smolm2"}))
+    assert err.where == "model.chat_template" and "did you mean 'smollm2'?" in err.one_line()
+
+
+def test_template_axolotl_has_no_alpaca_format_for(plan_for):
+    err = _error(plan_for("axolotl", model={"chat_template": "mistral"}))
+    assert err.where == "model.chat_template" and "alpaca_formats.yaml" in err.one_line()
+
+
+def test_bad_json_line_is_named(plan_for, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"instruction": "a", "input": "", "output": "b"}\n{"instruction": \n')
+    err = _error(plan_for("llamafactory", dataset={"files": [str(data)]}))
+    assert err.where == f"{data}:2"
+
+
+@pytest.mark.parametrize("engine", ["llamafactory", "axolotl"])
+def test_static_validation_is_fast(plan_for, engine):
+    plan = plan_for(engine)
+    validate(plan)  # warm caches (snapshot JSON, templates)
+    start = time.perf_counter()
+    validate(plan)
+    assert time.perf_counter() - start < 0.5

@@ -1,0 +1,116 @@
+"""Rendering both engines: golden files, determinism, and every shipped recipe renders."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from domainft import render as R
+from domainft.engines import ENGINES, get_engine
+from domainft.engines.validate import known
+from domainft.plan import make_plan
+from domainft.recipe import load_recipe
+from domainft.resources import home
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+REPO = Path(__file__).resolve().parents[2]
+
+# name -> recipe sections on top of the conftest defaults
+VARIANTS = {
+    "lora": {},
+    "qlora_sharegpt_zero3": {
+        "method": {"kind": "qlora", "target_modules": ["q_proj", "v_proj"], "rank": 16},
+        "dataset": {"format": "sharegpt", "columns": {"messages": "conversations"},
+                    "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"}},
+        "model": {"base": "embedded:tiny-random-llama", "system_prompt": "You answer coal-mine safety questions."},
+        "training": {"epochs": 2.0, "learning_rate": 2.0e-5, "precision": "bf16", "packing": True, "val_size": 0.1},
+        "distributed": {"deepspeed": 3, "nnodes": 2, "nproc_per_node": 4},
+    },
+    "full_overrides": {"method": {"kind": "full"}},
+}
+OVERRIDES = {"llamafactory": {"lr_scheduler_type": "linear", "max_grad_norm": 0.5},
+             "axolotl": {"lr_scheduler": "linear", "max_grad_norm": 0.5}}
+
+
+def _plan(plan_for, engine: str, variant: str, sharegpt_file: Path):
+    sections = dict(VARIANTS[variant])
+    if variant == "qlora_sharegpt_zero3":
+        sections["dataset"] = {**sections["dataset"], "files": [str(sharegpt_file)]}
+    if variant == "full_overrides":
+        sections["engine_overrides"] = OVERRIDES[engine]
+    return plan_for(engine, **sections)
+
+
+def _portable(text: str, plan) -> str:
+    """Machine paths -> placeholders, so golden files compare across checkouts."""
+    for path, mark in ((plan.run_dir, "<RUN>"), (home(), "<HOME>"), (REPO, "<REPO>")):
+        text = text.replace(str(path), mark)
+    return re.sub(r"sha256 [0-9a-f]{16}", "sha256 <HASH>", text)  # the hash covers those paths too
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_golden(engine, variant, plan_for, sharegpt_file):
+    plan = _plan(plan_for, engine, variant, sharegpt_file)
+    files = get_engine(engine).render(plan)
+    get_engine(engine).check(plan, files)
+    for rel, text in sorted(files.items()):
+        golden = GOLDEN / engine / variant / rel
+        actual = _portable(text, plan)
+        # the sharegpt fixture lives in tmp: only its name is stable
+        actual = actual.replace(str(sharegpt_file.parent), "<DATA>")
+        if os.environ.get("UPDATE_GOLDEN") == "1":
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(actual, encoding="utf-8")
+        assert golden.exists(), f"no golden file {golden}; run with UPDATE_GOLDEN=1 and review the diff"
+        assert actual == golden.read_text(encoding="utf-8"), f"{rel} differs from {golden}"
+    listed = {p.relative_to(GOLDEN / engine / variant).as_posix() for p in (GOLDEN / engine / variant).rglob("*")
+              if p.is_file()}
+    assert listed == set(files)
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_render_is_deterministic_and_writes_only_changes(engine, plan_for, sharegpt_file):
+    plan = _plan(plan_for, engine, "qlora_sharegpt_zero3", sharegpt_file)
+    first = get_engine(engine).render(plan)
+    assert get_engine(engine).render(plan) == first
+    assert len(R.write_tree(first, plan.render_dir)) == len(first)
+    assert R.write_tree(get_engine(engine).render(plan), plan.render_dir) == []  # byte-identical rerun
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_rendered_values_parse_back_as_their_types(engine, plan_for):
+    plan = plan_for(engine, training={"learning_rate": 1.0e-4, "max_steps": 3})
+    cfg = get_engine(engine).config(get_engine(engine).render(plan))
+    assert cfg["learning_rate"] == 1.0e-4 and isinstance(cfg["learning_rate"], float)  # not the string "1e-4"
+    assert set(cfg) <= set(known(engine)["config_keys"])
+
+
+def test_overrides_replace_rendered_keys_once(plan_for):
+    plan = plan_for("llamafactory", engine_overrides={"cutoff_len": 64, "lora_rank": 4})
+    text = get_engine("llamafactory").render(plan)["train.yaml"]
+    assert text.count("cutoff_len:") == 1 and text.count("lora_rank:") == 1
+    assert yaml.safe_load(text)["cutoff_len"] == 64
+
+
+def test_template_syntax_in_recipe_values_stays_data(plan_for):
+    plan = plan_for("llamafactory", model={"system_prompt": "{{ ''.__class__ }} {% raw %}"})
+    cfg = get_engine("llamafactory").config(get_engine("llamafactory").render(plan))
+    assert cfg["default_system"] == "{{ ''.__class__ }} {% raw %}"
+
+
+RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_every_shipped_recipe_renders(engine, path, tmp_path):
+    recipe = load_recipe(path)
+    plan = make_plan(recipe, engine=engine, run_dir=tmp_path)
+    files = get_engine(engine).render(plan)
+    for rel, text in files.items():
+        assert R.parse_back(rel, text) is not None

@@ -20,7 +20,7 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import RecipeError
+from ..errors import RecipeError, did_you_mean
 from ..extract import Chunk
 from ..resources import folder
 
@@ -75,8 +75,8 @@ def load_prompts(name_or_path: str, base_dir: Path | None = None) -> PromptSpec:
     path = candidates[0]
     if not path.exists():
         known = sorted(p.stem for p in folder("datagen").glob("*.yaml"))
-        raise RecipeError(f"prompt file '{name_or_path}' not found ({path})", where="datagen.prompts",
-                          hint=f"known: {', '.join(known)}" if known else None)
+        hint = did_you_mean(name_or_path, known) or (f"known: {', '.join(known)}" if known else None)
+        raise RecipeError(f"prompt file '{name_or_path}' not found ({path})", where="datagen.prompts", hint=hint)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         return PromptSpec.model_validate(data)

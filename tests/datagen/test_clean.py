@@ -1,0 +1,97 @@
+"""Dedup, split by document, contamination refusal, and reply parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from domainft.datagen import check_contamination, clean_and_split, dedup, load_prompts, split_by_document
+from domainft.datagen.prompts import BadReply, check_pairs, parse_json_reply
+from domainft.errors import DataError, RecipeError
+from domainft.extract import Chunk
+
+
+def rec(question: str, answer: str, file: str = "a.txt", heading: str = "第一章") -> dict:
+    return {"instruction": question, "input": "", "output": answer, "source": {"file": file, "heading_path": [heading]}}
+
+
+def test_dedup_exact_and_near_chinese():
+    records = [
+        rec("煤矿企业必须建立什么制度？", "煤矿企业必须建立健全安全生产责任制度和安全管理制度。"),
+        rec("煤矿企业必须建立什么制度？", "煤矿企业必须建立健全安全生产责任制度和安全管理制度。"),  # exact
+        rec("煤矿企业必须建立什么制度?", "煤矿企业必须建立健全安全生产责任制和安全管理制度。"),  # one char, one mark off
+        rec("井下作业人员必须佩戴什么？", "井下作业人员必须佩戴自救器和矿灯。"),
+    ]
+    kept, counts = dedup(records, 0.9)
+    assert [r["instruction"] for r in kept] == ["煤矿企业必须建立什么制度？", "井下作业人员必须佩戴什么？"]
+    assert counts == {"exact": 1, "near": 1}
+
+
+def test_split_by_document_keeps_documents_whole_and_is_seeded():
+    records = [rec(f"问题{d}-{i}", f"答案{d}-{i}", file=f"doc{d}.txt") for d in range(10) for i in range(5)]
+    splits, unit = split_by_document(records, val=0.1, test=0.2, seed=7)
+    assert unit == "document"
+    files = {s: {r["source"]["file"] for r in rows} for s, rows in splits.items()}
+    assert not (files["train"] & files["val"]) and not (files["train"] & files["test"]) and not (files["val"] & files["test"])
+    assert (len(files["train"]), len(files["val"]), len(files["test"])) == (7, 1, 2)
+    assert split_by_document(records, 0.1, 0.2, seed=7) == (splits, unit)
+    assert split_by_document(records, 0.1, 0.2, seed=8)[0] != splits
+
+
+def test_split_falls_back_to_sections_with_one_document():
+    records = [rec(f"q{h}{i}", f"a{h}{i}", heading=f"{h} Clause") for h in range(1, 8) for i in range(3)]
+    splits, unit = split_by_document(records, val=0.15, test=0.15, seed=1)
+    assert unit == "section" and all(splits.values())
+    heads = {s: {r["source"]["heading_path"][0] for r in rows} for s, rows in splits.items()}
+    assert not (heads["train"] & (heads["val"] | heads["test"]))
+
+
+def test_contaminated_eval_split_is_refused_and_not_written(tmp_path: Path):
+    train = [rec("What does clause 7.2 require?", "Requirements use shall and shall not.", file="a.html")]
+    test = [rec("What does clause 7.2 require ?", "Requirements use shall and shall not!", file="b.html")]
+    with pytest.raises(DataError) as info:
+        check_contamination(train, {"test": test}, 0.9, tmp_path)
+    line = info.value.one_line()
+    assert "test pair 1 'What does clause 7.2 require ?' from b.html" in line
+    assert "train pair 1 'What does clause 7.2 require?' from a.html" in line
+
+
+def test_clean_and_split_writes_alpaca_files(tmp_path: Path):
+    records = [rec(f"问题{d}-{i}是什么？", f"答案{d}-{i}的内容在第{i}条。", file=f"doc{d}.txt") for d in range(5) for i in range(4)]
+    report = clean_and_split(records, tmp_path, threshold=0.95, val=0.2, test=0.2, seed=42)
+    assert report.counts == {"train": 12, "val": 4, "test": 4} and report.documents == {"train": 3, "val": 1, "test": 1}
+    assert (tmp_path / "train.jsonl").read_text(encoding="utf-8").count("\n") == 12
+
+
+def test_reply_repairs_and_rejections():
+    spec = load_prompts("coal")
+    chunk = Chunk.make("x.txt", ["第一章"], 0, "第一条煤矿企业必须建立健全安全生产责任制度。", "规定")
+    fenced = '```json\n{"pairs": [{"question": "煤矿企业必须建立什么？", "answer": "安全生产责任制度",},],}\n```'
+    pairs, rejected = check_pairs(parse_json_reply(fenced), spec, chunk, 10)
+    assert pairs == [{"question": "煤矿企业必须建立什么？", "answer": "安全生产责任制度"}] and not rejected
+    reply = {"pairs": [
+        {"question": "问" * 121, "answer": "安全生产责任制度"},
+        {"question": "煤矿企业必须做什么？", "answer": "每天喝咖啡并且唱歌跳舞"},
+        {"question": "煤矿企业必须做什么？"},
+        {"question": "煤矿企业必须建立什么？", "answer": "安全生产责任制度"},
+        {"question": "煤矿企业必须建立什么？", "answer": "安全生产责任制度"},
+    ]}
+    pairs, rejected = check_pairs(reply, spec, chunk, 10)
+    assert len(pairs) == 1
+    assert rejected == {"question_too_long": 1, "ungrounded": 1, "schema": 1, "duplicate_in_reply": 1}
+    for bad in ("Sure! Here are pairs:", '{"pairs": [{"question": "a", '):
+        with pytest.raises(BadReply, match="invalid_json"):
+            parse_json_reply(bad)
+    with pytest.raises(BadReply, match="schema"):
+        check_pairs({"qa": []}, spec, chunk, 10)
+
+
+def test_prompt_files_load_and_unknown_name_is_a_recipe_error():
+    assert load_prompts("coal").question_max_chars == 120 and load_prompts("coal").language == "zh"
+    iso = load_prompts("iso")
+    assert iso.language == "en" and "shall" in iso.system
+    with pytest.raises(RecipeError) as info:
+        load_prompts("cole")
+    assert info.value.one_line().startswith("datagen.prompts: prompt file 'cole' not found")
+    assert "did you mean 'coal'?" in info.value.one_line()

@@ -121,3 +121,17 @@ def test_verdict_is_honest_when_tuned_does_not_win():
     assert any("does not beat the base model on coal_safety_qa" in line for line in lines)
     assert any("coal_safety_mc" in line and "may be noise" in line for line in lines)
     assert any("Few items" in line for line in lines)
+
+
+def test_report_files_from_lm_eval_shaped_results(tmp_path):
+    from domainft.evaluate.report import write_report
+
+    base = {**_results({"iso_verbal_forms": {"acc": 0.25, "acc_stderr": 0.1}}, n=40), "label": "base",
+            "results_path": tmp_path / "b.json", "samples": {}, "seconds": 1.0, "reused": False}
+    tuned = {**_results({"iso_verbal_forms": {"acc": 0.75, "acc_stderr": 0.1}}, n=40), "label": "tuned",
+             "results_path": tmp_path / "t.json", "samples": {}, "seconds": 1.0, "reused": False}
+    md = write_report(tmp_path, base=base, tuned=tuned, meta={"recipe": "r"})
+    assert "The tuned model beats the base model on iso_verbal_forms" in md.read_text()
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "report.json").read_text())["tasks"]["iso_verbal_forms"]["metrics"]["acc"]["delta"] == 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md", "report.png"]

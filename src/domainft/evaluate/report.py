@@ -138,10 +138,13 @@ def write_report(eval_dir: Path, *, base: dict, tuned: dict, meta: dict[str, Any
         },
     }
     eval_dir.mkdir(parents=True, exist_ok=True)
-    (eval_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    plot(tasks, eval_dir / "report.png", title=f"{meta.get('recipe', '')}: base vs tuned")
+    # Each file lands whole (temp file + rename): an interrupted run never leaves half a report.
+    png_tmp = eval_dir / ".report.png.tmp"
+    plot(tasks, png_tmp, title=f"{meta.get('recipe', '')}: base vs tuned")
+    png_tmp.replace(eval_dir / "report.png")
+    _write_atomic(eval_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     md = eval_dir / "report.md"
-    md.write_text(render_markdown(report), encoding="utf-8")
+    _write_atomic(md, render_markdown(report))
     return md
 
 
@@ -210,11 +213,17 @@ def plot(tasks: dict[str, dict[str, Any]], out: Path, *, title: str) -> None:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, format="png")
     plt.close(fig)
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _read_jsonl(path: Path) -> list[dict]:

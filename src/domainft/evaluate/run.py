@@ -221,8 +221,8 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
                         where="eval.backend")
     if importlib.util.find_spec("lm_eval") is None:
         raise UserError("eval needs lm-eval: pip install 'domainft[ml]'")
+    tasks = resolve_tasks(plan)  # recipe mistakes first, missing artifacts after
     adapter = _trained_output(plan)
-    tasks = resolve_tasks(plan)
     heldout = heldout_task(plan, tasks)
     if heldout is not None:
         tasks = [*tasks, str(heldout)]

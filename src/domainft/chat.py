@@ -132,8 +132,10 @@ class HFChat(ChatModel):
         s = self.settings.sampling
         inputs = self.prompt_ids(messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        sampling = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p) if s.temperature > 0 else dict(
-            do_sample=False, temperature=None, top_p=None, top_k=None)
+        if s.temperature > 0:
+            sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
+        else:  # greedy; None clears the model's generation_config sampling defaults
+            sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         kwargs = dict(**inputs, max_new_tokens=s.max_new_tokens, repetition_penalty=s.repetition_penalty,
                       streamer=streamer, pad_token_id=self.tokenizer.pad_token_id, **sampling)
         failure: list[BaseException] = []
@@ -142,7 +144,7 @@ class HFChat(ChatModel):
             try:
                 with torch.inference_mode():
                     self.model.generate(**kwargs)
-            except BaseException as exc:  # re-raised in the caller's thread
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 failure.append(exc)
                 streamer.end()
 
@@ -230,7 +232,7 @@ def split_think(text: str) -> tuple[str | None, str]:
     if THINK_CLOSE in text:
         thinking, answer = text.split(THINK_CLOSE, 1)
         thinking = thinking.strip()
-        thinking = thinking[len(THINK_OPEN):] if thinking.startswith(THINK_OPEN) else thinking
+        thinking = thinking.removeprefix(THINK_OPEN)
         return thinking.strip(), answer.strip()
     if text.lstrip().startswith(THINK_OPEN):  # cut off while still thinking
         return text.lstrip()[len(THINK_OPEN):].strip(), ""
@@ -344,7 +346,7 @@ def read_questions(path: str | Path) -> list[Question]:
         try:
             item = json.loads(line)
             if not isinstance(item, dict):
-                raise ValueError("expected a JSON object")
+                raise ValueError("expected a JSON object")  # noqa: TRY004 - reported like a JSON error
             text = item.get("question") or item.get("instruction")
             if not isinstance(text, str) or not text.strip():
                 raise ValueError('no "question" or "instruction" text')
@@ -383,7 +385,7 @@ def run_batch(model: ChatModel, questions_file: str | Path, out_path: str | Path
                 answer = ask(model, q.text or "", think=think)
                 entry.update(answer=answer.text, thinking=answer.thinking, seconds=answer.seconds,
                              tokens=answer.tokens, tokens_per_s=round(answer.tokens_per_s, 2), error=None)
-            except Exception as exc:  # one bad question must not end the batch; its entry says why
+            except Exception as exc:  # noqa: BLE001 - one bad question must not end the batch; its entry says why
                 entry.update(answer=None, error=f"{type(exc).__name__}: {exc}")
         report["results"].append(entry)
         report["seconds"] = round(time.perf_counter() - started, 3)

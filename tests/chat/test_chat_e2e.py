@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from peft_helpers import make_random_adapter
 
 from domainft.chat import ChatSettings, ask, interactive, load_chat_model, run_batch
 from domainft.export.gguf import convert_hf_to_gguf
 from domainft.recipe import SamplingConfig
-from peft_helpers import make_random_adapter
 
 pytestmark = pytest.mark.e2e
 SHORT = ChatSettings("You are terse.", SamplingConfig(temperature=0.7, max_new_tokens=12))

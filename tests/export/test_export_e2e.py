@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
+from peft_helpers import make_random_adapter
 
 from domainft.chat import ChatSettings, ask, load_chat_model
 from domainft.export import run_export
 from domainft.manifest import sha256_file
 from domainft.plan import make_plan
 from domainft.recipe import SamplingConfig, recipe_from_dict
-from peft_helpers import make_random_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = [{"role": "system", "content": "You are a helpful assistant."},
@@ -109,7 +109,7 @@ def test_lora_gguf_applies_to_the_base(exported, tmp_path, smollm2_model):
 
     from domainft.export.gguf import convert_hf_to_gguf
 
-    plan, result = exported
+    plan, _ = exported
     base = convert_hf_to_gguf(smollm2_model, tmp_path / "base-f16.gguf", log_path=tmp_path / "log")
     lora = plan.export_dir / "t-export-lora-f16.gguf"
     llm = Llama(model_path=str(base), lora_path=str(lora), n_ctx=256, verbose=False)

@@ -31,7 +31,7 @@ def _strip_hash(text: str) -> str:
 
 @pytest.mark.parametrize("chat_template", ["smollm2", "deepseekr1", "llama3"])
 def test_golden(chat_template):
-    actual = _strip_hash(render_modelfile(recipe(chat_template=chat_template), f"t-export-q4_k_m.gguf"))
+    actual = _strip_hash(render_modelfile(recipe(chat_template=chat_template), "t-export-q4_k_m.gguf"))
     golden = GOLDEN / f"Modelfile.{chat_template}"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def test_golden(chat_template):
 def _instructions(text: str) -> list[tuple[str, str]]:
     """Modelfile instructions as Ollama's parser sees them: comments dropped, \"\"\" values kept whole."""
     body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-    return re.findall(r'^([A-Z]+) ("""[\s\S]*?"""|.*)$', body, flags=re.M)
+    return re.findall(r'^([A-Z]+) ("""[\s\S]*?"""|.*)$', body, flags=re.MULTILINE)
 
 
 def test_modelfile_carries_recipe_values():

@@ -25,7 +25,7 @@ from ..recipe import QUANTS
 from .gguf import FTYPES, convert_hf_to_gguf, convert_lora_to_gguf, quantize
 from .modelfile import chat_format, render_modelfile
 
-__all__ = ["ExportResult", "ExportedFile", "chat_format", "render_modelfile", "run_export", "parse_quants"]
+__all__ = ["ExportResult", "ExportedFile", "chat_format", "parse_quants", "render_modelfile", "run_export"]
 
 EXPORT_JSON = "export.json"
 

@@ -7,9 +7,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # stub_teacher
 
-from domainft.extract import extract_for_plan  # noqa: E402
-from domainft.plan import make_plan  # noqa: E402
-from domainft.recipe import recipe_from_dict  # noqa: E402
+from domainft.extract import extract_for_plan
+from domainft.plan import make_plan
+from domainft.recipe import recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 COAL_DOCS = REPO / "data" / "coal" / "docs"

@@ -2,7 +2,6 @@
 
 Its good answers are a pure function of the prompt (so reruns give the same pairs); with probability
 `fault_rate` a call instead gets HTTP 500, HTTP 429, a stall, or a 200 whose content is torn JSON.
-Run as a script it serves until killed: `python stub_teacher.py PORT FAULT_RATE LATENCY_S`.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +26,11 @@ def good_reply(messages: list[dict]) -> str:
     return json.dumps({"pairs": pairs}, ensure_ascii=False)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default listen backlog (5) drops bursts of concurrent connects
+
+
 class Stub:
     def __init__(self, fault_rate: float = 0.0, latency_s: float = 0.0, stall_s: float = 5.0, seed: int = 0,
                  faults: tuple[str, ...] = FAULTS):
@@ -36,8 +39,7 @@ class Stub:
         self.lock = threading.Lock()
         self.calls = 0
         self.injected: dict[str, int] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
@@ -101,13 +103,3 @@ class Stub:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-if __name__ == "__main__":
-    port, rate, latency = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-    stub = Stub(rate, latency)
-    stub.server.server_close()
-    stub.server = ThreadingHTTPServer(("127.0.0.1", port), stub._handler())
-    stub.server.daemon_threads = True
-    print("ready", flush=True)
-    stub.server.serve_forever()

@@ -109,7 +109,7 @@ def test_kill_9_midway_then_rerun_gives_the_same_result(coal_plan, tmp_path):
         summary = run_datagen(plan, progress=False)
     assert summary.resumed_chunks >= 6
     _assert_complete(plan, summary)
-    key = lambda p: json.dumps(p, sort_keys=True, ensure_ascii=False)  # noqa: E731
+    key = lambda p: json.dumps(p, sort_keys=True, ensure_ascii=False)
     assert sorted(map(key, _lines(plan.datagen_dir / "pairs.jsonl"))) == sorted(
         map(key, _lines(reference.datagen_dir / "pairs.jsonl"))
     )

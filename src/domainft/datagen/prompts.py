@@ -52,6 +52,18 @@ class PromptSpec(BaseModel):
     def item_schema(self) -> dict[str, Any]:
         return self.schema_.get("properties", {}).get("pairs", {}).get("items", {})
 
+    def request_schema(self, n_pairs: int) -> dict[str, Any]:
+        """The schema sent for constrained output, tightened to this run's limits: a grammar-constrained
+        teacher then cannot run on past the pair count or the length caps (and into max_tokens)."""
+        schema = json.loads(json.dumps(self.schema_))
+        pairs = schema.setdefault("properties", {}).setdefault("pairs", {})
+        pairs["maxItems"] = min(pairs.get("maxItems", n_pairs), n_pairs)
+        props = pairs.setdefault("items", {}).setdefault("properties", {})
+        for key, limit in (("question", self.question_max_chars), ("answer", self.answer_max_chars)):
+            field_schema = props.setdefault(key, {"type": "string"})
+            field_schema["maxLength"] = min(field_schema.get("maxLength", limit), limit)
+        return schema
+
     def text_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(by_alias=True), sort_keys=True).encode()).hexdigest()
 

@@ -112,7 +112,7 @@ class OpenAIProvider(Provider):
             "temperature": spec.temperature, "max_tokens": spec.max_tokens,
         }
         if self.json_mode:
-            body["response_format"] = {"type": "json_object", "schema": spec.schema_}
+            body["response_format"] = {"type": "json_object", "schema": spec.request_schema(n_pairs)}
         try:
             response = await self.client.post(f"{self.url}/chat/completions", json=body)
         except httpx.TimeoutException:

@@ -176,8 +176,7 @@ def write_chunks(result: ExtractResult, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        for chunk in result.chunks:
-            fh.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
+        fh.writelines(json.dumps(asdict(chunk), ensure_ascii=False) + "\n" for chunk in result.chunks)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

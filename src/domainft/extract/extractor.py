@@ -116,4 +116,4 @@ def print_extract_table(result: ExtractResult, console: Console | None = None) -
     (console or Console()).print(extract_table(result))
 
 
-__all__ = ["Chunk", "ExtractResult", "extract_inputs", "extract_for_plan", "extract_table", "print_extract_table"]
+__all__ = ["Chunk", "ExtractResult", "extract_for_plan", "extract_inputs", "extract_table", "print_extract_table"]

@@ -1,0 +1,75 @@
+"""A real `python -m llama_cpp.server` on 127.0.0.1 serving the embedded SmolLM2 GGUF as the teacher."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from domainft.datagen import load_prompts, run_datagen
+from domainft.datagen.prompts import schema_errors
+from domainft.resources import folder
+
+pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    from domainft.models.embedded import smollm2_gguf
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "4096", "--model_alias", "smollm2"],
+            stdout=fh, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.e2e
+def test_llama_cpp_server_teacher_writes_schema_valid_pairs(llama_server, coal_plan, tmp_path):
+    # The real coal prompts, with tight length caps: a 135M model on two CPU cores must finish in
+    # seconds, and it cannot be trusted to stay grounded, so grounding is off for this one test.
+    data = yaml.safe_load((folder("datagen") / "coal.yaml").read_text(encoding="utf-8"))
+    data.update(question_max_chars=40, answer_max_chars=60, min_grounding=0.0, max_tokens=400, temperature=0.0)
+    prompts = tmp_path / "coal-tiny.yaml"
+    prompts.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    plan = coal_plan(provider="openai", base_url=llama_server, model="smollm2", prompts=str(prompts),
+                     pairs_per_chunk=2, max_chunks=3, concurrency=1, timeout_s=300, max_retries=2)
+    summary = run_datagen(plan, progress=False)
+    assert summary.done == 3 and summary.failed == 0, summary.failed_chunks
+    assert summary.tokens and summary.tokens > 0
+    spec = load_prompts(str(prompts))
+    pairs = [json.loads(line) for line in (plan.datagen_dir / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert pairs, summary.rejected
+    for pair in pairs:
+        item = {"question": pair["instruction"], "answer": pair["output"]}
+        assert not schema_errors(item, spec.request_schema(2)["properties"]["pairs"]["items"])
+        assert pair["source"]["chunk_id"] and pair["source"]["file"]
+    print(f"\nllama_cpp.server teacher: {len(pairs)} pairs, {summary.tokens} tokens, {summary.seconds:.1f} s, "
+          f"rejected {summary.rejected}")

@@ -403,3 +403,51 @@ def _write_json(path: Path, value: Any) -> None:
         json.dump(value, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- CLI entry points
+
+
+def main(source: Plan | Path, *, question: str | None, questions: Path | None, output: Path,
+         backend: Backend = "auto", think: Think = "hide") -> None:
+    """`domainft chat`: one question (-q), a questions file (--questions), else the interactive loop."""
+    if think not in ("show", "hide"):
+        raise UserError(f"unknown --think mode '{think}'", where="--think", hint="show or hide")
+    if questions is not None and not Path(questions).is_file():
+        raise UserError("questions file not found", where=questions)
+    model = load_chat_model(source, backend)
+    if question is not None:
+        answer = ask(model, question, think=think, on_text=lambda t: (sys.stdout.write(t), sys.stdout.flush()))
+        sys.stdout.write(f"\n[{answer.tokens} tokens, {answer.seconds:.1f} s]\n")
+    elif questions is not None:
+        summary = run_batch(model, questions, output, think=think)
+        sys.stdout.write(f"{output}: {json.dumps(summary, ensure_ascii=False)[:300]}\n")
+    else:
+        interactive(model, think=think)
+
+
+def sample_question(plan: Plan) -> str | None:
+    """A question from the run's own held-out data, else from the recipe's dataset files."""
+    candidates = [plan.eval_split_files.get("test"), *[plan.recipe.resolve(f) for f in plan.recipe.dataset.files]]
+    for path in candidates:
+        if path is None or not Path(path).is_file():
+            continue
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("instruction"):
+                return str(record["instruction"])
+    return None
+
+
+def final_answer(plan: Plan, question: str | None = None) -> str | None:
+    """What `domainft run` prints at the end: the finished model answering one question."""
+    question = question or sample_question(plan)
+    if question is None or (exported_gguf(plan) is None and not (plan.adapter_dir / "adapter_config.json").exists()):
+        return None
+    model = load_chat_model(plan)
+    answer = ask(model, question)
+    return f"\nQ: {question}\nA ({model.backend}: {model.source}): {answer.text.strip()}\n" \
+           f"[{answer.tokens} tokens, {answer.seconds:.1f} s]"

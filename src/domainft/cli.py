@@ -165,7 +165,7 @@ def extract(
             raise UserError("no such file or folder", where=target)
         result = ex.extract_inputs([target], chunk_chars=chunk_chars, overlap_chars=overlap_chars)
         ex.write_chunks(result, output or Path("chunks.jsonl"))
-    ex.print_table(result, console=out)
+    ex.print_extract_table(result, console=out)
 
 
 @app.command()
@@ -176,8 +176,12 @@ def datagen(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None) -
     plan = _plan(recipe, set_, run_dir=run_dir)
     if plan.recipe.datagen is None:
         raise UserError("the recipe has no datagen section", where=recipe)
-    run_pipeline(plan, only=["extract", "datagen"]) if not (plan.extract_dir / "chunks.jsonl").exists() else \
-        run_pipeline(plan, only=["datagen"])
+    # Through the pipeline so the manifest records it; extract reruns only when documents changed.
+    run_pipeline(plan, only=["extract", "datagen"])
+    summary = json.loads((plan.datagen_dir / "summary.json").read_text(encoding="utf-8"))
+    out.print_json(data=summary)
+    if summary.get("failed"):
+        raise UserError(f"{summary['failed']} chunk(s) failed; rerun to retry them", where=plan.datagen_dir / "summary.json")
 
 
 @app.command()

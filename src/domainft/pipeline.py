@@ -251,7 +251,7 @@ def run_pipeline(
             result.outcomes.append(StageOutcome(stage.name, "excluded", "--only/--skip"))
             continue
         # Stages after one that reran are checked again: unchanged outputs upstream mean nothing to redo.
-        reason = "forced (--from/--only)" if forced or only else stale_reason(stage, plan, manifest)
+        reason = "forced (--from)" if forced else stale_reason(stage, plan, manifest)
         if reason is None:
             result.outcomes.append(StageOutcome(stage.name, "skipped", "up to date"))
             console.print(f"[dim]· {stage.name}: up to date, skipped[/dim]")

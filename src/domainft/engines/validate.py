@@ -130,23 +130,33 @@ def _check_sharegpt(path: Path, records: list[dict], column: str, tags: dict[str
 
 _DEEP = {
     "llamafactory": (
-        "import json,sys\n"
         "from llamafactory.hparams import get_train_args\n"
-        "get_train_args(json.load(sys.stdin))\n"
+        "get_train_args(cfg)\n"
     ),
     # validate_config drops unknown keys without a word: compare against the schema too.
     "axolotl": (
-        "import json,sys\n"
         "from axolotl.utils.config import validate_config\n"
         "from axolotl.utils.dict import DictDefault\n"
         "from axolotl.utils.schemas.config import AxolotlInputConfig\n"
-        "cfg=json.load(sys.stdin)\n"
-        "known=set(AxolotlInputConfig.model_fields)\n"
-        "dropped=[k for k in cfg if k not in known]\n"
-        "if dropped: sys.exit('unknown key(s) the engine would silently drop: '+', '.join(dropped))\n"
+        "dropped = [k for k in cfg if k not in AxolotlInputConfig.model_fields]\n"
+        "if dropped: raise KeyError('unknown key(s) the engine would silently drop: ' + ', '.join(dropped))\n"
         "validate_config(DictDefault(cfg))\n"
     ),
 }
+# Runs the engine's check and prints its rejection as one line on the last line of stderr.
+_WRAP = """import json, sys
+cfg = json.load(sys.stdin)
+try:
+{body}
+except Exception as exc:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic: every field with its message
+        msg = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors())
+    else:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    sys.stderr.write("\\nDOMAINFT-REJECT " + type(exc).__name__ + ": " + msg + "\\n")
+    sys.exit(1)
+"""
 
 
 def deep_check(engine: str, config: dict[str, Any], file: str, timeout: float = 300) -> None:
@@ -154,8 +164,9 @@ def deep_check(engine: str, config: dict[str, Any], file: str, timeout: float = 
     from .venv import ensure_engine
 
     py = ensure_engine(engine) / "bin" / "python"
+    body = "\n".join("    " + ln for ln in _DEEP[engine].splitlines())
     done = subprocess.run(
-        [str(py), "-c", _DEEP[engine]], input=json.dumps(config), capture_output=True, text=True,
+        [str(py), "-c", _WRAP.format(body=body)], input=json.dumps(config), capture_output=True, text=True,
         timeout=timeout, env=_deep_env(),
     )
     if done.returncode != 0:
@@ -170,6 +181,9 @@ def _deep_env() -> dict[str, str]:
 
 def last_error_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.startswith("DOMAINFT-REJECT "):
+            return ln.removeprefix("DOMAINFT-REJECT ")[:400]
     for ln in reversed(lines):
         if "Error" in ln or ln.startswith(("unknown key", "ValueError", "AssertionError")):
             return ln[:400]

@@ -1,0 +1,29 @@
+"""`validate(plan, deep=True)` runs the engine's own validator in its venv (seconds: it imports the engine)."""
+
+from __future__ import annotations
+
+import pytest
+
+from domainft.engines import ensure_engine, validate
+from domainft.errors import EngineError
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("engine", ["llamafactory", "axolotl"])
+def test_engine_accepts_what_we_render(engine, plan_for):
+    ensure_engine(engine)
+    validate(plan_for(engine, method={"kind": "qlora"}), deep=True)
+
+
+@pytest.mark.parametrize("engine,overrides,expected", [
+    # Known keys (the static check passes them); the engine's own rules reject the combination.
+    ("llamafactory", {"finetuning_type": "full", "quantization_bit": 4}, "Quantization is only compatible"),
+    ("axolotl", {"micro_batch_size": "four"}, "micro_batch_size"),
+])
+def test_engine_rejection_is_one_line(engine, overrides, expected, plan_for):
+    ensure_engine(engine)
+    with pytest.raises(EngineError) as info:
+        validate(plan_for(engine, engine_overrides=overrides), deep=True)
+    line = info.value.one_line()
+    assert expected in line and "\n" not in line

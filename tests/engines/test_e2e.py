@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from domainft.engines import ensure_engine, train
+from domainft.engines import ensure_engine, merge, train
 from domainft.engines.runner import DONE
 
 pytestmark = pytest.mark.e2e
@@ -45,6 +45,10 @@ def test_lora_trains_resumes_and_loads_in_peft(engine, plan_for):
     assert "4/4 [" in log
 
     assert len(_load_and_generate(plan)) > 0
+
+    # Merge for export: full HF weights in the folder asked for.
+    merged = merge(plan, plan.run_dir / "merged")
+    assert (merged / "config.json").exists() and (merged / "model.safetensors").exists()
 
     # Same rendered files, training finished: a rerun returns at once without launching.
     start = time.perf_counter()

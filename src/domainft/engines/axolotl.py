@@ -158,7 +158,7 @@ class Axolotl(Engine):
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
         # merge-lora writes into <output_dir>/merged; runner.merge() moves it to out_dir.
         argv = ["axolotl", "merge-lora", str(plan.render_dir / CONFIG), f"--lora-model-dir={plan.train_dir}",
-                f"--output-dir={Path(out_dir).resolve()}", "--launcher", "python"]
+                f"--output-dir={Path(out_dir).resolve()}"]
         return Launch(argv, {}, plan.render_dir)
 
     _STEP = re.compile(r"(\d+)/(\d+) \[")

@@ -21,21 +21,35 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 1800) -> CliResult:
-    """Run `domainft ARGS` as a user would: a fresh process, real exit code, real output."""
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 1800,
+            max_file_bytes: int | None = None) -> CliResult:
+    """Run `domainft ARGS` as a user would: a fresh process, real exit code, real output.
+
+    `max_file_bytes` caps the size of any file the process writes (RLIMIT_FSIZE): writes past it fail
+    with EFBIG, the way a full disk fails them with ENOSPC.
+    """
+
+    def limit_files() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     proc = subprocess.run(
         [sys.executable, "-m", "domainft.cli", *map(str, args)],
         cwd=cwd, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
+        preexec_fn=limit_files if max_file_bytes else None,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 def assert_one_line_error(result: CliResult, *needles: str) -> None:
-    """The contract for bad input: non-zero exit, one line on stderr naming the place, no traceback."""
+    """The contract for bad input: non-zero exit, no traceback, and the error as one line (the last on
+    stderr, after any progress lines) naming the place."""
     assert result.code != 0, result
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
     for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+        assert needle in errors[0], (needle, errors[0])

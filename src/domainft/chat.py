@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import DataError, UserError
+from .fsutil import atomic_write_json
 from .plan import Plan
 from .recipe import SamplingConfig
 
@@ -86,7 +86,10 @@ class GGUFChat(ChatModel):
             raise UserError("the gguf backend needs llama-cpp-python", hint="run: scripts/llamacpp_tools.sh <venv>") from None
         self.source = str(path)
         self.settings = settings
-        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(), seed=seed, verbose=False)
+        try:
+            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(), seed=seed, verbose=False)
+        except ValueError:  # llama.cpp says only "Failed to load model from file"
+            raise UserError("llama.cpp cannot load this file (not a GGUF model, or a truncated one)", where=path) from None
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
         s = self.settings.sampling
@@ -397,12 +400,7 @@ def run_batch(model: ChatModel, questions_file: str | Path, out_path: str | Path
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(value, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, value)
 
 
 # ---------------------------------------------------------------- CLI entry points

@@ -151,21 +151,28 @@ def doctor() -> None:
 def extract(
     target: Annotated[Path, typer.Argument(help="A recipe YAML, or a folder/file of documents.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="chunks.jsonl to write.")] = None,
-    chunk_chars: Annotated[int, typer.Option(help="Chunk size (folder mode).")] = 800,
-    overlap_chars: Annotated[int, typer.Option(help="Overlap (folder mode).")] = 100,
+    chunk_chars: Annotated[Optional[int], typer.Option(help="Chunk size (folder mode; default: the schema's).")] = None,
+    overlap_chars: Annotated[Optional[int], typer.Option(help="Overlap (folder mode; default: the schema's).")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Split documents into section-aware chunks with provenance, and show a table per file."""
     from . import extract as ex
+    from .recipe import ExtractConfig
 
     if target.suffix in (".yaml", ".yml") and target.is_file():
         result = ex.extract_for_plan(_plan(target, set_))
     else:
         if not target.exists():
             raise UserError("no such file or folder", where=target)
-        result = ex.extract_inputs([target], chunk_chars=chunk_chars, overlap_chars=overlap_chars)
-        ex.write_chunks(result, output or Path("chunks.jsonl"))
+        defaults = ExtractConfig()
+        result = ex.extract_inputs([target], chunk_chars=chunk_chars or defaults.chunk_chars,
+                                   overlap_chars=defaults.overlap_chars if overlap_chars is None else overlap_chars)
+        if result.chunks:
+            ex.write_chunks(result, output or Path("chunks.jsonl"))
     ex.print_extract_table(result, console=out)
+    if not result.chunks:
+        reasons = "; ".join(f"{s.file}: {s.reason}" for s in result.skipped[:3])
+        raise UserError(f"no text extracted ({reasons or 'no readable documents'})", where=target)
 
 
 @app.command()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .fsutil import atomic_write_json
 
 MANIFEST = "manifest.json"
 VERSIONED_PACKAGES = (
@@ -147,16 +146,7 @@ class Manifest:
     def save(self) -> None:
         self.data["stages"] = {k: v.to_json() for k, v in self.stages.items()}
         self.data["updated_at"] = time.time()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.run_dir, prefix=".manifest.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.data, fh, indent=2, ensure_ascii=False, sort_keys=False)
-                fh.write("\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(self.path, self.data)
 
     def producer_of(self, path: Path) -> tuple[str, StageRecord] | None:
         key = self.rel(path)

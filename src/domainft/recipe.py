@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import RecipeError, did_you_mean
 
@@ -75,6 +83,7 @@ class ExtractConfig(Section):
     inputs: list[str] = Field(default_factory=list, description="Files or folders (txt, md, html, docx, pdf).")
     chunk_chars: int = Field(800, ge=100, le=20000, description="Target chunk size in characters.")
     overlap_chars: int = Field(100, ge=0, description="Characters carried over between chunks of one section.")
+    max_file_mb: float = Field(20.0, gt=0, description="Larger documents are skipped with a reason.")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ExtractConfig:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import UserError
+from .fsutil import atomic_write
 from .resources import folder
 
 
@@ -96,13 +95,6 @@ def write_tree(files: dict[str, str], dest: Path) -> list[Path]:
         data = text.encode("utf-8")
         if target.exists() and target.read_bytes() == data:
             continue
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except OSError as exc:
-            raise UserError(f"cannot write: {exc.strerror}", where=target) from None
+        atomic_write(target, data)
         written.append(target)
     return written

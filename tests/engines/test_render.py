@@ -11,7 +11,7 @@ import yaml
 
 from domainft import render as R
 from domainft.engines import ENGINES, get_engine
-from domainft.engines.validate import known
+from domainft.engines.checks import known
 from domainft.plan import make_plan
 from domainft.recipe import load_recipe
 from domainft.resources import home

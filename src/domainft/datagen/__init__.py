@@ -1,6 +1,12 @@
 """Chunks -> QA pairs from a teacher LLM (or the offline extractive mode) -> train/val/test."""
 
-from .clean import CleanReport, check_contamination, clean_and_split, dedup, split_by_document
+from .clean import (
+    CleanReport,
+    check_contamination,
+    clean_and_split,
+    dedup,
+    split_by_document,
+)
 from .prompts import PromptSpec, load_prompts
 from .providers import Provider, make_provider
 from .runner import DatagenSummary, run_datagen

@@ -7,8 +7,6 @@ normalized Levenshtein ratio against the threshold.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import unicodedata
 import zlib
@@ -21,6 +19,7 @@ import numpy as np
 from rapidfuzz import fuzz
 
 from ..errors import DataError
+from ..fsutil import atomic_write_jsonl
 from .prompts import is_cjk
 
 ALPACA_KEYS = ("instruction", "input", "output")
@@ -197,7 +196,4 @@ def clean_and_split(
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    os.replace(tmp, path)
+    atomic_write_jsonl(path, rows)

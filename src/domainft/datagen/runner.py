@@ -18,10 +18,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from ..errors import DataError, RecipeError, TeacherError
 from ..extract import Chunk, read_chunks
+from ..fsutil import atomic_write
 from ..plan import Plan
 from ..recipe import DatagenConfig
 from .clean import clean_and_split
@@ -324,7 +330,13 @@ async def _generate(run: _Run, provider: Provider, todo: list[Chunk], progress: 
         if not progress:
             await run.run(todo, lambda: None)
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         started = time.monotonic()
         columns = (
@@ -357,6 +369,4 @@ def _clean(plan: Plan, cfg: DatagenConfig, chunks: list[Chunk], out: Path) -> di
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)

@@ -8,12 +8,12 @@ from .axolotl import Axolotl
 from .base import Engine, Launch, Progress
 from .llamafactory import LlamaFactory
 from .runner import merge, run_launch, train
-from .venv import engine_status, engine_versions, ensure_engine, venv_bin
+from .venv import engine_status, engine_versions, ensure_engine, require_engine, venv_bin
 
 ENGINES: dict[str, type[Engine]] = {"llamafactory": LlamaFactory, "axolotl": Axolotl}
 
 __all__ = ["ENGINES", "Engine", "Launch", "Progress", "engine_status", "engine_versions", "ensure_engine",
-           "get_engine", "merge", "run_launch", "train", "validate", "venv_bin"]
+           "get_engine", "merge", "require_engine", "run_launch", "train", "validate", "venv_bin"]
 
 
 def get_engine(name: str) -> Engine:
@@ -25,7 +25,7 @@ def get_engine(name: str) -> Engine:
 def validate(plan: Plan, deep: bool = False) -> dict[str, str]:
     """Render and check the plan's engine files; returns them. `deep` also runs the engine's own
     validator in its venv (seconds: it imports the engine). Raises a one-line UserError."""
-    from .validate import deep_check
+    from .checks import deep_check
 
     engine = get_engine(plan.engine)
     files = engine.render(plan)

@@ -13,7 +13,7 @@ from .. import render as R
 from ..errors import RecipeError, did_you_mean
 from ..plan import Plan
 from ..resources import folder
-from . import validate as V
+from . import checks as V
 from .base import Engine, Launch, Progress
 from .llamafactory import deepspeed_files, deepspeed_path, parse_hf_progress, tidy_yaml
 
@@ -134,6 +134,7 @@ class Axolotl(Engine):
             raise RecipeError("Axolotl runs here use the tokenizer's template without thinking blocks",
                               where="model.enable_thinking", hint="use engine llamafactory for R1-style training")
         V.check_targets(plan)
+        V.check_chat_template(plan)
         V.check_rendered_keys(self.name, self.config(files), CONFIG)
         V.check_dataset(plan)
 

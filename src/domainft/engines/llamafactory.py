@@ -10,7 +10,7 @@ from typing import Any
 from .. import render as R
 from ..errors import RecipeError, did_you_mean
 from ..plan import Plan
-from . import validate as V
+from . import checks as V
 from .base import Engine, Launch, Progress
 
 TRAIN_YAML = "train.yaml"
@@ -143,6 +143,7 @@ class LlamaFactory(Engine):
             raise RecipeError(f"LLaMA-Factory has no chat template '{template}'", where="model.chat_template",
                               hint=did_you_mean(template, templates))
         V.check_targets(plan)
+        V.check_chat_template(plan)
         for name in (TRAIN_YAML, MERGE_YAML):
             V.check_rendered_keys(self.name, R.parse_back(name, files[name]), name)
         V.check_dataset(plan)

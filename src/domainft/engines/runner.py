@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -53,11 +54,17 @@ def base_env(work_dir: Path, venv: Path | None = None) -> dict[str, str]:
 def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | None = None,
                label: str = "training") -> None:
     """Run `launch` from the engine's venv; full log to log_path; progress bar; EngineError on failure."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    from .venv import ensure_engine
+    from .venv import require_engine
 
-    venv = venv or ensure_engine(engine.name)
+    venv = venv or require_engine(engine.name)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**base_env(log_path.parent, venv), **launch.env}
@@ -126,21 +133,22 @@ def last_checkpoint(train_dir: Path) -> Path | None:
 def train(plan: Plan) -> Path:
     """Render, check, write, launch; the adapter (or full weights) folder. Resumes from the last checkpoint."""
     from . import get_engine
-    from .venv import ensure_engine
+    from .venv import require_engine
 
     engine = get_engine(plan.engine)
     if plan.is_embedded:
         from ..models.embedded import materialize
 
         materialize(plan.recipe.model.base)
-    venv = ensure_engine(engine.name)
+    venv = require_engine(engine.name)
     files = engine.render(plan)
     engine.check(plan, files)
     R.write_tree(files, plan.render_dir)
-    digest = _files_hash(files)
+    digest = _training_digest(plan, files)
     done = plan.train_dir / DONE
     if done.exists() and json.loads(done.read_text()).get("render_sha256") == digest:
-        return plan.train_dir  # finished before with exactly these files
+        return plan.train_dir  # finished before with exactly these files and data
+    _set_aside_foreign_checkpoints(plan.train_dir, digest)
     checkpoint = last_checkpoint(plan.train_dir)
     launch = engine.train_launch(plan)
     if checkpoint is not None:
@@ -175,7 +183,29 @@ def merge(plan: Plan, out_dir: Path) -> Path:
     return out_dir
 
 
-def _files_hash(files: dict[str, str]) -> str:
+def _training_digest(plan: Plan, files: dict[str, str]) -> str:
+    """What a training run depends on: the rendered files and the bytes of the data they point at."""
     import hashlib
 
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    from ..manifest import sha256_file
+
+    data = {str(p): sha256_file(p) for p in plan.train_files if p.exists()}
+    return hashlib.sha256(json.dumps([files, data], sort_keys=True).encode()).hexdigest()
+
+
+STARTED = ".domainft-started"
+
+
+def _set_aside_foreign_checkpoints(train_dir: Path, digest: str) -> None:
+    """Resume only a run started with the same files and data; move any other run's output aside, never delete it."""
+    started = train_dir / STARTED
+    if train_dir.is_dir() and any(train_dir.iterdir()):
+        previous = json.loads(started.read_text()).get("render_sha256") if started.exists() else None
+        if previous != digest:
+            n = 1
+            while (aside := train_dir.with_name(f"{train_dir.name}.stale-{n}")).exists():
+                n += 1
+            train_dir.rename(aside)
+            print(f"training settings or data changed: previous run moved to {aside}", file=sys.stderr)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    started.write_text(json.dumps({"render_sha256": digest}) + "\n")

@@ -111,6 +111,15 @@ def ensure_engine(name: str) -> Path:
     return path
 
 
+def require_engine(name: str) -> Path:
+    """The ready venv for `name`, or a one-line EngineError saying how to install it (never a silent
+    multi-minute install in the middle of a train or validate)."""
+    if is_ready(name):
+        return venv_dir(name)
+    raise EngineError(f"the {name} engine is not installed", where=venv_dir(name),
+                      hint=f"run: domainft engines install {name}")
+
+
 def _build(name: str, path: Path) -> None:
     from rich.console import Console
 

@@ -321,7 +321,14 @@ def _run_lm_eval(run: LmEvalRun, *, fingerprint: str) -> dict:
 
 def _stream(run: LmEvalRun, log_path: Path) -> int:
     """Run lm-eval, teeing its output to a log and its tqdm bars into one rich progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with (
         log_path.open("wb") as log,

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import RecipeError, UserError
+from ..fsutil import atomic_write
 from ..plan import Plan
 from ..recipe import QUANTS
 from .gguf import FTYPES, convert_hf_to_gguf, convert_lora_to_gguf, quantize
@@ -169,7 +170,4 @@ def _merge_via_engine(plan: Plan, merged: Path) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
+from ..fsutil import atomic_write_jsonl
 from .structure import Doc, Section, is_title_like
 
 # A sentence ends after CJK terminal punctuation, or Latin .!? before whitespace; a line break always ends one.
@@ -172,15 +172,7 @@ def build_chunks(doc: Doc, file: str, chunk_chars: int, overlap_chars: int) -> l
 
 def write_chunks(result: ExtractResult, path: str | Path) -> Path:
     """chunks.jsonl, written atomically (temp file + rename): never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(asdict(chunk), ensure_ascii=False) + "\n" for chunk in result.chunks)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_jsonl(path, (asdict(chunk) for chunk in result.chunks))
 
 
 def read_chunks(path: str | Path) -> list[Chunk]:

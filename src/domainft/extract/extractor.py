@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
+from ..recipe import ExtractConfig
 from .chunks import Chunk, ExtractResult, FileStat, Skipped, build_chunks, write_chunks
 from .readers import READERS, Unreadable
 
@@ -43,7 +44,12 @@ def _walk(inputs: list[Path]) -> list[tuple[Path, str]]:
     return found
 
 
-def extract_inputs(inputs: list[Path], chunk_chars: int = 800, overlap_chars: int = 100) -> ExtractResult:
+_DEFAULTS = ExtractConfig()  # defaults live in the recipe schema only
+
+
+def extract_inputs(inputs: list[Path], chunk_chars: int = _DEFAULTS.chunk_chars,
+                   overlap_chars: int = _DEFAULTS.overlap_chars,
+                   max_file_mb: float = _DEFAULTS.max_file_mb) -> ExtractResult:
     """Extract every file under `inputs`; a bad file is skipped with its reason and the run goes on."""
     if overlap_chars >= chunk_chars:
         raise DataError("overlap_chars must be smaller than chunk_chars", where="extract.overlap_chars")
@@ -63,8 +69,12 @@ def extract_inputs(inputs: list[Path], chunk_chars: int = 800, overlap_chars: in
             result.skipped.append(Skipped(name, f"unsupported file type '{suffix or path.name}' (reads {kinds})"))
             continue
         try:
-            if path.stat().st_size == 0:
+            size = path.stat().st_size
+            if size == 0:
                 raise Unreadable("empty file")
+            if size > max_file_mb * 1e6:
+                # A regulation is kilobytes; tens of MB is a dump or a wrong file, and would stall the run.
+                raise Unreadable(f"too large ({size / 1e6:.1f} MB > extract.max_file_mb {max_file_mb:g})")
             doc, encoding = reader(path)
             if not doc.text.strip():
                 raise Unreadable("no text in file")
@@ -87,7 +97,7 @@ def extract_for_plan(plan: Plan) -> ExtractResult:
     cfg = plan.recipe.extract
     if not cfg.inputs:
         raise DataError("no documents to extract: set extract.inputs", where="extract.inputs")
-    result = extract_inputs(plan.document_inputs, cfg.chunk_chars, cfg.overlap_chars)
+    result = extract_inputs(plan.document_inputs, cfg.chunk_chars, cfg.overlap_chars, cfg.max_file_mb)
     if not result.chunks:
         reasons = "; ".join(f"{s.file}: {s.reason}" for s in result.skipped[:3])
         raise DataError(f"no text extracted from any input{f' ({reasons})' if reasons else ''}", where="extract.inputs")

@@ -7,7 +7,15 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .structure import Block, Doc, assemble, detect_heading, detect_headings, is_title_like, styled_heading
+from .structure import (
+    Block,
+    Doc,
+    assemble,
+    detect_heading,
+    detect_headings,
+    is_title_like,
+    styled_heading,
+)
 
 
 class Unreadable(Exception):

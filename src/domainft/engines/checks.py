@@ -94,7 +94,10 @@ def sample_records(path: Path) -> list[dict[str, Any]]:
 def check_dataset(plan: Plan) -> None:
     """Every mapped column exists in the first records of every file (a typo there trains on nothing)."""
     ds = plan.recipe.dataset
+    produced = plan.datagen_dir.resolve() / "train.jsonl"
     for path in plan.train_files:
+        if path == produced and not path.exists():
+            continue  # datagen writes it later and validates every record it writes
         records = sample_records(path)
         columns = sorted({k for rec in records for k in rec})
         for role, column in ds.column_map().items():
@@ -161,9 +164,9 @@ except Exception as exc:
 
 def deep_check(engine: str, config: dict[str, Any], file: str, timeout: float = 300) -> None:
     """Run the engine's own config validator in its venv; one-line EngineError on rejection."""
-    from .venv import ensure_engine
+    from .venv import require_engine
 
-    py = ensure_engine(engine) / "bin" / "python"
+    py = require_engine(engine) / "bin" / "python"
     body = "\n".join("    " + ln for ln in _DEEP[engine].splitlines())
     done = subprocess.run(
         [str(py), "-c", _WRAP.format(body=body)], input=json.dumps(config), capture_output=True, text=True,
@@ -188,3 +191,39 @@ def last_error_line(text: str) -> str:
         if "Error" in ln or ln.startswith(("unknown key", "ValueError", "AssertionError")):
             return ln[:400]
     return (lines[-1] if lines else "no output")[:400]
+
+
+def tokenizer_special_tokens(model_dir: Path) -> set[str] | None:
+    """Added/special tokens of a local tokenizer (tokenizer.json, else tokenizer_config.json); None if unknown."""
+    tokens: set[str] = set()
+    tok_json = model_dir / "tokenizer.json"
+    tok_cfg = model_dir / "tokenizer_config.json"
+    if tok_json.exists():
+        tokens |= {t["content"] for t in json.loads(tok_json.read_text(encoding="utf-8")).get("added_tokens", [])}
+    if tok_cfg.exists():
+        tokens |= {t["content"] for t in json.loads(tok_cfg.read_text(encoding="utf-8"))
+                   .get("added_tokens_decoder", {}).values()}
+    return tokens or None
+
+
+def check_chat_template(plan: Plan) -> None:
+    """The chat template must write only special tokens the model's tokenizer has: a mismatch trains on
+    markers the model has never seen and breaks inference. Checked when the model is a local folder."""
+    from ..chat_formats import chat_format, family_names
+
+    fmt = chat_format(plan.recipe.model.chat_template)
+    model_dir = Path(plan.model_path)
+    if fmt is None or not model_dir.is_dir():
+        return
+    tokens = tokenizer_special_tokens(model_dir)
+    if tokens is None:
+        return
+    missing = [t for t in fmt.stop if t not in tokens]
+    if missing:
+        fits = [name for name in family_names() if chat_format(name) and all(t in tokens for t in chat_format(name).stop)]
+        raise RecipeError(
+            f"chat template '{plan.recipe.model.chat_template}' does not match the tokenizer of {model_dir.name}: "
+            f"it has no {missing[0]} token",
+            where="model.chat_template",
+            hint=f"templates that fit: {', '.join(fits[:5])}" if fits else None,
+        )

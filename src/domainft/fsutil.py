@@ -1,0 +1,63 @@
+"""One way to write a file: whole or not at all.
+
+Write to a temp file beside the target, fsync, then rename over it. A crash, kill -9 or full disk leaves
+the old file (or none), never half of a new one; the temp file is removed on failure, and an OSError
+becomes a one-line UserError naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; give the result the permissions a plain open() would.
+FILE_MODE = 0o666 & ~_umask()
+
+
+def atomic_write(path: str | Path, data: str | bytes | Iterable[str]) -> Path:
+    """Write text (UTF-8), bytes, or an iterable of text pieces to path atomically."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            if isinstance(data, bytes):
+                fh.write(data)
+            elif isinstance(data, str):
+                fh.write(data.encode("utf-8"))
+            else:
+                for piece in data:
+                    fh.write(piece.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise UserError(f"cannot write ({exc.strerror or exc})", where=path) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_json(path: str | Path, value: Any) -> Path:
+    return atomic_write(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    return atomic_write(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

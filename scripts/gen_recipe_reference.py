@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -19,12 +20,19 @@ BEGIN, END = "<!-- recipe-reference:begin -->", "<!-- recipe-reference:end -->"
 
 
 def _type_name(annotation) -> str:
-    text = str(annotation).replace("typing.", "")
-    for prefix in ("domainft.recipe.",):
-        text = text.replace(prefix, "")
-    if isinstance(annotation, type):
-        text = annotation.__name__
-    return text.replace("NoneType", "None").replace("<class '", "").replace("'>", "")
+    """`float | None`, `list[str] | 'all'`, `'lora' | 'qlora' | 'full'`: what a person writes in YAML."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation)).replace("Any", "any")
 
 
 def _section_model(annotation):
@@ -49,7 +57,8 @@ def rows(model: type[BaseModel], prefix: str = "") -> list[str]:
         default = "required" if field.is_required() else repr(
             field.default_factory() if field.default_factory else field.default)
         doc = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{key}` | `{_type_name(field.annotation)}` | `{default}` | {doc} |")
+        cells = [f"`{key}`", f"`{_type_name(field.annotation)}`", f"`{default}`", doc]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") if c is not doc else c for c in cells) + " |")
     for key, section in nested:
         lines += rows(section, f"{key}.")
     return lines

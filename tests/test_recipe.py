@@ -111,3 +111,14 @@ def test_json_schema_forbids_unknown_keys():
     schema = Recipe.model_json_schema()
     assert schema["additionalProperties"] is False
     assert schema["$defs"]["TrainingConfig"]["additionalProperties"] is False
+
+
+def test_recipe_reference_in_readme_is_generated_from_the_schema():
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_recipe_reference.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

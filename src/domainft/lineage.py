@@ -51,9 +51,10 @@ def lineage_tree(file: Path) -> Tree:
     _add_stage(tree, manifest, stage, set())
     data = manifest.data
     tree.add(f"recipe {data.get('recipe_file')}  sha256 {str(data.get('recipe_hash', ''))[:16]}")
-    versions = tree.add("versions")
-    for name, version in sorted(data.get("versions", {}).items()):
-        versions.add(f"{name} {version}")
+    for label, key in (("versions (wrapper)", "versions"), (f"versions ({data.get('engine', 'engine')} venv)", "engine_versions")):
+        branch = tree.add(label)
+        for name, version in sorted(data.get(key, {}).items()):
+            branch.add(f"{name} {version}")
     return tree
 
 

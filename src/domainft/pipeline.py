@@ -265,7 +265,9 @@ def run_pipeline(
         if outcome.action == "failed":
             break
     if not dry_run:
-        manifest.data["versions"] = package_versions(_engine_versions(plan))
+        # The wrapper's packages (lm-eval, llama.cpp, ...) and the engine venv's own pins differ by design.
+        manifest.data["versions"] = package_versions()
+        manifest.data["engine_versions"] = _engine_versions(plan)
         manifest.save()
     return result
 

@@ -66,7 +66,7 @@ class ModelConfig(Section):
     enable_thinking: bool = Field(
         False, description="R1-style <think> blocks; must be the same in training and inference."
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="Let transformers run the model repo's own code.")
 
     @field_validator("base")
     @classmethod
@@ -93,9 +93,9 @@ class ExtractConfig(Section):
 
 
 class SplitConfig(Section):
-    val: float = Field(0.1, ge=0, lt=1)
-    test: float = Field(0.1, ge=0, lt=1)
-    seed: int = 42
+    val: float = Field(0.1, ge=0, lt=1, description="Fraction of pairs (whole documents) for validation.")
+    test: float = Field(0.1, ge=0, lt=1, description="Fraction of pairs (whole documents) for the test split.")
+    seed: int = Field(42, description="Seed of the document shuffle.")
 
 
 class DatagenConfig(Section):
@@ -106,14 +106,14 @@ class DatagenConfig(Section):
     model: str | None = Field(None, description="Teacher model name, e.g. glm-4-flash, qwen2.5:7b.")
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the key.")
-    concurrency: int = Field(8, ge=1, le=256)
-    rate_limit_per_s: PositiveFloat | None = None
-    max_retries: int = Field(5, ge=0, le=50)
-    timeout_s: PositiveFloat = 60.0
+    concurrency: int = Field(8, ge=1, le=256, description="Teacher requests in flight at once.")
+    rate_limit_per_s: PositiveFloat | None = Field(None, description="Requests per second at most (None: no limit).")
+    max_retries: int = Field(5, ge=0, le=50, description="Retries per chunk on 429/5xx/timeouts (exponential backoff).")
+    timeout_s: PositiveFloat = Field(60.0, description="Seconds before one teacher request is abandoned and retried.")
     pairs_per_chunk: int | None = Field(None, ge=1, le=50, description="Overrides the prompt file's value.")
     max_chunks: int | None = Field(None, ge=1, description="Use only the first N chunks (smoke runs).")
     dedup_threshold: float = Field(0.9, gt=0, le=1, description="Similarity at or above which pairs are duplicates.")
-    split: SplitConfig = SplitConfig()
+    split: SplitConfig = Field(SplitConfig(), description="Held-out fractions, split by source document.")
 
     @model_validator(mode="after")
     def _server_needs_url(self) -> DatagenConfig:
@@ -178,10 +178,10 @@ SHAREGPT_DEFAULT_TAGS = {
 class MethodConfig(Section):
     """How weights are tuned."""
 
-    kind: Literal["lora", "qlora", "full"] = "lora"
-    rank: int = Field(8, ge=1, le=1024)
-    alpha: int = Field(16, ge=1, le=4096)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    kind: Literal["lora", "qlora", "full"] = Field("lora", description="lora, qlora (4/8-bit base + LoRA) or full.")
+    rank: int = Field(8, ge=1, le=1024, description="LoRA rank r.")
+    alpha: int = Field(16, ge=1, le=4096, description="LoRA alpha (scale = alpha / rank).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
     target_modules: list[str] | Literal["all"] = Field(
         "all", description="Module names, or 'all' for every linear projection."
     )
@@ -205,44 +205,44 @@ class MethodConfig(Section):
 
 
 class TrainingConfig(Section):
-    epochs: PositiveFloat = 3.0
+    epochs: PositiveFloat = Field(3.0, description="Passes over the training data.")
     max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (overrides epochs).")
-    learning_rate: PositiveFloat = 1.0e-4
+    learning_rate: PositiveFloat = Field(1.0e-4, description="Peak learning rate.")
     batch_size: int = Field(1, ge=1, description="Per device.")
-    grad_accum: int = Field(1, ge=1)
-    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    cutoff_len: int = Field(1024, ge=16, le=131072)
-    packing: bool = False
-    seed: int = 42
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
-    gradient_checkpointing: bool = False
-    logging_steps: int = Field(10, ge=1)
-    save_steps: int = Field(500, ge=1)
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    cutoff_len: int = Field(1024, ge=16, le=131072, description="Tokens per example; longer ones are cut.")
+    packing: bool = Field(False, description="Pack several examples into one sequence.")
+    seed: int = Field(42, description="Training seed (losses are reproducible on CPU).")
+    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="bf16 on recent GPUs, fp32 on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    logging_steps: int = Field(10, ge=1, description="Log loss every N steps.")
+    save_steps: int = Field(500, ge=1, description="Checkpoint every N steps (a rerun resumes from the last).")
     val_size: float = Field(0.0, ge=0, lt=1, description="Fraction of train held out for eval loss.")
 
 
 class DistributedConfig(Section):
     deepspeed: Literal[0, 2, 3] = Field(0, description="DeepSpeed ZeRO stage; 0 means off.")
-    nnodes: int = Field(1, ge=1)
-    nproc_per_node: int = Field(1, ge=1)
-    master_addr: str = "127.0.0.1"
-    master_port: int = Field(29500, ge=1024, le=65535)
+    nnodes: int = Field(1, ge=1, description="Machines; each runs the same command with NODE_RANK set.")
+    nproc_per_node: int = Field(1, ge=1, description="Processes (GPUs) per machine.")
+    master_addr: str = Field("127.0.0.1", description="Address of the NODE_RANK=0 machine.")
+    master_port: int = Field(29500, ge=1024, le=65535, description="Rendezvous port on master_addr.")
 
 
 class EvalConfig(Section):
     tasks: list[str] = Field(default_factory=list, description="lm-eval task or group names from eval_tasks/.")
     limit: int | None = Field(None, ge=1, description="Items per task (quick runs).")
-    backend: Literal["hf", "vllm"] = "hf"
-    batch_size: int = Field(1, ge=1)
-    max_new_tokens: int = Field(256, ge=1)
+    backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval model backend; vllm on a GPU is faster.")
+    batch_size: int = Field(1, ge=1, description="lm-eval batch size.")
+    max_new_tokens: int = Field(256, ge=1, description="Answer length for generate_until tasks.")
 
 
 class SamplingConfig(Section):
-    temperature: float = Field(0.7, ge=0, le=5)
-    top_p: float = Field(0.9, gt=0, le=1)
-    repetition_penalty: float = Field(1.0, gt=0, le=5)
-    max_new_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.7, ge=0, le=5, description="Chat and Modelfile sampling temperature.")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling.")
+    repetition_penalty: float = Field(1.0, gt=0, le=5, description="repeat_penalty in llama.cpp / Ollama.")
+    max_new_tokens: int = Field(512, ge=1, description="Longest answer in chat.")
 
 
 QUANTS = ("f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k")
@@ -250,7 +250,7 @@ QUANTS = ("f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k")
 
 class ExportConfig(Section):
     quantizations: list[Literal["f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k"]] = Field(
-        default_factory=lambda: ["q4_k_m"]
+        default_factory=lambda: ["q4_k_m"], description="GGUF quantizations; the first is the Modelfile's FROM."
     )
     lora_gguf: bool = Field(False, description="Also write the adapter alone as a GGUF LoRA.")
 
@@ -258,16 +258,16 @@ class ExportConfig(Section):
 class Recipe(Section):
     """What to train, on what, with which engine, and how to ship it."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", description="Names the run folder and outputs.")
     domain: str = Field("general", pattern=r"^[a-z0-9_-]+$", description="Selects datagen prompts and eval tasks.")
-    description: str = ""
+    description: str = Field("", description="One line for `domainft recipes`.")
     model: ModelConfig = ModelConfig()
     extract: ExtractConfig = ExtractConfig()
     datagen: DatagenConfig | None = None
     dataset: DatasetConfig = DatasetConfig()
     method: MethodConfig = MethodConfig()
     training: TrainingConfig = TrainingConfig()
-    engine: Literal["llamafactory", "axolotl"] = "llamafactory"
+    engine: Literal["llamafactory", "axolotl"] = Field("llamafactory", description="The training engine; the only key to change to switch.")
     engine_overrides: dict[str, Any] = Field(
         default_factory=dict, description="Passed to the engine verbatim; keys are checked against its schema."
     )

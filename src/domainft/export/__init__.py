@@ -164,6 +164,7 @@ def _merge_via_engine(plan: Plan, merged: Path) -> None:
             raise UserError("the engine's merge wrote no config.json", where=partial)
         if merged.exists():
             shutil.rmtree(merged)
+        partial.chmod(0o755)  # mkdtemp makes it owner-only; the merged model is meant to be shared
         os.replace(partial, merged)
     finally:
         shutil.rmtree(partial, ignore_errors=True)

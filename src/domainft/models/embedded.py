@@ -64,6 +64,7 @@ def materialize(name: str) -> Path:
                 _build_smollm2(tmp)
             else:
                 _build_tiny_random_llama(tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it owner-only; the cached model is shared
             tmp.rename(target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -8,7 +8,13 @@ from .axolotl import Axolotl
 from .base import Engine, Launch, Progress
 from .llamafactory import LlamaFactory
 from .runner import merge, run_launch, train
-from .venv import engine_status, engine_versions, ensure_engine, require_engine, venv_bin
+from .venv import (
+    engine_status,
+    engine_versions,
+    ensure_engine,
+    require_engine,
+    venv_bin,
+)
 
 ENGINES: dict[str, type[Engine]] = {"llamafactory": LlamaFactory, "axolotl": Axolotl}
 

@@ -14,7 +14,7 @@ from ..errors import RecipeError, did_you_mean
 from ..plan import Plan
 from ..resources import folder
 from . import checks as V
-from .base import Engine, Launch, Progress
+from .base import Engine, Launch, Progress, training_values
 from .llamafactory import deepspeed_files, deepspeed_path, parse_hf_progress, tidy_yaml
 
 CONFIG = "axolotl.yml"
@@ -72,6 +72,7 @@ class Axolotl(Engine):
         m, t = r.method, r.training
         adapter = None if m.kind == "full" else m.kind
         return {
+            **training_values(plan),
             "base_model": plan.model_path,
             "trust_remote_code": r.model.trust_remote_code,
             # chat_template data uses the tokenizer's template; its system prompt comes from the recipe.
@@ -93,19 +94,7 @@ class Axolotl(Engine):
             "val_set_size": float(t.val_size) if t.val_size else None,
             "sequence_len": t.cutoff_len,
             "sample_packing": t.packing,
-            "output_dir": str(plan.train_dir),
-            "logging_steps": t.logging_steps,
-            "save_steps": t.save_steps,
             "micro_batch_size": t.batch_size,
-            "grad_accum": t.grad_accum,
-            "learning_rate": float(t.learning_rate),
-            "epochs": float(t.epochs),
-            "max_steps": t.max_steps,
-            "scheduler": t.scheduler,
-            "warmup_ratio": float(t.warmup_ratio),
-            "seed": t.seed,
-            "bf16": t.precision == "bf16",
-            "fp16": t.precision == "fp16",
             "gradient_checkpointing": t.gradient_checkpointing,
         }
 

@@ -61,3 +61,23 @@ class Engine(ABC):
     @abstractmethod
     def parse_progress(self, line: str) -> Progress | None:
         """Progress from one line of the engine's output, or None."""
+
+
+def training_values(plan: Plan) -> dict[str, object]:
+    """The optimizer and schedule values both engines take under the same meaning (names differ per engine
+    only where the engine spells them differently; those stay in the engine module)."""
+    t = plan.recipe.training
+    return {
+        "output_dir": str(plan.train_dir),
+        "logging_steps": t.logging_steps,
+        "save_steps": t.save_steps,
+        "grad_accum": t.grad_accum,
+        "learning_rate": float(t.learning_rate),
+        "epochs": float(t.epochs),
+        "max_steps": t.max_steps,
+        "scheduler": t.scheduler,
+        "warmup_ratio": float(t.warmup_ratio),
+        "seed": t.seed,
+        "bf16": t.precision == "bf16",
+        "fp16": t.precision == "fp16",
+    }

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import render as R
-from ..errors import RecipeError, did_you_mean
+from ..errors import EngineError, RecipeError, did_you_mean
 from ..plan import Plan
 from . import checks as V
-from .base import Engine, Launch, Progress
+from .base import Engine, Launch, Progress, training_values
 
 TRAIN_YAML = "train.yaml"
 MERGE_YAML = "merge.yaml"
@@ -56,11 +56,26 @@ def torchrun_env(plan: Plan) -> dict[str, str]:
         "FORCE_TORCHRUN": "1",
         "NNODES": str(dist.nnodes),
         # Each node is started by hand (or by a scheduler) with its own rank in the environment.
-        "NODE_RANK": os.environ.get("NODE_RANK", "0"),
+        "NODE_RANK": node_rank(dist.nnodes),
         "NPROC_PER_NODE": str(dist.nproc_per_node),
         "MASTER_ADDR": dist.master_addr,
         "MASTER_PORT": str(dist.master_port),
     }
+
+
+def node_rank(nnodes: int) -> str:
+    """This node's rank from $NODE_RANK, read at launch. Required with several nodes: a silent 0 on every
+    node would make torchrun wait for a rendezvous that never completes."""
+    raw = os.environ.get("NODE_RANK")
+    if raw is None:
+        if nnodes > 1:
+            raise EngineError(f"distributed.nnodes is {nnodes} but NODE_RANK is not set",
+                              where="environment", hint="start each node with NODE_RANK=0..N-1 (0 on the master)")
+        return "0"
+    if not raw.isdigit() or int(raw) >= nnodes:
+        raise EngineError(f"NODE_RANK={raw!r} is not a node rank for distributed.nnodes {nnodes}",
+                          where="environment", hint=f"use 0..{nnodes - 1}")
+    return raw
 
 
 class LlamaFactory(Engine):
@@ -72,6 +87,7 @@ class LlamaFactory(Engine):
         m, t = r.method, r.training
         targets = m.target_modules
         return {
+            **training_values(plan),
             "model_name_or_path": plan.model_path,
             "trust_remote_code": r.model.trust_remote_code,
             # LLaMA-Factory turns gradient checkpointing on unless told not to.
@@ -94,19 +110,7 @@ class LlamaFactory(Engine):
             "cutoff_len": t.cutoff_len,
             "packing": t.packing,
             "val_size": t.val_size or None,
-            "output_dir": str(plan.train_dir),
-            "logging_steps": t.logging_steps,
-            "save_steps": t.save_steps,
             "batch_size": t.batch_size,
-            "grad_accum": t.grad_accum,
-            "learning_rate": float(t.learning_rate),
-            "epochs": float(t.epochs),
-            "max_steps": t.max_steps,
-            "scheduler": t.scheduler,
-            "warmup_ratio": float(t.warmup_ratio),
-            "seed": t.seed,
-            "bf16": t.precision == "bf16",
-            "fp16": t.precision == "fp16",
         }
 
     def render(self, plan: Plan) -> dict[str, str]:

@@ -7,18 +7,17 @@ call instant; a folder without it is a half-built venv and is wiped and rebuilt.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EngineError
+from ..fsutil import file_lock
 from ..resources import home
 
 LOCKS = Path(__file__).parent / "locks"
@@ -104,7 +103,7 @@ def ensure_engine(name: str) -> Path:
         return venv_dir(name)
     path = venv_dir(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(path.parent / f".{path.name}.lock"):  # two processes never build the same venv at once
+    with file_lock(path.parent / f".{path.name}.lock"):  # two processes never build the same venv at once
         if is_ready(name):
             return path
         _build(name, path)
@@ -183,13 +182,3 @@ def _last_error(text: str, n: int = 3) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith(("ERROR", "error:")) or "Error" in ln]
     return " | ".join((errors or lines)[-n:])[-600:]
-
-
-@contextmanager
-def _lock(path: Path):
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

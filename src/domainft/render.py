@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,22 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .errors import UserError
 from .fsutil import atomic_write
 from .resources import folder
+
+
+# Characters YAML readers refuse raw (DEL, C1 controls, non-characters) or read as a line break (NEL, LS, PS):
+# written as \u escapes, which JSON and YAML double-quoted strings both understand, so values round-trip.
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+# In a comment, anything that could end the line (or be refused) is shown as an escape instead.
+_COMMENT_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+
+
+def _escape(pattern: re.Pattern, text: str) -> str:
+    return pattern.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def comment_value(value: Any) -> str:
+    """Text for a `# ...` comment line: a path with a newline in it cannot start a line of its own."""
+    return _escape(_COMMENT_UNSAFE, str(value))
 
 
 def yaml_value(value: Any) -> str:
@@ -37,13 +54,13 @@ def yaml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
-    return json.dumps(value, ensure_ascii=False, sort_keys=False)
+    # A JSON string is a valid YAML double-quoted scalar; JSON collections are YAML flow collections.
+    return _escape(_YAML_UNSAFE, json.dumps(value, ensure_ascii=False))
 
 
 def json_value(value: Any, indent: int | None = None) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
+    """JSON that is also safe to embed in YAML (Axolotl's dataset entries are JSON inside YAML)."""
+    return _escape(_YAML_UNSAFE, json.dumps(value, ensure_ascii=False, indent=indent))
 
 
 @cache
@@ -58,6 +75,7 @@ def environment() -> ImmutableSandboxedEnvironment:
     )
     env.filters["yaml"] = yaml_value
     env.filters["json"] = json_value
+    env.filters["comment"] = comment_value
     return env
 
 

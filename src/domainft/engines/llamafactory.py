@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -149,7 +150,9 @@ class LlamaFactory(Engine):
         V.check_targets(plan)
         V.check_chat_template(plan)
         for name in (TRAIN_YAML, MERGE_YAML):
-            V.check_rendered_keys(self.name, R.parse_back(name, files[name]), name)
+            config = R.parse_back(name, files[name])
+            V.check_rendered_keys(self.name, config, name)
+            _check_no_interpolation(config, r.engine_overrides, name)
         V.check_dataset(plan)
 
     def config(self, files: dict[str, str]) -> dict[str, Any]:
@@ -164,7 +167,9 @@ class LlamaFactory(Engine):
 
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
         # `key=value` after the YAML overrides it (LLaMA-Factory merges them with OmegaConf).
-        argv = ["llamafactory-cli", "export", str(plan.render_dir / MERGE_YAML), f"export_dir={Path(out_dir).resolve()}"]
+        # The value is YAML-quoted: OmegaConf reads `a #b` as `a` and `a: b` as a mapping.
+        argv = ["llamafactory-cli", "export", str(plan.render_dir / MERGE_YAML),
+                f"export_dir={R.yaml_value(str(Path(out_dir).resolve()))}"]
         return Launch(argv, {}, plan.render_dir)
 
     _STEP = re.compile(r"(\d+)/(\d+) \[")
@@ -172,6 +177,21 @@ class LlamaFactory(Engine):
 
     def parse_progress(self, line: str) -> Progress | None:
         return parse_hf_progress(line, self._STEP, self._LOSS)
+
+
+# Where a rendered value comes from, for the error message.
+_RECIPE_KEY = {"default_system": "model.system_prompt", "model_name_or_path": "model.base", "output_dir": "run_dir",
+               "dataset_dir": "run_dir", "deepspeed": "run_dir", "export_dir": "run_dir",
+               "adapter_name_or_path": "run_dir"}
+
+
+def _check_no_interpolation(config: dict[str, Any], overrides: dict[str, Any], file: str) -> None:
+    """LLaMA-Factory loads its YAML with OmegaConf, which fails on a malformed `${...}` at launch: refuse it now."""
+    for key, value in config.items():
+        if "${" in json.dumps(value):
+            where = f"engine_overrides.{key}" if key in overrides else _RECIPE_KEY.get(key, file)
+            raise RecipeError(f"'${{' cannot appear in LLaMA-Factory's '{key}' (OmegaConf reads it as an "
+                              f"interpolation)", where=where)
 
 
 def parse_hf_progress(line: str, step_re: re.Pattern, loss_re: re.Pattern) -> Progress | None:

@@ -26,9 +26,19 @@ def known(engine: str) -> dict[str, Any]:
     return json.loads((KNOWN / f"{engine}.json").read_text())
 
 
+# Where the engine writes: domainft puts these under the run folder, and an override must not move them out.
+RUN_FOLDER_KEYS = {
+    "llamafactory": ("output_dir", "dataset_dir", "export_dir", "logging_dir", "tokenized_path"),
+    "axolotl": ("output_dir", "dataset_prepared_path"),
+}
+
+
 def check_overrides(engine: str, overrides: dict[str, Any]) -> None:
     keys = known(engine)["config_keys"]
     for key in overrides:
+        if key in RUN_FOLDER_KEYS[engine]:
+            raise RecipeError(f"'{key}' is set by domainft inside the run folder", where=f"engine_overrides.{key}",
+                              hint="set run_dir to move the whole run")
         if key not in keys:
             hint = did_you_mean(key, keys)
             raise RecipeError(

@@ -15,6 +15,11 @@ def render_modelfile(recipe: Recipe, gguf_name: str) -> str:
     if '"""' in system:
         # Ollama's parser ends a triple-quoted value at the first """; there is no escape for it.
         raise RecipeError('the system prompt cannot contain """ (it ends a Modelfile value)', where="model.system_prompt")
+    dropped = next((c for c in system if not c.isprintable() and c not in "\t\r\n"), None)
+    if dropped is not None:
+        # Ollama's parser keeps printable characters, spaces and newlines only: others would vanish silently.
+        raise RecipeError(f"the system prompt holds U+{ord(dropped):04X}, which Ollama's Modelfile parser drops",
+                          where="model.system_prompt")
     fmt = chat_format(recipe.model.chat_template)
     return render_template(
         "ollama/Modelfile.j2",

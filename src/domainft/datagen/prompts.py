@@ -91,7 +91,7 @@ def load_prompts(name_or_path: str, base_dir: Path | None = None) -> PromptSpec:
         raise RecipeError(f"prompt file '{name_or_path}' not found ({path})", where="datagen.prompts", hint=hint)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return PromptSpec.model_validate(data)
+        spec = PromptSpec.model_validate(data)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise RecipeError(f"YAML syntax error: {getattr(exc, 'problem', exc)}",
@@ -100,6 +100,12 @@ def load_prompts(name_or_path: str, base_dir: Path | None = None) -> PromptSpec:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         raise RecipeError(f"'{key}': {err['msg']}", where=path) from None
+    try:  # a broken or hostile template fails here, in one line, not mid-run inside a worker
+        spec.render(Chunk.make("probe.txt", ["probe"], 0, "probe", title="probe"), spec.pairs_per_chunk)
+    except Exception as exc:  # the sandbox's SecurityError, syntax errors, undefined names, imports
+        detail = " ".join(str(exc).split())[:160]
+        raise RecipeError(f"'instruction' does not render: {type(exc).__name__}: {detail}", where=path) from None
+    return spec
 
 
 # ------------------------------------------------------------------ replies

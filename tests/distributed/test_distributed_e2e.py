@@ -16,7 +16,6 @@ from helpers import DATA, run_cli
 
 from domainft.engines import ensure_engine
 
-
 pytestmark = pytest.mark.e2e
 STEPS = 3
 DEMO_QA = DATA / "coal" / "demo_qa.jsonl"

@@ -84,6 +84,7 @@ class OpenAIProvider(Provider):
     def __init__(self, cfg: DatagenConfig):
         self.url = (cfg.base_url or "").rstrip("/")
         self.model = cfg.model
+        self.timeout_s = cfg.timeout_s
         headers = {}
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
@@ -114,8 +115,11 @@ class OpenAIProvider(Provider):
         if self.json_mode:
             body["response_format"] = {"type": "json_object", "schema": spec.request_schema(n_pairs)}
         try:
-            response = await self.client.post(f"{self.url}/chat/completions", json=body)
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each read, not the reply: a server trickling bytes (slow loris) would hold
+            # a worker for as long as it liked. This deadline covers the whole call.
+            response = await asyncio.wait_for(self.client.post(f"{self.url}/chat/completions", json=body),
+                                              timeout=self.timeout_s)
+        except (httpx.TimeoutException, asyncio.TimeoutError):
             raise Transient("timeout") from None
         except httpx.TransportError:
             raise Transient("connection") from None

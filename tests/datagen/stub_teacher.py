@@ -1,7 +1,9 @@
 """A fault-injecting OpenAI-compatible teacher on 127.0.0.1, for faults a real server won't make on demand.
 
 Its good answers are a pure function of the prompt (so reruns give the same pairs); with probability
-`fault_rate` a call instead gets HTTP 500, HTTP 429, a stall, or a 200 whose content is torn JSON.
+`fault_rate` a call instead gets HTTP 500, HTTP 429, a stall, or a 200 whose content is torn JSON; with
+NETWORK_FAULTS also a connection reset mid-response, or a slow-loris reply (headers at once, then the body
+one byte every `trickle_s`: each read comes in time, the whole reply never does).
 """
 
 from __future__ import annotations
@@ -9,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULTS = ("500", "429", "stall", "malformed")
+NETWORK_FAULTS = ("reset", "slowloris")
+ALL_FAULTS = FAULTS + NETWORK_FAULTS
 
 
 def good_reply(messages: list[dict]) -> str:
@@ -30,11 +36,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default listen backlog (5) drops bursts of concurrent connects
 
+    def handle_error(self, request, client_address):  # a client that left mid-reply is expected here
+        pass
+
 
 class Stub:
     def __init__(self, fault_rate: float = 0.0, latency_s: float = 0.0, stall_s: float = 5.0, seed: int = 0,
-                 faults: tuple[str, ...] = FAULTS):
+                 faults: tuple[str, ...] = FAULTS, trickle_s: float = 0.2, loris_s: float = 60.0):
         self.fault_rate, self.latency_s, self.stall_s, self.faults = fault_rate, latency_s, stall_s, faults
+        self.trickle_s, self.loris_s = trickle_s, loris_s
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.calls = 0
@@ -72,6 +82,37 @@ class Stub:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out on a stall and left: that is the point
 
+            def _head(self, length: int) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.wfile.flush()
+
+            def _reset(self, data: bytes) -> None:
+                """Half the body, then RST (SO_LINGER 0): what a crashed proxy or a dropped NAT entry does."""
+                self._head(len(data))
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+
+            def _slowloris(self, data: bytes) -> None:
+                """Headers, then one byte per trickle_s until the client leaves (or loris_s passes); never whole."""
+                self._head(len(data))
+                started = time.monotonic()
+                try:
+                    for i in range(len(data) - 1):
+                        if time.monotonic() - started > stub.loris_s:
+                            break
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(stub.trickle_s)
+                except OSError:
+                    pass  # the client gave up: that is the point
+                self.close_connection = True
+
             def do_GET(self):
                 self._send(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
 
@@ -88,11 +129,15 @@ class Stub:
                 content = good_reply(request["messages"])
                 if fault == "malformed":
                     content = content[: len(content) // 2]
-                self._send(200, {
+                body = {
                     "id": "x", "object": "chat.completion", "model": request.get("model"),
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
-                })
+                }
+                if fault in ("reset", "slowloris"):
+                    data = json.dumps(body, ensure_ascii=False).encode()
+                    return self._reset(data) if fault == "reset" else self._slowloris(data)
+                self._send(200, body)
 
         return Handler
 

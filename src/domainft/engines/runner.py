@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import render as R
 from ..errors import EngineError
+from ..fsutil import atomic_write
 from ..plan import Plan
 from ..resources import home
 from .base import Engine, Launch
@@ -149,6 +150,7 @@ def train(plan: Plan) -> Path:
     if done.exists() and json.loads(done.read_text()).get("render_sha256") == digest:
         return plan.train_dir  # finished before with exactly these files and data
     _set_aside_foreign_checkpoints(plan.train_dir, digest)
+    _set_aside_torn_checkpoints(plan.train_dir)
     checkpoint = last_checkpoint(plan.train_dir)
     launch = engine.train_launch(plan)
     if checkpoint is not None:
@@ -160,7 +162,7 @@ def train(plan: Plan) -> Path:
     started = time.monotonic()
     run_launch(launch, plan.run_dir / "logs" / f"train-{engine.name}.log", engine, venv=venv, label=label)
     plan.train_dir.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps({"render_sha256": digest, "seconds": round(time.monotonic() - started, 1)}) + "\n")
+    atomic_write(done, json.dumps({"render_sha256": digest, "seconds": round(time.monotonic() - started, 1)}) + "\n")
     return plan.train_dir
 
 
@@ -208,4 +210,20 @@ def _set_aside_foreign_checkpoints(train_dir: Path, digest: str) -> None:
             train_dir.rename(aside)
             print(f"training settings or data changed: previous run moved to {aside}", file=sys.stderr)
     train_dir.mkdir(parents=True, exist_ok=True)
-    started.write_text(json.dumps({"render_sha256": digest}) + "\n")
+    atomic_write(started, json.dumps({"render_sha256": digest}) + "\n")
+
+
+def _set_aside_torn_checkpoints(train_dir: Path) -> None:
+    """A kill in the middle of a save leaves checkpoint-N without a whole trainer_state.json (the trainer writes
+    it last); both engines would resume from it and fail on every rerun. Move it aside, never delete it."""
+    for checkpoint in Path(train_dir).glob("checkpoint-*"):
+        if not checkpoint.name.split("-")[-1].isdigit():
+            continue
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            n = 1
+            while (aside := checkpoint.with_name(f"{checkpoint.name}.incomplete-{n}")).exists():
+                n += 1
+            checkpoint.rename(aside)
+            print(f"{checkpoint.name} was never finished (killed mid-save): moved to {aside.name}", file=sys.stderr)

@@ -157,6 +157,8 @@ def _merge_via_engine(plan: Plan, merged: Path) -> None:
         from ..models.embedded import materialize
 
         materialize(plan.recipe.model.base)
+    for stale in merged.parent.glob(".merged.*"):  # left by a merge that was killed: never finished, never used
+        shutil.rmtree(stale, ignore_errors=True)
     partial = Path(tempfile.mkdtemp(dir=merged.parent, prefix=".merged."))
     try:
         merge(plan, partial)

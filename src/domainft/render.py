@@ -21,7 +21,6 @@ from .errors import UserError
 from .fsutil import atomic_write
 from .resources import folder
 
-
 # Characters YAML readers refuse raw (DEL, C1 controls, non-characters) or read as a line break (NEL, LS, PS):
 # written as \u escapes, which JSON and YAML double-quoted strings both understand, so values round-trip.
 _YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")

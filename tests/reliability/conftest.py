@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "datagen"))  # stub_teacher
 sys.path.insert(0, str(Path(__file__).parent))  # rel_helpers
 
-from rel_helpers import coal_recipe  # noqa: E402
+from rel_helpers import coal_recipe
 
 
 @pytest.fixture

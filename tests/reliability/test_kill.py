@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import DATA, run_cli
 from rel_helpers import assert_complete, coal_recipe, read_jsonl
 from stub_teacher import Stub
@@ -103,7 +102,7 @@ def test_kill_9_datagen_then_rerun_gives_identical_splits(tmp_path):
     chunk_ids = [c["id"] for c in read_jsonl(run / "extract" / "chunks.jsonl")[:24]]
     pairs = assert_complete(run / "datagen", chunk_ids)
     reference = read_jsonl(tmp_path / "reference" / "datagen" / "pairs.jsonl")
-    key = lambda p: json.dumps(p, sort_keys=True, ensure_ascii=False)  # noqa: E731
+    key = lambda p: json.dumps(p, sort_keys=True, ensure_ascii=False)
     assert sorted(map(key, pairs)) == sorted(map(key, reference))
     for split in ("train", "val", "test"):
         assert (run / "datagen" / f"{split}.jsonl").read_bytes() == \

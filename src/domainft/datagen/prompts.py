@@ -102,7 +102,7 @@ def load_prompts(name_or_path: str, base_dir: Path | None = None) -> PromptSpec:
         raise RecipeError(f"'{key}': {err['msg']}", where=path) from None
     try:  # a broken or hostile template fails here, in one line, not mid-run inside a worker
         spec.render(Chunk.make("probe.txt", ["probe"], 0, "probe", title="probe"), spec.pairs_per_chunk)
-    except Exception as exc:  # the sandbox's SecurityError, syntax errors, undefined names, imports
+    except Exception as exc:  # noqa: BLE001 - the sandbox's SecurityError, syntax errors, undefined names, imports
         detail = " ".join(str(exc).split())[:160]
         raise RecipeError(f"'instruction' does not render: {type(exc).__name__}: {detail}", where=path) from None
     return spec

@@ -119,7 +119,7 @@ class OpenAIProvider(Provider):
             # a worker for as long as it liked. This deadline covers the whole call.
             response = await asyncio.wait_for(self.client.post(f"{self.url}/chat/completions", json=body),
                                               timeout=self.timeout_s)
-        except (httpx.TimeoutException, asyncio.TimeoutError):
+        except (httpx.TimeoutException, TimeoutError):  # asyncio.wait_for raises the builtin
             raise Transient("timeout") from None
         except httpx.TransportError:
             raise Transient("connection") from None

@@ -199,8 +199,11 @@ def train(recipe: RecipeArg, engine: EngineOpt = None, set_: SetOpt = None, run_
     plan = _plan(recipe, set_, engine, run_dir)
     if plan.recipe.datagen is not None and not plan.eval_split_files["val"].exists():
         run_pipeline(plan, only=["extract", "datagen"])
-    run_pipeline(plan, only=["render", "train"])
-    out.print(f"[green]✓[/green] adapter: {plan.adapter_dir}")
+    result = run_pipeline(plan, only=["render", "train"])
+    if any(o.action == "ran (worker)" for o in result.outcomes):
+        out.print("[green]✓[/green] worker node done; the adapter is saved on node 0 (NODE_RANK=0)")
+    else:
+        out.print(f"[green]✓[/green] adapter: {plan.adapter_dir}")
 
 
 @app.command(name="eval")

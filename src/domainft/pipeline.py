@@ -260,6 +260,13 @@ def run_pipeline(
             result.outcomes.append(StageOutcome(stage.name, "would run", reason))
             continue
         console.print(f"[bold]▶ {stage.name}[/bold] [dim]({stage.doc}; {reason})[/dim]")
+        if stage.name == "train" and _is_worker_node(plan):
+            # Only global rank 0 saves the adapter: a worker node trains, then leaves eval and export to node 0.
+            start = time.perf_counter()
+            stage.run(plan)
+            result.outcomes.append(StageOutcome(stage.name, "ran (worker)", "adapter is saved on node 0",
+                                                time.perf_counter() - start))
+            break
         outcome = _execute(stage, plan, manifest, reason)
         result.outcomes.append(outcome)
         if outcome.action == "failed":
@@ -270,6 +277,12 @@ def run_pipeline(
         manifest.data["engine_versions"] = _engine_versions(plan)
         manifest.save()
     return result
+
+
+def _is_worker_node(plan: Plan) -> bool:
+    import os
+
+    return plan.recipe.distributed.nnodes > 1 and os.environ.get("NODE_RANK", "0") != "0"
 
 
 def _make_run_dir(run_dir: Path) -> None:

@@ -88,6 +88,7 @@ def test_two_nodes_on_loopback_take_their_rank_from_node_rank(tmp_path, write_re
     }
     outputs = {rank: proc.communicate(timeout=600)[0] for rank, proc in procs.items()}
     assert procs[0].returncode == 0, outputs[0][-2000:]
+    assert procs[1].returncode == 0 and "adapter is saved on node 0" in outputs[1], outputs[1][-2000:]
     for rank in (0, 1):
         log = _train_log(tmp_path / f"node{rank}")
         assert f"num nodes: 2, node rank: {rank}" in log

@@ -206,39 +206,53 @@ def train(recipe: RecipeArg, engine: EngineOpt = None, set_: SetOpt = None, run_
         out.print(f"[green]✓[/green] adapter: {plan.adapter_dir}")
 
 
+ForceOpt = Annotated[bool, typer.Option("--force", help="Run even when up to date.")]
+
+
 @app.command(name="eval")
 def eval_(
     recipe: RecipeArg,
-    limit: Annotated[Optional[int], typer.Option(help="Items per task.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="hf | vllm")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Items per task (default: the recipe's eval.limit).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="hf | vllm (default: the recipe's eval.backend).")] = None,
+    force: ForceOpt = False,
     engine: EngineOpt = None,
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
 ) -> None:
     """Run the domain's lm-eval tasks on base and tuned; write report.md/json/png."""
-    from .evaluate import run_eval
+    from .pipeline import run_pipeline
 
-    plan = _plan(recipe, set_, engine, run_dir)
-    report = run_eval(plan, limit=limit if limit is not None else plan.recipe.eval.limit,
-                      backend=backend or plan.recipe.eval.backend)
-    out.print(f"[green]✓[/green] report: {report}")
+    # Flags are recipe overrides, so the manifest records exactly what was evaluated.
+    overrides = [*(set_ or []), *([f"eval.limit={limit}"] if limit is not None else []),
+                 *([f"eval.backend={backend}"] if backend else [])]
+    plan = _plan(recipe, overrides, engine, run_dir)
+    run_pipeline(plan, only=["eval"], from_stage="eval" if force else None)
+    out.print(f"[green]✓[/green] report: {plan.eval_dir / 'report.md'}")
 
 
 @app.command()
 def export(
     recipe: RecipeArg,
     quant: Annotated[Optional[str], typer.Option(help="Comma list: q4_k_m,q4_0,q8_0,f16 (default: the recipe's).")] = None,
+    force: ForceOpt = False,
     engine: EngineOpt = None,
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
 ) -> None:
     """Merge the adapter, convert to GGUF, quantize, and write an Ollama Modelfile."""
-    from .export import run_export
+    from rich.table import Table
 
-    plan = _plan(recipe, set_, engine, run_dir)
-    quants = [q.strip() for q in quant.split(",")] if quant else None
-    result = run_export(plan, quants)
-    out.print(result.summary() if hasattr(result, "summary") else result)
+    from .export import parse_quants
+    from .pipeline import run_pipeline
+
+    overrides = [*(set_ or []), *([f"export.quantizations={json.dumps(parse_quants(quant))}"] if quant else [])]
+    plan = _plan(recipe, overrides, engine, run_dir)
+    run_pipeline(plan, only=["export"], from_stage="export" if force else None)
+    record = json.loads((plan.export_dir / "export.json").read_text(encoding="utf-8"))
+    table = Table("file", "quant", "MB", "sha256", title=str(plan.export_dir))
+    for f in record["files"]:
+        table.add_row(f["path"], f["quant"] or "", f"{f['bytes'] / 1e6:.1f}", f["sha256"][:16])
+    out.print(table)
 
 
 @app.command()

@@ -26,6 +26,7 @@ from stub_teacher import Stub
 
 SEED = 20240808
 QA = DATA / "coal" / "demo_qa.jsonl"
+MAX_STEPS = 10  # checkpoints every 2 steps
 
 
 # ------------------------------------------------------------------ machinery
@@ -91,11 +92,13 @@ def test_kill_9_datagen_then_rerun_gives_identical_splits(tmp_path):
         rerun_ok(["datagen", recipe, "--run-dir", tmp_path / "reference"], tmp_path)
         run = tmp_path / "killed"
         journal = run / "datagen" / "journal.jsonl"
-        after, delay = rng.randint(3, 18), rng.uniform(0, 0.3)
+        # The stub's latency paces the run (2 workers x 0.1 s a call): at least 8 chunks remain after the kill point.
+        after, delay = rng.randint(3, 16), rng.uniform(0, 0.2)
         proc = start(["datagen", recipe, "--run-dir", run], tmp_path, tmp_path / "killed.log")
         kill_when(proc, lambda: journal.exists() and len(journal.read_text().splitlines()) >= after, delay, run)
         killed_at = len(journal.read_text().splitlines())
         assert killed_at < 24, "the kill must land mid-run"
+        print(f"datagen killed at {killed_at}/24 chunks")
         rerun_ok(["datagen", recipe, "--run-dir", run], tmp_path)
     summary = json.loads((run / "datagen" / "summary.json").read_text())
     assert summary["resumed_chunks"] >= after and summary["failed"] == 0
@@ -119,7 +122,7 @@ def tiny_recipe(**extra) -> dict:
     return {"name": "kill-tiny", "engine": "llamafactory",
             "model": {"base": "embedded:tiny-random-llama", "chat_template": "smollm2"},
             "dataset": {"files": [str(QA)]},
-            "training": {"max_steps": 8, "save_steps": 2, "logging_steps": 1, "precision": "fp32", "seed": 7},
+            "training": {"max_steps": MAX_STEPS, "save_steps": 2, "logging_steps": 1, "precision": "fp32", "seed": 7},
             "export": {"quantizations": ["q8_0"]}, **extra}
 
 
@@ -137,15 +140,17 @@ def test_kill_9_training_then_rerun_resumes_from_the_last_checkpoint(tmp_path, t
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe())
     run = tmp_path / "run"
     out = run / "train" / "llamafactory"
-    first, delay = rng.choice([2, 4]), rng.uniform(0, 1.5)
+    # A step of the tiny model takes 0.1-2 s, with the load: at least 6 steps remain after the kill point.
+    first, delay = rng.choice([2, 4]), rng.uniform(0, 0.25)
     proc = start(["train", recipe, "--run-dir", run], tmp_path, tmp_path / "killed.log")
     kill_when(proc, lambda: first in complete_checkpoints(out), delay, run)
     assert not (out / "adapter_model.safetensors").exists(), "the kill must land before training ends"
     resume_from = complete_checkpoints(out)[-1]
+    print(f"training killed {delay:.2f}s after checkpoint-{first}; last complete checkpoint-{resume_from}")
     # A kill in the middle of a save leaves a checkpoint without trainer_state.json (the engine writes it
     # last). Leave one such torn checkpoint past the real ones: the rerun must not try to resume from it.
     torn = out / f"checkpoint-{resume_from + 2}"
-    if resume_from + 2 < 8 and not torn.exists():
+    if resume_from + 2 < MAX_STEPS and not torn.exists():
         shutil.copytree(out / f"checkpoint-{resume_from}", torn)
         (torn / "trainer_state.json").unlink()
     manifest = json.loads((run / "manifest.json").read_text())
@@ -156,11 +161,11 @@ def test_kill_9_training_then_rerun_resumes_from_the_last_checkpoint(tmp_path, t
     second = log.split("\n$ ")[-1]
     assert f"Resuming training from {out / f'checkpoint-{resume_from}'}" in second
     state = json.loads((out / "trainer_state.json").read_text())
-    assert state["global_step"] == 8
+    assert state["global_step"] == MAX_STEPS
     steps = [e["step"] for e in state["log_history"] if "loss" in e]
-    assert steps == list(range(1, 9)), "each step logged once: nothing repeated, nothing skipped"
+    assert steps == list(range(1, MAX_STEPS + 1)), "each step logged once: nothing repeated, nothing skipped"
     assert (out / "adapter_model.safetensors").exists() and (out / "adapter_config.json").exists()
-    assert 8 in complete_checkpoints(out)
+    assert MAX_STEPS in complete_checkpoints(out)
     assert not half_written(run)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["train"]["status"] == "done"
@@ -199,24 +204,34 @@ def test_kill_9_export_at_each_phase_then_rerun_gives_the_same_files(tmp_path, t
     reference = exported(runs["reference"] / "export")
     assert set(reference) == {"kill-tiny-f16.gguf", "kill-tiny-q8_0.gguf", "Modelfile"}
 
+    seconds = json.loads((runs["reference"] / "export" / "export.json").read_text())["seconds"]
+
     run = runs["killed"]
-    out = run / "export"
-    phases = {  # what shows that a phase is under way
-        "merge": lambda: any(out.glob(".merged.*")),
-        "convert": lambda: (out / ".kill-tiny-f16.gguf.partial").exists(),
-        "quantize": lambda: (out / ".kill-tiny-q8_0.gguf.partial").exists(),
-    }
-    delays = {"merge": rng.uniform(0, 8), "convert": rng.uniform(0, 2), "quantize": rng.uniform(0, 0.2)}
-    for phase, ready in phases.items():
+    logs = run / "logs"
+    # A phase is under way once its subprocess is launched (its log gets a new "$ argv" line); the kill lands a
+    # seeded fraction of that phase's duration (measured in the reference run) later, whatever the machine's speed.
+    phases = {"merge": ("merge-llamafactory.log", seconds["merge"]),
+              "convert": ("export-convert.log", seconds["convert"]),
+              "quantize": ("export-quantize.log", seconds["quantize_q8_0"])}
+
+    def launches(log: str) -> int:
+        path = logs / log
+        return path.read_text(errors="replace").count("\n$ ") if path.exists() else 0
+
+    for phase, (log, duration) in phases.items():
+        before, delay = launches(log), rng.uniform(0.1, 0.7) * duration
         proc = start(["export", recipe, "--run-dir", run], tmp_path, tmp_path / f"killed-{phase}.log")
         try:
-            kill_when(proc, ready, delays[phase], run)
+            kill_when(proc, lambda log=log, before=before: launches(log) > before, delay, run)
+            print(f"export killed {delay:.2f}s into {phase} (reference {duration}s)")
         except AssertionError:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             raise
     rerun_ok(["export", recipe, "--run-dir", run], tmp_path)
+    out = run / "export"
     assert exported(out) == reference  # byte-identical GGUFs and Modelfile
     record = json.loads((out / "export.json").read_text())
     assert {f["sha256"] for f in record["files"]} == set(reference.values())
     assert not half_written(run), half_written(run)
+    assert (run / "export" / "merged" / "config.json").exists()

@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 DATA = REPO / "data"
 SHARED_COAL = REPO.parent / "shared" / "corpora" / "coal"
+COAL_DOCS = DATA / "coal" / "docs"
 
 
 @dataclass

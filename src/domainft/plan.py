@@ -99,6 +99,7 @@ class Plan:
 def make_plan(recipe: Recipe, *, engine: str | None = None, run_dir: str | Path | None = None) -> Plan:
     engine = engine or recipe.engine
     if run_dir is None:
-        run_dir = Path(recipe.run_dir) if recipe.run_dir else Path("runs") / recipe.name
+        # A recipe's run_dir is relative to the recipe file, like its other paths; the default is under the cwd.
+        run_dir = recipe.resolve(recipe.run_dir) if recipe.run_dir else Path("runs") / recipe.name
     run_dir = Path(run_dir).expanduser().resolve()
     return Plan(recipe=recipe, engine=engine, run_dir=run_dir)

@@ -275,7 +275,7 @@ class Recipe(Section):
     eval: EvalConfig = EvalConfig()
     sampling: SamplingConfig = SamplingConfig()
     export: ExportConfig = ExportConfig()
-    run_dir: str | None = Field(None, description="Run folder; default runs/<name> under the current directory.")
+    run_dir: str | None = Field(None, description="Run folder (relative to the recipe file); default runs/<name> under the current directory.")
 
     _source: Path | None = PrivateAttr(None)
 

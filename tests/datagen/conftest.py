@@ -7,12 +7,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # stub_teacher
 
+from helpers import COAL_DOCS
+
 from domainft.extract import extract_for_plan
 from domainft.plan import make_plan
 from domainft.recipe import recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
-COAL_DOCS = REPO / "data" / "coal" / "docs"
 
 
 @pytest.fixture

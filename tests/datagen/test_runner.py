@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import COAL_DOCS
+from helpers import COAL_DOCS
 from stub_teacher import Stub
 
 from domainft.datagen import run_datagen

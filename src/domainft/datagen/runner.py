@@ -104,9 +104,7 @@ class Store:
             seen.add(key)
             kept.append(line)
         if dropped:
-            tmp = self.pairs_path.with_name(".pairs.jsonl.tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
-            os.replace(tmp, self.pairs_path)
+            atomic_write(self.pairs_path, "".join(kept))
         _repair_tail(self.journal_path)
         return done, len(kept)
 
@@ -179,7 +177,7 @@ def _set_aside_if_stale(out: Path, fingerprint: str) -> str | None:
             if (out / name).exists():
                 os.replace(out / name, stale / name)
         reason = f"provider, model or prompts changed: earlier output moved to {stale.name}/"
-    state.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+    atomic_write(state, json.dumps({"fingerprint": fingerprint}) + "\n")
     return reason
 
 

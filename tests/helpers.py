@@ -54,3 +54,17 @@ def assert_one_line_error(result: CliResult, *needles: str) -> None:
     assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
     for needle in needles:
         assert needle in errors[0], (needle, errors[0])
+
+
+def tiny_recipe_data(name: str, engine: str, files: list, *, max_steps: int, save_steps: int, **sections) -> dict:
+    """A recipe dict on the tiny random Llama (seconds per step); `sections` merge into the top-level sections."""
+    data = {
+        "name": name,
+        "engine": engine,
+        "model": {"base": "embedded:tiny-random-llama", "chat_template": "smollm2"},
+        "dataset": {"files": [str(f) for f in files]},
+        "training": {"max_steps": max_steps, "precision": "fp32", "logging_steps": 1, "save_steps": save_steps},
+    }
+    for key, value in sections.items():
+        data[key] = {**data[key], **value} if isinstance(data.get(key), dict) else value
+    return data

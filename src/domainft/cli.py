@@ -298,7 +298,7 @@ def run(
 
     answer = final_answer(plan, ask)
     if answer is not None:
-        out.print(answer)
+        out.print(answer, soft_wrap=True, markup=False, highlight=False)  # model text is not rich markup
 
 
 @app.command()

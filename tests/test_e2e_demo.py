@@ -105,3 +105,16 @@ def test_planted_api_key_is_nowhere_in_the_run_folder(demo_run):
     needle = secret.encode()
     leaks = [p for p in run_dir.rglob("*") if p.is_file() and needle in p.read_bytes()]
     assert leaks == []
+
+
+def test_q4_k_m_gguf_gives_a_sensible_answer(demo_run):
+    """The 4-bit file people ship still knows what the model knew (greedy, so the answer is stable)."""
+    from llama_cpp import Llama
+
+    run_dir, _, _, first = demo_run
+    assert first.code == 0
+    gguf = next((run_dir / "export").glob("*-q4_k_m.gguf"))
+    llm = Llama(model_path=str(gguf), n_ctx=512, seed=0, verbose=False)
+    reply = llm.create_chat_completion(messages=[{"role": "user", "content": "What is the capital of France?"}],
+                                       temperature=0, max_tokens=24)
+    assert "Paris" in reply["choices"][0]["message"]["content"]

@@ -74,6 +74,7 @@ def test_changed_datagen_parameter_reruns_datagen_and_what_follows(demo_run):
     changed = ["-s", "datagen.split.seed=7"]
     dry = run_cli("run", DEMO, "--run-dir", run_dir, *changed, "--dry-run", env=env)
     assert _actions(dry.stdout)["extract"] == "skipped" and _actions(dry.stdout)["datagen"] == "would run"
+    assert {_actions(dry.stdout)[s] for s in ("render", "train", "eval", "export")} == {"may run"}
     assert "datagen.split.seed" in dry.stdout
     # Rerun the cheap stages for real; the expensive ones must now be stale because their inputs changed.
     cheap = run_cli("run", DEMO, "--run-dir", run_dir, *changed, "--only", "extract", "--only", "datagen",
@@ -83,7 +84,8 @@ def test_changed_datagen_parameter_reruns_datagen_and_what_follows(demo_run):
     after = run_cli("run", DEMO, "--run-dir", run_dir, *changed, "--dry-run", env=env)
     actions = _actions(after.stdout)
     assert actions["datagen"] == "skipped" and actions["train"] == "would run", after.stdout
-    assert "datagen/train.jsonl" in after.stdout
+    assert actions["eval"] == actions["export"] == "may run", after.stdout
+    assert "input changed" in after.stdout
 
 
 def test_status_and_lineage_read_the_manifest_back(demo_run):

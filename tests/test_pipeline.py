@@ -141,3 +141,14 @@ def test_run_folder_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "run").write_text("")
     with pytest.raises(UserError, match="run folder is a file"):
         run_pipeline(_plan(tmp_path), stages=_stages([]))
+
+
+def test_dry_run_says_what_would_run_and_what_may_follow(tmp_path):
+    calls: list[str] = []
+    run_pipeline(_plan(tmp_path), stages=_stages(calls))
+    calls.clear()
+    result = run_pipeline(_plan(tmp_path, seed=2), dry_run=True, stages=_stages(calls))
+    assert calls == []
+    assert [(o.action, o.reason) for o in result.outcomes] == [
+        ("would run", "parameters changed: seed"), ("may run", "if first changes its outputs"),
+        ("may run", "if first changes its outputs")]

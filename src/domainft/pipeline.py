@@ -241,6 +241,7 @@ def run_pipeline(
     manifest = Manifest(plan.run_dir)
     result = RunResult(plan)
     forced = False
+    pending: str | None = None  # dry run: the first stage that would run
     for stage in stages:
         if from_stage == stage.name:
             forced = True
@@ -252,12 +253,17 @@ def run_pipeline(
             continue
         # Stages after one that reran are checked again: unchanged outputs upstream mean nothing to redo.
         reason = "forced (--from)" if forced else stale_reason(stage, plan, manifest)
+        if reason is None and dry_run and pending:
+            # Its inputs are the outputs of a stage that would rerun: it reruns too unless those come out identical.
+            result.outcomes.append(StageOutcome(stage.name, "may run", f"if {pending} changes its outputs"))
+            continue
         if reason is None:
             result.outcomes.append(StageOutcome(stage.name, "skipped", "up to date"))
             console.print(f"[dim]· {stage.name}: up to date, skipped[/dim]")
             continue
         if dry_run:
             result.outcomes.append(StageOutcome(stage.name, "would run", reason))
+            pending = pending or stage.name
             continue
         console.print(f"[bold]▶ {stage.name}[/bold] [dim]({stage.doc}; {reason})[/dim]")
         if stage.name == "train" and _is_worker_node(plan):

@@ -161,7 +161,6 @@ STAGES: tuple[Stage, ...] = (
         run=_run_export,
     ),
 )
-STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 @dataclass

@@ -97,18 +97,18 @@ def render(
 ) -> None:
     """Render the engine's config files (LLaMA-Factory YAML + dataset_info.json, or Axolotl YAML)."""
     from .engines import get_engine
+    from .engines import validate as rendered_and_checked
     from .render import write_tree
 
     plan = _plan(recipe, set_, engine)
     eng = get_engine(plan.engine)
-    files = eng.render(plan)
-    eng.check(plan, files)
+    files = rendered_and_checked(plan)
     dest = output or plan.render_dir
     written = write_tree(files, dest)
     for rel in sorted(files):
         mark = "written" if (dest.resolve() / rel) in written else "unchanged"
         out.print(f"{dest / rel}  [dim]{mark}[/dim]")
-    out.print(f"[dim]run by hand: {eng.hand_command(dest)}[/dim]" if hasattr(eng, "hand_command") else "")
+    out.print(f"[dim]run by hand: {eng.hand_command(dest)}[/dim]")
 
 
 @engines_app.command("install")

@@ -75,12 +75,10 @@ def _run_export(plan: Plan) -> Any:
 
 def render_for_plan(plan: Plan) -> list[Path]:
     """Render the engine's files, check them statically, write those whose bytes changed."""
-    from .engines import get_engine
+    from .engines import validate
     from .render import write_tree
 
-    engine = get_engine(plan.engine)
-    files = engine.render(plan)
-    engine.check(plan, files)
+    files = validate(plan)
     write_tree(files, plan.render_dir)
     return [plan.render_dir / rel for rel in files]
 

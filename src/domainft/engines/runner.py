@@ -133,7 +133,7 @@ def last_checkpoint(train_dir: Path) -> Path | None:
 
 def train(plan: Plan) -> Path:
     """Render, check, write, launch; the adapter (or full weights) folder. Resumes from the last checkpoint."""
-    from . import get_engine
+    from . import get_engine, validate
     from .venv import require_engine
 
     engine = get_engine(plan.engine)
@@ -142,8 +142,7 @@ def train(plan: Plan) -> Path:
 
         materialize(plan.recipe.model.base)
     venv = require_engine(engine.name)
-    files = engine.render(plan)
-    engine.check(plan, files)
+    files = validate(plan)
     R.write_tree(files, plan.render_dir)
     digest = _training_digest(plan, files)
     done = plan.train_dir / DONE

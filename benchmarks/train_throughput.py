@@ -23,7 +23,7 @@ Usage:
   python benchmarks/train_throughput.py --smoke                  # CPU: tiny Qwen2 shape, 4 steps, packing on/off
   python benchmarks/train_throughput.py                          # GPU: the full matrix (resumable, see --results)
   python benchmarks/train_throughput.py --models r1-1.5b --engines llamafactory --methods lora --steps 12
-  python benchmarks/train_throughput.py --fit-check              # 7B QLoRA at cutoff 1024 vs 8 GiB
+  python benchmarks/train_throughput.py --fit-check              # recipes/iso-r1-qwen7b-qlora-8gib.yaml vs 8 GiB
 Engines run from their domainft venvs, or from `--venv ENGINE=DIR` (any venv with the engine's CLI in bin/).
 """
 
@@ -77,11 +77,10 @@ SEED_RECIPES = {  # model -> engine -> seed recipe
     "r1-1.5b": {"llamafactory": "coal-r1-qwen1.5b.yaml", "axolotl": "coal-r1-qwen1.5b-axolotl.yaml"},
     "tiny-qwen2": {"llamafactory": "coal-r1-qwen1.5b.yaml", "axolotl": "coal-r1-qwen1.5b-axolotl.yaml"},
 }
+FIT_RECIPE = "iso-r1-qwen7b-qlora-8gib.yaml"
 SWITCHES = ("baseline", "fa2", "liger", "packing", "no-gc", "unsloth", "fast")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 IM_END_ID = 2  # SmolLM2's <|im_end|>: eos and pad
-LIGER_AXOLOTL = {"plugins": ["axolotl.integrations.liger.LigerPlugin"], "liger_rope": True, "liger_rms_norm": True,
-                 "liger_glu_activation": True, "liger_fused_linear_cross_entropy": True}
 
 
 # ---------------------------------------------------------------- model and data
@@ -204,22 +203,20 @@ def unavailable(switch: str, engine: str, method: str, info: dict) -> str | None
 
 
 def switch_overrides(engine: str, switch: str, info: dict) -> list[str]:
-    """`-s key=value` overrides for one switch setting (on top of the baseline)."""
+    """`-s key=value` overrides for one switch setting (on top of the baseline): the recipe's own speed keys,
+    which each engine module maps to its spelling; Unsloth has no recipe key (LLaMA-Factory only)."""
     has = {"fa2": not unavailable("fa2", engine, "lora", info), "liger": not unavailable("liger", engine, "lora", info)}
     on = {"baseline": set(), "fast": {s for s in ("fa2", "liger") if has[s]} | {"packing"}}.get(switch, {switch})
+    sets = [
+        f"training.attention={'fa2' if 'fa2' in on else 'sdpa'}",
+        f"training.liger_kernel={'true' if 'liger' in on else 'false'}",
+        f"training.packing={'true' if 'packing' in on else 'false'}",
+        f"training.gradient_checkpointing={'false' if 'no-gc' in on else 'true'}",
+    ]
     if engine == "llamafactory":
-        eo = {"flash_attn": "fa2" if "fa2" in on else "sdpa", "enable_liger_kernel": "liger" in on,
-              # steady-state token counts in every log line
-              "include_num_input_tokens_seen": "non_padding"}
+        sets.append('engine_overrides.include_num_input_tokens_seen="non_padding"')  # token counts in each log line
         if "unsloth" in on:
-            eo["use_unsloth"] = True
-    else:
-        eo = {"flash_attention": True} if "fa2" in on else {"sdp_attention": True}
-        if "liger" in on:
-            eo.update(LIGER_AXOLOTL)
-    sets = [f"engine_overrides.{k}={json.dumps(v)}" for k, v in eo.items()]
-    sets.append(f"training.packing={'true' if 'packing' in on else 'false'}")
-    sets.append(f"training.gradient_checkpointing={'false' if 'no-gc' in on else 'true'}")
+            sets.append("engine_overrides.use_unsloth=true")
     return sets
 
 
@@ -235,11 +232,16 @@ class Spec:
     cutoff: int | None = None  # None: the seed recipe's
     data: str = "mixed"  # or "long" (every example past the cutoff)
     label: str = ""
+    recipe: str = ""  # a recipe file in recipes/ instead of the model's seed recipe for the engine
+
+    @property
+    def recipe_path(self) -> Path:
+        return REPO / "recipes" / (self.recipe or SEED_RECIPES[self.model][self.engine])
 
     @property
     def id(self) -> str:
         return "-".join(str(x) for x in (self.model, self.engine, self.method, self.switch, self.cutoff or "rc",
-                                         self.data) if x)
+                                         self.data, Path(self.recipe).stem) if x)
 
 
 @dataclass
@@ -314,9 +316,8 @@ def token_count(d: dict) -> float | None:
 
 
 def run_one(spec: Spec, args, info: dict, venv: Path, model_dir: Path, data: Path) -> Result:
-    seed = REPO / "recipes" / SEED_RECIPES[spec.model][spec.engine]
     sets = [
-        f"model.base={model_dir}", "model.chat_template=smollm2", "model.enable_thinking=false",
+        f"engine={spec.engine}", f"model.base={model_dir}", "model.chat_template=smollm2", "model.enable_thinking=false",
         "datagen=null", "extract.inputs=[]", f"dataset.files=[{data}]", "dataset.format=alpaca",
         f"method.kind={spec.method}", f"training.max_steps={args.steps}", "training.logging_steps=1",
         "training.save_steps=100000", "training.val_size=0", f"training.grad_accum={args.grad_accum}",
@@ -330,7 +331,7 @@ def run_one(spec: Spec, args, info: dict, venv: Path, model_dir: Path, data: Pat
         sets.append(f"training.batch_size={args.batch_size}")
     if not info["cuda"]:
         sets.append("training.precision=fp32")
-    recipe = load_recipe(seed, sets)
+    recipe = load_recipe(spec.recipe_path, sets)
     run_dir = Path(args.work) / "runs" / spec.id
     shutil.rmtree(run_dir, ignore_errors=True)
     plan = make_plan(recipe, run_dir=run_dir)
@@ -407,9 +408,9 @@ def _float(x) -> float | None:
 
 
 def plan_specs(args) -> list[Spec]:
-    if args.fit_check:
-        return [Spec("qwen2.5-7b", e, "qlora", s, cutoff=1024, data="long", label="fit-8GiB")
-                for e in args.engines for s in ("baseline", "fast")]
+    if args.fit_check:  # the 8 GiB recipe as shipped (Liger on, its batch 1) and without Liger
+        return [Spec("qwen2.5-7b", e, "qlora", s, cutoff=1024, data="long", label="fit-8GiB", recipe=FIT_RECIPE)
+                for e in args.engines for s in ("baseline", "liger")]
     return [Spec(m, e, meth, s, cutoff=args.cutoff) for m in args.models for e in args.engines
             for meth in args.methods for s in args.switches]
 
@@ -443,7 +444,7 @@ def print_table(results: list[Result], info_by_engine: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="CPU: tiny Qwen2 shape, 4 steps, baseline vs packing")
-    p.add_argument("--fit-check", action="store_true", help="7B QLoRA, cutoff 1024, full-length batches vs 8 GiB")
+    p.add_argument("--fit-check", action="store_true", help="the 8 GiB 7B QLoRA recipe, with and without Liger, full-length batches vs 8 GiB")
     p.add_argument("--models", nargs="+", default=["r1-1.5b", "qwen2.5-7b"], choices=list(MODEL_CONFIGS))
     p.add_argument("--engines", nargs="+", default=["llamafactory", "axolotl"], choices=["llamafactory", "axolotl"])
     p.add_argument("--methods", nargs="+", default=["lora", "qlora"], choices=["lora", "qlora"])
@@ -492,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append(Result(spec=asdict(spec), ok=False, note=f"skipped: {why}"))
             continue
         model_dir = build_model(spec.model, work / "models" / f"{spec.model}-{device}", tok, device)
-        cutoff = spec.cutoff or load_recipe(REPO / "recipes" / SEED_RECIPES[spec.model][spec.engine]).training.cutoff_len
+        cutoff = spec.cutoff or load_recipe(spec.recipe_path).training.cutoff_len
         n = max(64, args.steps * args.grad_accum * (args.batch_size or 4) * 2)
         data = make_dataset(work / "data" / f"{spec.data}-{cutoff}-{n}.jsonl", tok, n, cutoff, long=spec.data == "long")
         print(f"--- {spec.id}", flush=True)

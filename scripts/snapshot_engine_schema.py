@@ -40,7 +40,23 @@ def axolotl() -> dict:
         "transformers": version("transformers"),
         "config_keys": sorted(keys),
         "chat_templates": sorted(t.value for t in ChatTemplate),
+        "plugin_keys": axolotl_plugin_keys(),
     }
+
+
+# Plugins domainft renders (training.liger_kernel): their options are valid only with the plugin in `plugins`.
+AXOLOTL_PLUGINS = {"axolotl.integrations.liger.LigerPlugin": "axolotl.integrations.liger.args:LigerArgs"}
+
+
+def axolotl_plugin_keys() -> dict[str, list[str]]:
+    import importlib
+
+    out = {}
+    for plugin, args in AXOLOTL_PLUGINS.items():
+        module, cls = args.split(":")
+        fields = getattr(importlib.import_module(module), cls).model_fields
+        out[plugin] = sorted(set(fields) | {f.alias for f in fields.values() if f.alias})
+    return out
 
 
 if __name__ == "__main__":

@@ -135,6 +135,14 @@ CASES: list[Case] = [
     Case("chat-before-training", lambda t: ["chat", DEMO, "-q", "hi", "--run-dir", t / "run"], ("run", "train")),
     Case("run-documents-missing", lambda t: ["run", recipe(t, base("extract:\n  inputs: [nowhere]\ndatagen: {}\n")), "--run-dir", t / "run"],
          ("nowhere", "not found")),
+    # GPU-only speed switches on a CPU machine: refused before the engine starts (the real venv is probed).
+    Case("liger-without-gpu", lambda t: ["train", DEMO, "-s", "training.liger_kernel=true", "--run-dir", t / "run"],
+         ("training.liger_kernel", "needs a CUDA GPU", "false")),
+    Case("fa2-without-gpu", lambda t: ["train", DEMO, "-s", "engine=axolotl", "-s", "training.attention=fa2",
+                                       "--run-dir", t / "run"], ("training.attention", "needs a CUDA GPU", "auto")),
+    Case("liger-option-without-plugin", validate(base("engine: axolotl\nengine_overrides:\n  liger_rope: true\n")),
+         ("engine_overrides.liger_rope", "LigerPlugin", "training.liger_kernel: true")),
+    Case("attention-unknown", validate(base("training:\n  attention: flash\n")), ("training.attention", "fa2")),
     Case("override-key-engine-lacks", validate(base("engine_overrides:\n  lora_rnak: 8\n")), ("engine_overrides.lora_rnak", "did you mean 'lora_rank'")),
     # ---- output folders
     Case("render-output-is-file", lambda t: ["render", DEMO, "-o", _file(t, "out")], ("out", "is a file")),

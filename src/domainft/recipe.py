@@ -43,6 +43,8 @@ RENAMED_KEYS: dict[str, str] = {
     "method.lora_alpha": "method.alpha",
     "method.lora_dropout": "method.dropout",
     "model.template": "model.chat_template",
+    "training.flash_attn": "training.attention",
+    "training.enable_liger_kernel": "training.liger_kernel",
 }
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -217,6 +219,12 @@ class TrainingConfig(Section):
     seed: int = Field(42, description="Training seed (losses are reproducible on CPU).")
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="bf16 on recent GPUs, fp32 on CPU.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    attention: Literal["auto", "sdpa", "eager", "fa2"] = Field(
+        "auto", description="Attention kernel: auto (the engine's pick, SDPA where torch has it), sdpa, eager, "
+        "or fa2 (FlashAttention-2: needs the flash-attn package and a GPU).")
+    liger_kernel: bool = Field(
+        False, description="Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, linear + cross-entropy): less "
+        "memory, faster; needs a GPU.")
     logging_steps: int = Field(10, ge=1, description="Log loss every N steps.")
     save_steps: int = Field(500, ge=1, description="Checkpoint every N steps (a rerun resumes from the last).")
     val_size: float = Field(0.0, ge=0, lt=1, description="Fraction of train held out for eval loss.")

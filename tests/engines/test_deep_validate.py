@@ -16,6 +16,17 @@ def test_engine_accepts_what_we_render(engine, plan_for):
     validate(plan_for(engine, method={"kind": "qlora"}), deep=True)
 
 
+@pytest.mark.parametrize("engine,training", [
+    ("llamafactory", {"attention": "fa2", "packing": True}),  # liger needs liger-kernel, not in the CPU venv
+    ("axolotl", {"attention": "fa2", "liger_kernel": True, "packing": True}),
+])
+def test_engine_accepts_the_speed_switches(engine, training, plan_for):
+    """The engine's validator (with Axolotl's Liger plugin registered) takes what training.attention and
+    training.liger_kernel render; the GPU itself is checked only at launch (runner.check_speed_switches)."""
+    ensure_engine(engine)
+    validate(plan_for(engine, method={"kind": "qlora"}, training=training), deep=True)
+
+
 @pytest.mark.parametrize("engine,overrides,expected", [
     # Known keys (the static check passes them); the engine's own rules reject the combination.
     ("llamafactory", {"finetuning_type": "full", "quantization_bit": 4}, "Quantization is only compatible"),

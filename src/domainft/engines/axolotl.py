@@ -28,6 +28,13 @@ def alpaca_formats() -> dict[str, dict[str, str]]:
     return yaml.safe_load((folder("templates") / "axolotl" / "alpaca_formats.yaml").read_text(encoding="utf-8"))
 
 
+# training.attention -> Axolotl's attn_implementation; None leaves the engine's own choice ("auto").
+AXOLOTL_ATTENTION = {"auto": None, "sdpa": "sdpa", "eager": "eager", "fa2": "flash_attention_2"}
+# training.liger_kernel: Axolotl's Liger plugin with every kernel a Qwen2/Llama decoder has.
+LIGER = {"plugins": ["axolotl.integrations.liger.LigerPlugin"], "liger_rope": True, "liger_rms_norm": True,
+         "liger_glu_activation": True, "liger_fused_linear_cross_entropy": True}
+
+
 class Axolotl(Engine):
     name = "axolotl"
     config_file = CONFIG
@@ -96,6 +103,8 @@ class Axolotl(Engine):
             "sample_packing": t.packing,
             "micro_batch_size": t.batch_size,
             "gradient_checkpointing": t.gradient_checkpointing,
+            "attn_implementation": AXOLOTL_ATTENTION[t.attention],
+            "liger": LIGER if t.liger_kernel else None,
         }
 
     def render(self, plan: Plan) -> dict[str, str]:
@@ -111,7 +120,7 @@ class Axolotl(Engine):
 
     def check(self, plan: Plan, files: dict[str, str]) -> None:
         r = plan.recipe
-        V.check_overrides(self.name, r.engine_overrides)
+        V.check_overrides(self.name, r.engine_overrides, plugins=LIGER["plugins"] if r.training.liger_kernel else ())
         if r.dataset.format == "alpaca" and r.model.chat_template not in alpaca_formats():
             raise RecipeError(
                 f"Axolotl has no alpaca prompt format for chat template '{r.model.chat_template}'",

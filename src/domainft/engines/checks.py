@@ -33,12 +33,28 @@ RUN_FOLDER_KEYS = {
 }
 
 
-def check_overrides(engine: str, overrides: dict[str, Any]) -> None:
-    keys = known(engine)["config_keys"]
+def accepted_keys(engine: str, plugins: Any = ()) -> list[str]:
+    """The engine's config keys, plus the options of the listed plugins (Axolotl reads those only with the plugin)."""
+    plugin_keys = known(engine).get("plugin_keys", {})
+    active = plugins if isinstance(plugins, list) else []
+    return [*known(engine)["config_keys"], *(k for p in active for k in plugin_keys.get(p, []))]
+
+
+def _plugin_of(engine: str, key: str) -> str | None:
+    return next((p for p, keys in known(engine).get("plugin_keys", {}).items() if key in keys), None)
+
+
+def check_overrides(engine: str, overrides: dict[str, Any], plugins: Any = ()) -> None:
+    """`plugins`: the plugins the rendered file lists (the recipe may turn one on; the overrides may add more)."""
+    keys = accepted_keys(engine, [*(plugins or []), *(overrides.get("plugins") or [])])
     for key in overrides:
         if key in RUN_FOLDER_KEYS[engine]:
             raise RecipeError(f"'{key}' is set by domainft inside the run folder", where=f"engine_overrides.{key}",
                               hint="set run_dir to move the whole run")
+        if key not in keys and _plugin_of(engine, key):
+            raise RecipeError(f"'{key}' is an option of the {_plugin_of(engine, key)} plugin, which is not on",
+                              where=f"engine_overrides.{key}",
+                              hint="set training.liger_kernel: true" if "liger" in key else "add it to plugins")
         if key not in keys:
             hint = did_you_mean(key, keys)
             raise RecipeError(
@@ -50,7 +66,7 @@ def check_overrides(engine: str, overrides: dict[str, Any]) -> None:
 
 def check_rendered_keys(engine: str, config: dict[str, Any], file: str) -> None:
     """A template typo (a key the engine does not know) fails here, not on a GPU."""
-    keys = known(engine)["config_keys"]
+    keys = accepted_keys(engine, config.get("plugins"))
     for key in config:
         if key not in keys:
             raise EngineError(f"rendered key '{key}' is unknown to {engine}", where=file, hint=did_you_mean(key, keys))
@@ -147,10 +163,15 @@ _DEEP = {
         "get_train_args(cfg)\n"
     ),
     # validate_config drops unknown keys without a word: compare against the schema too.
+    # Plugins (Liger) are registered first, as `axolotl train` does, so their options join the schema.
     "axolotl": (
-        "from axolotl.utils.config import validate_config\n"
+        "from axolotl.utils.config import validate_config, prepare_plugins\n"
         "from axolotl.utils.dict import DictDefault\n"
         "from axolotl.utils.schemas.config import AxolotlInputConfig\n"
+        "if cfg.get('plugins'):\n"
+        "    from axolotl.integrations.config import merge_input_args\n"
+        "    prepare_plugins(DictDefault(cfg))\n"
+        "    AxolotlInputConfig = merge_input_args()[1]\n"
         "dropped = [k for k in cfg if k not in AxolotlInputConfig.model_fields]\n"
         "if dropped: raise KeyError('unknown key(s) the engine would silently drop: ' + ', '.join(dropped))\n"
         "validate_config(DictDefault(cfg))\n"

@@ -79,6 +79,10 @@ def node_rank(nnodes: int) -> str:
     return raw
 
 
+# training.attention -> LLaMA-Factory's flash_attn; None leaves the engine's own choice ("auto").
+LLAMAFACTORY_ATTENTION = {"auto": None, "sdpa": "sdpa", "eager": "disabled", "fa2": "fa2"}
+
+
 class LlamaFactory(Engine):
     name = "llamafactory"
     config_file = TRAIN_YAML
@@ -93,6 +97,8 @@ class LlamaFactory(Engine):
             "trust_remote_code": r.model.trust_remote_code,
             # LLaMA-Factory turns gradient checkpointing on unless told not to.
             "disable_gradient_checkpointing": not t.gradient_checkpointing,
+            "flash_attn": LLAMAFACTORY_ATTENTION[t.attention],
+            "enable_liger_kernel": True if t.liger_kernel else None,
             "finetuning_type": "full" if m.kind == "full" else "lora",
             "lora_rank": m.rank,
             "lora_alpha": m.alpha,

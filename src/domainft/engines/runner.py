@@ -143,6 +143,7 @@ def train(plan: Plan) -> Path:
         materialize(plan.recipe.model.base)
     venv = require_engine(engine.name)
     files = validate(plan)
+    check_speed_switches(plan)
     R.write_tree(files, plan.render_dir)
     digest = _training_digest(plan, files)
     done = plan.train_dir / DONE
@@ -163,6 +164,28 @@ def train(plan: Plan) -> Path:
     plan.train_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(done, json.dumps({"render_sha256": digest, "seconds": round(time.monotonic() - started, 1)}) + "\n")
     return plan.train_dir
+
+
+def check_speed_switches(plan: Plan) -> None:
+    """FlashAttention-2 and Liger need a GPU and their package in the engine's venv. Without them an engine
+    falls back silently (LLaMA-Factory) or fails deep in Triton (Axolotl): say so before the launch."""
+    from .venv import venv_capabilities, venv_dir
+
+    t = plan.recipe.training
+    wanted = [(key, module, package, cpu) for key, on, module, package, cpu in (
+        ("training.attention", t.attention == "fa2", "flash_attn", "flash-attn", "auto"),
+        ("training.liger_kernel", t.liger_kernel, "liger_kernel", "liger-kernel", "false"),
+    ) if on]
+    if not wanted:
+        return
+    found = venv_capabilities(plan.engine)
+    for key, module, package, cpu in wanted:
+        if not found["cuda"]:
+            raise EngineError(f"needs a CUDA GPU, and the {plan.engine} venv sees none", where=key,
+                              hint=f"set it to {cpu} to train on the CPU")
+        if not found[module]:
+            raise EngineError(f"needs the {package} package in the {plan.engine} venv", where=key,
+                              hint=f"{venv_dir(plan.engine)}/bin/pip install {package}")
 
 
 def merge(plan: Plan, out_dir: Path) -> Path:

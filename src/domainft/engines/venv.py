@@ -8,6 +8,7 @@ call instant; a folder without it is a half-built venv and is wiped and rebuilt.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -182,3 +183,21 @@ def _last_error(text: str, n: int = 3) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith(("ERROR", "error:")) or "Error" in ln]
     return " | ".join((errors or lines)[-n:])[-600:]
+
+
+# Runs inside the engine's venv: what the GPU-only speed switches need.
+_CAPABILITIES = """
+import importlib.util as u, json, torch
+print(json.dumps({"cuda": torch.cuda.is_available(),
+                  **{m: u.find_spec(m) is not None for m in ("flash_attn", "liger_kernel")}}))
+"""
+
+
+def venv_capabilities(name: str) -> dict[str, bool]:
+    """Whether the engine's venv sees a CUDA GPU and has flash_attn / liger_kernel (imports torch: ~2-5 s)."""
+    done = subprocess.run([str(venv_bin(name, "python")), "-c", _CAPABILITIES], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise EngineError(f"cannot probe the {name} venv: {_last_error(done.stderr)}", where=venv_dir(name))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+

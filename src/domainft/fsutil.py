@@ -9,6 +9,7 @@ name, and the next write of the same file removes it.
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import tempfile
@@ -65,7 +66,7 @@ ORPHAN_AGE_S = 60  # a younger temp file may belong to a writer on another machi
 
 def _remove_orphans(path: Path) -> None:
     """Remove `.NAME.<pid>.*.tmp` files whose writer is gone (killed between mkstemp and rename)."""
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
         if not pid.isdigit() or _alive(int(pid)):
             continue
@@ -84,10 +85,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def atomic_write_json(path: str | Path, value: Any) -> Path:

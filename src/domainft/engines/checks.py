@@ -40,21 +40,24 @@ def accepted_keys(engine: str, plugins: Any = ()) -> list[str]:
     return [*known(engine)["config_keys"], *(k for p in active for k in plugin_keys.get(p, []))]
 
 
-def _plugin_of(engine: str, key: str) -> str | None:
-    return next((p for p, keys in known(engine).get("plugin_keys", {}).items() if key in keys), None)
+# The recipe key that turns a plugin on, for the hint when one of its options is set without it.
+PLUGIN_SWITCH = {"axolotl.integrations.liger.LigerPlugin": "training.liger_kernel: true"}
 
 
 def check_overrides(engine: str, overrides: dict[str, Any], plugins: Any = ()) -> None:
-    """`plugins`: the plugins the rendered file lists (the recipe may turn one on; the overrides may add more)."""
+    """`plugins`: the plugins the recipe turns on; the overrides may add more. Runs before the rendered file is
+    parsed: an override key is checked here before it can break the YAML."""
     keys = accepted_keys(engine, [*(plugins or []), *(overrides.get("plugins") or [])])
+    plugin_of = {k: p for p, ks in known(engine).get("plugin_keys", {}).items() for k in ks}
     for key in overrides:
         if key in RUN_FOLDER_KEYS[engine]:
             raise RecipeError(f"'{key}' is set by domainft inside the run folder", where=f"engine_overrides.{key}",
                               hint="set run_dir to move the whole run")
-        if key not in keys and _plugin_of(engine, key):
-            raise RecipeError(f"'{key}' is an option of the {_plugin_of(engine, key)} plugin, which is not on",
+        if key not in keys and key in plugin_of:
+            plugin = plugin_of[key]
+            raise RecipeError(f"'{key}' is an option of the {plugin} plugin, which is not on",
                               where=f"engine_overrides.{key}",
-                              hint="set training.liger_kernel: true" if "liger" in key else "add it to plugins")
+                              hint=f"set {PLUGIN_SWITCH[plugin]}" if plugin in PLUGIN_SWITCH else "add it to plugins")
         if key not in keys:
             hint = did_you_mean(key, keys)
             raise RecipeError(

@@ -48,7 +48,8 @@ def _adapter(base, out):
     get_peft_model(model, config).save_pretrained(out)
 
 
-def test_run_eval_base_vs_tuned_writes_the_report(tmp_path, tiny_model):
+def _eval_plan(tmp_path, tiny_model):
+    """A coal recipe on the tiny Llama with a PEFT adapter and a one-item held-out split."""
     (tmp_path / "docs").mkdir()
     recipe = recipe_from_dict({
         "name": "e2e-eval",
@@ -65,7 +66,11 @@ def test_run_eval_base_vs_tuned_writes_the_report(tmp_path, tiny_model):
     split.write_text(json.dumps({"instruction": "井下作业地点的空气温度不得超过多少？", "input": "",
                                  "output": "井下作业地点的空气温度不得超过28℃。"}, ensure_ascii=False) + "\n",
                      encoding="utf-8")
+    return plan
 
+
+def test_run_eval_base_vs_tuned_writes_the_report(tmp_path, tiny_model):
+    plan = _eval_plan(tmp_path, tiny_model)
     report_md = run_eval(plan, limit=None)
 
     assert report_md == plan.eval_dir / "report.md"
@@ -86,3 +91,37 @@ def test_run_eval_base_vs_tuned_writes_the_report(tmp_path, tiny_model):
     run_eval(plan, limit=None)
     again = json.loads((plan.eval_dir / "report.json").read_text(encoding="utf-8"))
     assert again["runs"]["base"]["reused"] and again["runs"]["tuned"]["reused"]
+
+
+def _per_item(root):
+    """task -> doc_id -> (the filtered answer, every metric) from lm-eval's samples files under root."""
+    items = {}
+    for path in root.rglob("samples_*.jsonl"):
+        task = path.stem.removeprefix("samples_").rsplit("_", 1)[0]
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            metrics = {k: rec[k] for k in rec.get("metrics", [])}
+            items.setdefault(task, {})[rec["doc_id"]] = (rec["filtered_resps"], metrics)
+    return items
+
+
+def test_printed_lm_eval_commands_give_the_same_items_and_scores(tmp_path, tiny_model):
+    """`domainft eval --print-commands`, run by hand in a shell, reproduces domainft eval item for item."""
+    from domainft.evaluate.run import hand_commands
+
+    plan = _eval_plan(tmp_path, tiny_model)
+    run_eval(plan, limit=None)
+    script = hand_commands(plan)
+    assert script.count("\nlm_eval run ") == 2 and "--system_instruction" in script
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"  # lm_eval from the wrapper's venv
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run(["bash", "-eu", "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for label in ("base", "tuned"):
+        ours = _per_item(plan.eval_dir / "lm_eval" / label)
+        by_hand = _per_item(plan.eval_dir / "by_hand" / label)
+        assert set(ours) == {"coal_safety_mc", "coal_safety_qa", "coal_safety_qa_heldout"}, ours.keys()
+        assert by_hand == ours, label

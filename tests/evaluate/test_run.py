@@ -59,7 +59,7 @@ def test_missing_adapter_names_the_folder(tmp_path):
 def test_command_line(tmp_path):
     plan = _plan(tmp_path, sampling={"repetition_penalty": 1.1}, eval={"max_new_tokens": 64})
     argv = lm_eval_argv(plan, label="tuned", tasks=["coal_safety"], limit=5, backend="hf", base_path="/m/base",
-                        adapter=plan.adapter_dir)
+                        adapter=plan.adapter_dir, trained=plan.adapter_dir, out_root=plan.eval_dir / "lm_eval")
     flags = dict(zip(argv, argv[1:]))
     assert argv[1:4] == ["-m", "lm_eval", "run"]
     assert flags["--model"] == "hf"
@@ -69,8 +69,9 @@ def test_command_line(tmp_path):
     assert flags["--limit"] == "5"
     assert flags["--gen_kwargs"] == "do_sample=False,max_gen_toks=64,repetition_penalty=1.1"
     assert "--apply_chat_template" in argv and "--log_samples" in argv
+    assert flags["--output_path"] == str(plan.eval_dir / "lm_eval" / "tuned")
     base = lm_eval_argv(plan, label="base", tasks=["coal_safety"], limit=None, backend="vllm", base_path="/m/base",
-                        adapter=None)
+                        adapter=None, trained=plan.adapter_dir, out_root=plan.eval_dir / "lm_eval")
     assert "peft=" not in " ".join(base) and "--limit" not in base and "vllm" in base
 
 

@@ -135,11 +135,12 @@ def heldout_task(plan: Plan, tasks: Iterable[str]) -> Path | None:
 # ---------------------------------------------------------------- command lines
 
 
-def model_args(plan: Plan, *, backend: str, base_path: str, adapter: Path | None) -> str:
-    """lm-eval --model_args for the base model (adapter None) or base + adapter."""
+def model_args(plan: Plan, *, backend: str, base_path: str, adapter: Path | None, trained: Path) -> str:
+    """lm-eval --model_args for the base model (adapter None) or base + adapter. `trained` is the adapter folder
+    of this evaluation, whose tokenizer (the one the engine trained with) scores both runs."""
     recipe = plan.recipe
     args = {"pretrained": base_path}
-    tokenizer_dir = plan.adapter_dir if (plan.adapter_dir / "tokenizer_config.json").exists() else None
+    tokenizer_dir = trained if (trained / "tokenizer_config.json").exists() else None
     if recipe.method.kind == "full" and adapter is not None:
         args["pretrained"] = str(adapter)  # full fine-tuning: the "adapter" folder holds whole weights
     elif adapter is not None:
@@ -172,18 +173,18 @@ def gen_kwargs(plan: Plan) -> str:
 
 def lm_eval_argv(
     plan: Plan, *, label: str, tasks: list[str], limit: int | None, backend: str, base_path: str,
-    adapter: Path | None,
+    adapter: Path | None, trained: Path, out_root: Path,
 ) -> list[str]:
     recipe = plan.recipe
     argv = [
         sys.executable, "-m", "lm_eval", "run",
         "--model", backend,
-        "--model_args", model_args(plan, backend=backend, base_path=base_path, adapter=adapter),
+        "--model_args", model_args(plan, backend=backend, base_path=base_path, adapter=adapter, trained=trained),
         "--tasks", ",".join(tasks),
         "--include_path", str(folder("eval_tasks")),
         "--apply_chat_template",
         "--log_samples",
-        "--output_path", str(plan.eval_dir / "lm_eval" / label),
+        "--output_path", str(out_root / label),
         # vLLM schedules its own batches; the hf backend takes the recipe's.
         "--batch_size", "auto" if backend == "vllm" else str(recipe.eval.batch_size),
         "--gen_kwargs", gen_kwargs(plan),
@@ -223,18 +224,8 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
         raise UserError("eval needs lm-eval: pip install 'domainft[ml]'")
     tasks = resolve_tasks(plan)  # recipe mistakes first, missing artifacts after
     adapter = _trained_output(plan)
-    heldout = heldout_task(plan, tasks)
-    if heldout is not None:
-        tasks = [*tasks, str(heldout)]
-    base_path = _base_model(plan)
-
-    plan.eval_dir.mkdir(parents=True, exist_ok=True)
-    runs = [
-        LmEvalRun(label, lm_eval_argv(plan, label=label, tasks=tasks, limit=limit, backend=backend,
-                                      base_path=base_path, adapter=ad),
-                  plan.eval_dir / "lm_eval" / label)
-        for label, ad in (("base", None), ("tuned", adapter))
-    ]
+    runs, heldout, base_path = lm_eval_runs(plan, tasks=tasks, limit=limit, backend=backend, adapter=adapter,
+                                            out_root=plan.eval_dir / "lm_eval")
     outputs = {}
     for run in runs:
         outputs[run.label] = _run_lm_eval(run, fingerprint=_fingerprint(run, adapter if run.label == "tuned" else None,
@@ -254,6 +245,54 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
             "commands": {run.label: run.argv[1:] for run in runs},
         },
     )
+
+
+def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: str, adapter: Path,
+                 out_root: Path) -> tuple[list[LmEvalRun], Path | None, str]:
+    """The two lm-eval runs (base, then base + adapter) on the same tasks and items, writing under out_root;
+    with the held-out task over datagen's test split when there is one, and the base model's path."""
+    heldout = heldout_task(plan, tasks)
+    if heldout is not None:
+        tasks = [*tasks, str(heldout)]
+    base_path = _base_model(plan)
+    plan.eval_dir.mkdir(parents=True, exist_ok=True)
+    runs = [
+        LmEvalRun(label, lm_eval_argv(plan, label=label, tasks=tasks, limit=limit, backend=backend,
+                                      base_path=base_path, adapter=ad, trained=adapter, out_root=out_root),
+                  out_root / label)
+        for label, ad in (("base", None), ("tuned", adapter))
+    ]
+    return runs, heldout, base_path
+
+
+def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None = None,
+                  adapter: Path | None = None) -> str:
+    """A shell script with the exact `lm_eval` command lines `domainft eval` runs, for a person to run by hand.
+
+    Same tasks, items, model arguments, chat template, system instruction and generation settings; results go to
+    eval/by_hand/<label> so they sit beside domainft's own (eval/lm_eval/<label>) instead of replacing them.
+    """
+    import shlex
+
+    recipe = plan.recipe
+    backend = backend or recipe.eval.backend
+    limit = limit if limit is not None else recipe.eval.limit
+    adapter = Path(adapter).resolve() if adapter is not None else plan.adapter_dir
+    runs, heldout, _ = lm_eval_runs(plan, tasks=resolve_tasks(plan), limit=limit, backend=backend, adapter=adapter,
+                                    out_root=plan.eval_dir / "by_hand")
+    lines = [
+        f"# lm-eval by hand for recipe {recipe.name}: the runs `domainft eval` makes (chat template, system "
+        "instruction, greedy decoding,",
+        f"# limit {limit}), base model first, then base + the adapter in {adapter}.",
+        "# Needs lm_eval on PATH with the eval_tasks' own packages (domainft's venv: source .venv/bin/activate).",
+        f"# lm-eval writes results_*.json and samples_*.jsonl under {plan.eval_dir / 'by_hand'}/{{base,tuned}}/.",
+    ]
+    if heldout is not None:
+        lines.append(f"# {heldout.name} is written by domainft: the QA task over this run's held-out test split.")
+    lines.append("export " + " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items() if k != "PYTHONUNBUFFERED"))
+    for run in runs:
+        lines.append(shlex.join(["lm_eval", *run.argv[3:]]))
+    return "\n".join(lines) + "\n"
 
 
 def _base_model(plan: Plan) -> str:

@@ -68,3 +68,14 @@ def tiny_recipe_data(name: str, engine: str, files: list, *, max_steps: int, sav
     for key, value in sections.items():
         data[key] = {**data[key], **value} if isinstance(data.get(key), dict) else value
     return data
+
+
+def bash_blocks(markdown: str, section: str | None = None) -> list[str]:
+    """The ```bash blocks of a Markdown text, in order; only those under the `## section` heading when given."""
+    import re
+
+    if section is not None:
+        head = f"\n## {section}\n"
+        assert head in markdown, f"no section '## {section}'"
+        markdown = markdown.split(head, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```bash\n(.*?)^```", markdown, re.S | re.M)

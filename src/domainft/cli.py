@@ -92,23 +92,46 @@ def validate(
 def render(
     recipe: RecipeArg,
     engine: EngineOpt = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder to write into.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder to write into (default: the run's render/<engine>/).")] = None,
     set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
 ) -> None:
-    """Render the engine's config files (LLaMA-Factory YAML + dataset_info.json, or Axolotl YAML)."""
+    """Write a self-contained folder the engine's own CLI trains from: its config, dataset_info.json (LLaMA-Factory),
+    DeepSpeed JSON, a copy of the training data, and a README.md with the exact commands.
+
+    The training data is brought up to date first (extract and datagen, skipped when current, as `domainft run`
+    does), so the folder never points at a file that does not exist. Paths inside are relative to the folder:
+    copy it anywhere and run the README's commands from inside it.
+    """
     from .engines import get_engine
     from .engines import validate as rendered_and_checked
-    from .render import write_tree
+    from .engines.folder import README, folder_files, write_folder
+    from .pipeline import run_pipeline
 
-    plan = _plan(recipe, set_, engine)
+    plan = _plan(recipe, set_, engine, run_dir)
     eng = get_engine(plan.engine)
-    files = rendered_and_checked(plan)
-    dest = output or plan.render_dir
-    written = write_tree(files, dest)
-    for rel in sorted(files):
-        mark = "written" if (dest.resolve() / rel) in written else "unchanged"
-        out.print(f"{dest / rel}  [dim]{mark}[/dim]")
-    out.print(f"[dim]run by hand: {eng.hand_command(dest)}[/dim]")
+    rendered_and_checked(plan)  # recipe mistakes first, before any datagen
+    if plan.is_embedded:
+        from .models.embedded import materialize
+
+        materialize(plan.recipe.model.base)  # the folder names it: it must exist
+    stages = ["extract", "datagen"] if plan.recipe.datagen is not None else []
+    if output is None:
+        run_pipeline(plan, only=[*stages, "render"])  # the run's own folder: the manifest records it
+        dest = plan.render_dir
+        files = rendered_and_checked(plan)
+        written = []
+    else:
+        if stages:
+            run_pipeline(plan, only=stages)
+        dest = output
+        files = rendered_and_checked(plan)
+        written = write_folder(plan, files, dest)
+    for path in folder_files(plan, files, dest):
+        mark = "written" if path.resolve() in written else ("unchanged" if output is not None else "")
+        out.print(f"{path}  [dim]{mark}[/dim]")
+    out.print(f"run by hand, from that folder: [bold]cd {dest} && {eng.hand_command()}[/bold]  "
+              f"[dim](every command: {dest / README})[/dim]", soft_wrap=True)
 
 
 @engines_app.command("install")
@@ -127,6 +150,14 @@ def engines_install(
             raise UserError(f"unknown engine '{n}'", hint=did_you_mean(n, ENGINES) or f"engines: {', '.join(ENGINES)}")
         path = ensure_engine(n)
         out.print(f"[green]✓[/green] {n}: {path}")
+
+
+@engines_app.command("path")
+def engines_path(name: Annotated[str, typer.Argument(help="llamafactory | axolotl")]) -> None:
+    """Print an engine venv's folder, e.g. source "$(domainft engines path llamafactory)/bin/activate"."""
+    from .engines.venv import require_engine
+
+    print(require_engine(name))
 
 
 @engines_app.command("status")
@@ -214,6 +245,10 @@ def eval_(
     recipe: RecipeArg,
     limit: Annotated[Optional[int], typer.Option(help="Items per task (default: the recipe's eval.limit).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="hf | vllm (default: the recipe's eval.backend).")] = None,
+    print_commands: Annotated[bool, typer.Option(
+        "--print-commands", help="Print the exact lm_eval command lines (base, then tuned) as a shell script; run nothing.")] = False,
+    adapter: Annotated[Optional[Path], typer.Option(
+        help="With --print-commands: an adapter trained elsewhere (e.g. by hand in a rendered folder's output/).")] = None,
     force: ForceOpt = False,
     engine: EngineOpt = None,
     set_: SetOpt = None,
@@ -226,6 +261,16 @@ def eval_(
     overrides = [*(set_ or []), *([f"eval.limit={limit}"] if limit is not None else []),
                  *([f"eval.backend={backend}"] if backend else [])]
     plan = _plan(recipe, overrides, engine, run_dir)
+    if adapter is not None and not print_commands:
+        raise UserError("--adapter goes with --print-commands (domainft eval scores the run's own adapter)",
+                        where="--adapter")
+    if print_commands:
+        from .evaluate.run import hand_commands
+
+        if adapter is not None and not adapter.is_dir():
+            raise UserError("no such adapter folder", where=adapter)
+        print(hand_commands(plan, adapter=adapter), end="")
+        return
     run_pipeline(plan, only=["eval"], from_stage="eval" if force else None)
     out.print(f"[green]✓[/green] report: {plan.eval_dir / 'report.md'}")
 

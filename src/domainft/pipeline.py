@@ -74,13 +74,13 @@ def _run_export(plan: Plan) -> Any:
 
 
 def render_for_plan(plan: Plan) -> list[Path]:
-    """Render the engine's files, check them statically, write those whose bytes changed."""
+    """Render the engine's files, check them statically, write those whose bytes changed, copy the data in."""
     from .engines import validate
-    from .render import write_tree
+    from .engines.folder import folder_files, write_folder
 
     files = validate(plan)
-    write_tree(files, plan.render_dir)
-    return [plan.render_dir / rel for rel in files]
+    write_folder(plan, files, plan.render_dir)
+    return folder_files(plan, files, plan.render_dir)
 
 
 # ---------------------------------------------------------------- what each stage reads and writes
@@ -130,15 +130,15 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda p: True,
         params=lambda p: {**_recipe_part(p, "name", "model", "dataset", "method", "training", "engine_overrides",
                                          "distributed"), "engine": p.engine, "model_path": p.model_path},
-        inputs=lambda p: [*p.train_files, *files_under([folder("templates") / p.engine, folder("templates") / "deepspeed"])],
-        outputs=lambda p: _top_files(p.render_dir),
+        inputs=lambda p: [*p.train_files, *files_under([folder("templates") / d for d in (p.engine, "deepspeed", "folder")])],
+        outputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
         run=_run_render,
     ),
     Stage(
         "train", "engine subprocess -> adapter",
         enabled=lambda p: True,
         params=lambda p: {"engine": p.engine},
-        inputs=lambda p: [*_top_files(p.render_dir), *p.train_files],
+        inputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
         outputs=_train_outputs,
         run=_run_train,
     ),

@@ -95,6 +95,6 @@ def test_rendered_zero_json_is_sane(plan_for, engine, stage):
             assert zero[key] == "auto", key
     else:
         assert zero["contiguous_gradients"] is True and zero["reduce_scatter"] is True
-    # The engine config points at the rendered file.
+    # The engine config points at the rendered file, relative to the folder it is run from.
     config = eng.config(files)
-    assert config["deepspeed"] == str(plan.render_dir / f"ds_zero{stage}.json")
+    assert config["deepspeed"] == f"ds_zero{stage}.json"

@@ -140,7 +140,8 @@ def test_engine_files_hold_payloads_as_data(engine, key, tmp_path, tiny_model):
         assert "\n" not in exc.one_line() and exc.where, exc.one_line()
         assert "${" in payload and engine == "llamafactory", f"refused unexpectedly: {exc.one_line()}"
         return
-    parsed = {rel: (json.loads(text) if rel.endswith(".json") else yaml.safe_load(text)) for rel, text in files.items()}
+    parsed = {rel: (json.loads(text) if rel.endswith(".json") else yaml.safe_load(text)) for rel, text in files.items()
+              if rel != "README.md"}
     system = recipe.model.system_prompt
     data_file = recipe.resolve(recipe.dataset.files[0])
     if engine == "llamafactory":
@@ -148,18 +149,31 @@ def test_engine_files_hold_payloads_as_data(engine, key, tmp_path, tiny_model):
         assert cfg["default_system"] == system and cfg[FREE_OPTION[engine]] == payload
         assert cfg["model_name_or_path"] == plan.model_path and fs_name(payload) in plan.model_path
         (entry,) = info.values()
-        assert entry["file_name"] == str(data_file)
+        assert entry["file_name"] == f"data/{data_file.name}"
         assert entry["columns"] == {"prompt": f"q {payload}", "query": "input", "response": f"a {payload}"}
         written = [cfg["output_dir"], cfg["dataset_dir"], cfg["deepspeed"], parsed["merge.yaml"]["export_dir"]]
     else:
         cfg = parsed["axolotl.yml"]
         (entry,) = cfg["datasets"]
-        assert entry["path"] == str(data_file) and entry["type"]["system_prompt"] == system
+        assert entry["path"] == f"data/{data_file.name}" and entry["type"]["system_prompt"] == system
         assert entry["type"]["field_instruction"] == f"q {payload}" and entry["type"]["field_output"] == f"a {payload}"
         assert cfg["base_model"] == plan.model_path and cfg[FREE_OPTION[engine]] == payload
         written = [cfg["output_dir"], cfg["dataset_prepared_path"], cfg["deepspeed"]]
-    # Everything the engine writes lies inside the (payload-named) run folder.
-    assert all(_under(p, plan.run_dir) for p in written), written
+    # Everything the engine writes by hand lies inside the rendered folder; run by domainft, inside the run folder.
+    assert all(not Path(p).is_absolute() and _under(plan.render_dir / p, plan.render_dir) for p in written), written
+    launch = get_engine(engine).train_launch(plan)
+    # LLaMA-Factory's `key=value` holds a YAML scalar (OmegaConf reads it so); Axolotl's `--key=value` a raw string.
+    moved = [yaml.safe_load(a.split("=", 1)[1]) if engine == "llamafactory" else a.split("=", 1)[1]
+             for a in launch.argv if a.split("=")[0].lstrip("-") in ("output_dir", "output-dir", "dataset-prepared-path")]
+    assert moved and all(_under(p, plan.run_dir) for p in moved), launch.argv
+    # The README's commands carry recipe values shell-quoted: bash parses each into one word, the value intact.
+    import shlex
+
+    from helpers import bash_blocks
+
+    train = next(block for block in bash_blocks(files["README.md"]) if " train " in block)
+    if engine == "llamafactory":  # DeepSpeed goes through torchrun, whose rendezvous the command sets
+        assert f"MASTER_ADDR={payload}" in shlex.split(train), train
     # No recipe value reaches the DeepSpeed JSON: it is the same as for a plain recipe.
     assert parsed["ds_zero2.json"]["zero_optimization"]["stage"] == 2
     plain = make_plan(recipe.with_updates(description="", run_dir=str(tmp_path / "plain")))

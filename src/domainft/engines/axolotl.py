@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,13 @@ from ..plan import Plan
 from ..resources import folder
 from . import checks as V
 from .base import Engine, Launch, Progress, training_values
-from .llamafactory import deepspeed_files, deepspeed_path, parse_hf_progress, tidy_yaml
+from .folder import README, data_copies, deepspeed_rel, readme
+from .llamafactory import deepspeed_files, parse_hf_progress, tidy_yaml
 
 CONFIG = "axolotl.yml"
+PREPARED = "prepared"  # `axolotl preprocess` writes the tokenized data here (relative to the rendered folder)
+# Without it Axolotl hangs at exit when offline.
+NO_TRACKING = "AXOLOTL_DO_NOT_TRACK=1"
 # Alpaca data has no system column unless the recipe maps one; this name makes sure a stray
 # `system` column in the file is not picked up by Axolotl's default `field_system: system`.
 NO_SYSTEM_COLUMN = "__domainft_no_system_column__"
@@ -43,8 +48,8 @@ class Axolotl(Engine):
         ds, model = plan.recipe.dataset, plan.recipe.model
         cols = ds.column_map()
         out = []
-        for path in plan.train_files:
-            entry: dict[str, Any] = {"path": str(path), "ds_type": "json"}
+        for rel in data_copies(plan):
+            entry: dict[str, Any] = {"path": rel, "ds_type": "json"}
             if ds.format == "sharegpt":
                 tags = ds.tag_map()
                 entry.update({
@@ -96,8 +101,8 @@ class Axolotl(Engine):
             "lora_dropout": m.dropout,
             "lora_target_linear": True if m.target_modules == "all" else None,
             "lora_target_modules": None if m.target_modules == "all" else list(m.target_modules),
-            "deepspeed": deepspeed_path(plan),
-            "dataset_prepared_path": str(plan.run_dir / "train" / "axolotl-prepared"),
+            "deepspeed": deepspeed_rel(plan),
+            "dataset_prepared_path": PREPARED,
             "val_set_size": float(t.val_size) if t.val_size else None,
             "sequence_len": t.cutoff_len,
             "sample_packing": t.packing,
@@ -112,10 +117,27 @@ class Axolotl(Engine):
         files = {
             CONFIG: tidy_yaml(R.render_template(
                 "axolotl/axolotl.yml.j2", header=R.header(r.name, plan.recipe_hash), v=self.values(plan),
-                datasets=self.datasets(plan), overrides=r.engine_overrides, config_path=str(plan.render_dir / CONFIG),
+                datasets=self.datasets(plan), overrides=r.engine_overrides,
             ))
         }
         files.update(deepspeed_files(plan))
+        train = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, CONFIG))}"  # recipe values shell-quoted
+        if plan.recipe.distributed.nnodes > 1:
+            train = train.replace("--nnodes", "--node_rank=$NODE_RANK --nnodes")
+        files[README] = readme(
+            plan, files, engine="Axolotl", config_file=CONFIG, model_key=f"`base_model` in `{CONFIG}`",
+            install=f"Axolotl {V.known(self.name)['version']} installed (`axolotl` on PATH)",
+            steps=[("Tokenize the data into `prepared/` (optional: train does it when needed), then train (the "
+                    "adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
+                    [f"{NO_TRACKING} axolotl preprocess {CONFIG}", train]),
+                   ("Merge the adapter into full weights in `output/merged/`",
+                    [f"{NO_TRACKING} axolotl merge-lora {CONFIG}"])] if r.method.kind != "full" else
+                  [("Tokenize the data into `prepared/`, then train (the weights go to `output/`)",
+                    [f"{NO_TRACKING} axolotl preprocess {CONFIG}", train])],
+            notes=["`--launcher python` runs in this process; accelerate's launcher would pin CPU threads to 1."]
+            + (["Several nodes: copy the folder to every node and run the train command there with `NODE_RANK` set "
+                "(0 on the master)."] if plan.recipe.distributed.nnodes > 1 else []),
+        )
         return files
 
     def check(self, plan: Plan, files: dict[str, str]) -> None:
@@ -139,24 +161,30 @@ class Axolotl(Engine):
     def config(self, files: dict[str, str]) -> dict[str, Any]:
         return R.parse_back(CONFIG, files[CONFIG])
 
-    def hand_command(self, render_dir: Path) -> str:
-        return f"axolotl train {Path(render_dir) / CONFIG} --launcher python"
+    def hand_command(self) -> str:
+        return f"{NO_TRACKING} axolotl train {CONFIG} --launcher python"
 
-    def train_launch(self, plan: Plan) -> Launch:
+    @staticmethod
+    def _train_argv(plan: Plan, config: str, *options: str) -> list[str]:
         # --launcher python: the accelerate launcher pins OMP threads to 1 (slow on CPU).
-        # Several processes go through accelerate, which reads the torchrun-style variables.
+        # Several processes go through torchrun, which reads the rendezvous from its own options.
         dist = plan.recipe.distributed
         if dist.nnodes * dist.nproc_per_node == 1:
-            argv = ["axolotl", "train", str(plan.render_dir / CONFIG), "--launcher", "python"]
-        else:
-            argv = ["axolotl", "train", str(plan.render_dir / CONFIG), "--launcher", "torchrun", "--",
-                    f"--nnodes={dist.nnodes}", f"--nproc_per_node={dist.nproc_per_node}",
-                    f"--rdzv_endpoint={dist.master_addr}:{dist.master_port}", "--rdzv_backend=c10d"]
+            return ["axolotl", "train", config, *options, "--launcher", "python"]
+        return ["axolotl", "train", config, *options, "--launcher", "torchrun", "--",
+                f"--nnodes={dist.nnodes}", f"--nproc_per_node={dist.nproc_per_node}",
+                f"--rdzv_endpoint={dist.master_addr}:{dist.master_port}", "--rdzv_backend=c10d"]
+
+    # The rendered file writes into the folder (output/, prepared/); a run keeps those in its own folders
+    # instead, through Axolotl's command-line overrides of config keys.
+    def train_launch(self, plan: Plan) -> Launch:
+        argv = self._train_argv(plan, CONFIG, f"--output-dir={plan.train_dir.resolve()}",
+                                f"--dataset-prepared-path={(plan.run_dir / 'train' / 'axolotl-prepared').resolve()}")
         return Launch(argv, {}, plan.render_dir)
 
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
         # merge-lora writes into <output_dir>/merged; runner.merge() moves it to out_dir.
-        argv = ["axolotl", "merge-lora", str(plan.render_dir / CONFIG), f"--lora-model-dir={plan.train_dir}",
+        argv = ["axolotl", "merge-lora", CONFIG, f"--lora-model-dir={plan.train_dir.resolve()}",
                 f"--output-dir={Path(out_dir).resolve()}"]
         return Launch(argv, {}, plan.render_dir)
 

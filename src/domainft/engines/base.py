@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..plan import Plan
+from .folder import OUTPUT
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,15 @@ class Engine(ABC):
 
     @abstractmethod
     def train_launch(self, plan: Plan) -> Launch:
-        """How to train from the rendered folder."""
+        """How to train from the rendered folder: the by-hand command, with the output moved to plan.train_dir."""
 
     @abstractmethod
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
-        """How to merge the adapter into full HF weights in out_dir."""
+        """How to merge the adapter in plan.train_dir into full HF weights in out_dir."""
 
-    def hand_command(self, render_dir: Path) -> str:
-        """The command a person runs (with the engine's venv on PATH) to train from a rendered folder."""
-        return f"{self.name} {Path(render_dir) / self.config_file}"
+    @abstractmethod
+    def hand_command(self) -> str:
+        """The command a person runs from inside the rendered folder, with the engine on PATH, to train."""
 
     @abstractmethod
     def parse_progress(self, line: str) -> Progress | None:
@@ -68,7 +69,7 @@ def training_values(plan: Plan) -> dict[str, object]:
     only where the engine spells them differently; those stay in the engine module)."""
     t = plan.recipe.training
     return {
-        "output_dir": str(plan.train_dir),
+        "output_dir": OUTPUT,
         "logging_steps": t.logging_steps,
         "save_steps": t.save_steps,
         "grad_accum": t.grad_accum,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from ..errors import EngineError, RecipeError, did_you_mean
 from ..plan import Plan
 from . import checks as V
 from .base import Engine, Launch, Progress, training_values
+from .folder import MERGED, OUTPUT, README, data_copies, deepspeed_rel, readme
 
 TRAIN_YAML = "train.yaml"
 MERGE_YAML = "merge.yaml"
@@ -43,13 +45,9 @@ def deepspeed_files(plan: Plan) -> dict[str, str]:
     return {f"ds_zero{stage}.json": R.render_template(f"deepspeed/zero{stage}.json.j2")}
 
 
-def deepspeed_path(plan: Plan) -> str | None:
-    stage = plan.recipe.distributed.deepspeed
-    return str(plan.render_dir / f"ds_zero{stage}.json") if stage else None
-
-
-def torchrun_env(plan: Plan) -> dict[str, str]:
-    """FORCE_TORCHRUN and its rendezvous, when several processes (or DeepSpeed) are asked for."""
+def torchrun_env(plan: Plan, node_rank: str | None = None) -> dict[str, str]:
+    """FORCE_TORCHRUN and its rendezvous, when several processes (or DeepSpeed) are asked for.
+    `node_rank`: what to write for NODE_RANK (the README's `$NODE_RANK`); by default this node's, from the environment."""
     dist = plan.recipe.distributed
     if dist.nnodes * dist.nproc_per_node == 1 and not dist.deepspeed:
         return {}
@@ -57,14 +55,14 @@ def torchrun_env(plan: Plan) -> dict[str, str]:
         "FORCE_TORCHRUN": "1",
         "NNODES": str(dist.nnodes),
         # Each node is started by hand (or by a scheduler) with its own rank in the environment.
-        "NODE_RANK": node_rank(dist.nnodes),
+        "NODE_RANK": node_rank if node_rank is not None else this_node_rank(dist.nnodes),
         "NPROC_PER_NODE": str(dist.nproc_per_node),
         "MASTER_ADDR": dist.master_addr,
         "MASTER_PORT": str(dist.master_port),
     }
 
 
-def node_rank(nnodes: int) -> str:
+def this_node_rank(nnodes: int) -> str:
     """This node's rank from $NODE_RANK, read at launch. Required with several nodes: a silent 0 on every
     node would make torchrun wait for a rendezvous that never completes."""
     raw = os.environ.get("NODE_RANK")
@@ -107,9 +105,11 @@ class LlamaFactory(Engine):
             "quantization_bit": m.quant_bits if m.kind == "qlora" else None,
             "quantization_type": m.quant_type,
             "double_quantization": m.double_quant,
-            "deepspeed": deepspeed_path(plan),
+            "deepspeed": deepspeed_rel(plan),
             "dataset": ",".join(dataset_names(plan)),
-            "dataset_dir": str(plan.render_dir),
+            # Data paths in dataset_info.json are relative to dataset_dir, which is relative to the working
+            # folder: the engine runs from inside the rendered folder.
+            "dataset_dir": ".",
             "template": r.model.chat_template,
             # Empty means the template's own default system prompt.
             "default_system": r.model.system_prompt or None,
@@ -124,8 +124,8 @@ class LlamaFactory(Engine):
         r = plan.recipe
         ds = r.dataset
         datasets = {}
-        for name, path in zip(dataset_names(plan), plan.train_files):
-            entry: dict[str, Any] = {"file_name": str(path), "formatting": ds.format, "columns": ds.column_map()}
+        for name, rel in zip(dataset_names(plan), data_copies(plan)):
+            entry: dict[str, Any] = {"file_name": rel, "formatting": ds.format, "columns": ds.column_map()}
             if ds.format == "sharegpt":
                 entry["tags"] = ds.tag_map()
             datasets[name] = entry
@@ -134,16 +134,35 @@ class LlamaFactory(Engine):
             "dataset_info.json": R.render_template("llamafactory/dataset_info.json.j2", datasets=datasets),
             TRAIN_YAML: tidy_yaml(R.render_template(
                 "llamafactory/train.yaml.j2", header=header, v=self.values(plan), overrides=r.engine_overrides,
-                config_path=str(plan.render_dir / TRAIN_YAML),
             )),
             MERGE_YAML: tidy_yaml(R.render_template(
-                "llamafactory/merge.yaml.j2", header=header, v=self.values(plan),
-                adapter=str(plan.train_dir), export_dir=str(plan.export_dir / "merged"),
-                config_path=str(plan.render_dir / MERGE_YAML),
+                "llamafactory/merge.yaml.j2", header=header, v=self.values(plan), adapter=OUTPUT, export_dir=MERGED,
             )),
         }
         files.update(deepspeed_files(plan))
+        files[README] = readme(
+            plan, files, engine="LLaMA-Factory", config_file=TRAIN_YAML,
+            model_key=f"`model_name_or_path` in `{TRAIN_YAML}` and `{MERGE_YAML}`",
+            install=f"LLaMA-Factory {V.known(self.name)['version']} installed (`llamafactory-cli` on PATH)",
+            steps=[("Train (the adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
+                    [self._train_command(plan)]),
+                   ("Merge the adapter into full weights in `merged/`", [f"llamafactory-cli export {MERGE_YAML}"])],
+            notes=self._notes(plan),
+        )
         return files
+
+    def _train_command(self, plan: Plan) -> str:
+        env = torchrun_env(plan, node_rank="$NODE_RANK" if plan.recipe.distributed.nnodes > 1 else "0")
+        # Recipe values are shell-quoted: a README command must never run what a recipe smuggles into it.
+        prefix = " ".join(f"{k}={v if v == '$NODE_RANK' else shlex.quote(v)}" for k, v in env.items())
+        return f"{prefix} llamafactory-cli train {TRAIN_YAML}".strip()
+
+    def _notes(self, plan: Plan) -> list[str]:
+        if plan.recipe.distributed.nnodes == 1:
+            return []
+        return ["Several nodes: copy the folder to every node and run the train command there with `NODE_RANK` set "
+                "(0 on the master, 1.. on the others); the other variables come from the recipe's `distributed` "
+                "section. Only node 0 writes the adapter."]
 
     def check(self, plan: Plan, files: dict[str, str]) -> None:
         r = plan.recipe
@@ -164,18 +183,19 @@ class LlamaFactory(Engine):
     def config(self, files: dict[str, str]) -> dict[str, Any]:
         return R.parse_back(TRAIN_YAML, files[TRAIN_YAML])
 
-    def hand_command(self, render_dir: Path) -> str:
-        return f"llamafactory-cli train {Path(render_dir) / TRAIN_YAML}"
+    def hand_command(self) -> str:
+        return f"llamafactory-cli train {TRAIN_YAML}"
 
+    # The rendered files write into the folder (output/, merged/); a run keeps them in its own folders instead.
+    # `key=value` after the YAML overrides it (LLaMA-Factory merges them with OmegaConf). The value is
+    # YAML-quoted: OmegaConf reads `a #b` as `a` and `a: b` as a mapping.
     def train_launch(self, plan: Plan) -> Launch:
-        return Launch(["llamafactory-cli", "train", str(plan.render_dir / TRAIN_YAML)], torchrun_env(plan),
-                      plan.render_dir)
+        argv = ["llamafactory-cli", "train", TRAIN_YAML, _cli_set("output_dir", plan.train_dir)]
+        return Launch(argv, torchrun_env(plan), plan.render_dir)
 
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
-        # `key=value` after the YAML overrides it (LLaMA-Factory merges them with OmegaConf).
-        # The value is YAML-quoted: OmegaConf reads `a #b` as `a` and `a: b` as a mapping.
-        argv = ["llamafactory-cli", "export", str(plan.render_dir / MERGE_YAML),
-                f"export_dir={R.yaml_value(str(Path(out_dir).resolve()))}"]
+        argv = ["llamafactory-cli", "export", MERGE_YAML, _cli_set("adapter_name_or_path", plan.train_dir),
+                _cli_set("export_dir", out_dir)]
         return Launch(argv, {}, plan.render_dir)
 
     _STEP = re.compile(r"(\d+)/(\d+) \[")
@@ -183,6 +203,10 @@ class LlamaFactory(Engine):
 
     def parse_progress(self, line: str) -> Progress | None:
         return parse_hf_progress(line, self._STEP, self._LOSS)
+
+
+def _cli_set(key: str, path: Path) -> str:
+    return f"{key}={R.yaml_value(str(Path(path).resolve()))}"
 
 
 # Where a rendered value comes from, for the error message.

@@ -11,12 +11,12 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .. import render as R
 from ..errors import EngineError
 from ..fsutil import atomic_write
 from ..plan import Plan
 from ..resources import home
 from .base import Engine, Launch
+from .folder import write_folder
 
 # Passed through from the parent when set; nothing else is (teacher API keys never reach training logs).
 PASS_THROUGH = (
@@ -144,7 +144,7 @@ def train(plan: Plan) -> Path:
     venv = require_engine(engine.name)
     files = validate(plan)
     check_speed_switches(plan)
-    R.write_tree(files, plan.render_dir)
+    write_folder(plan, files, plan.render_dir)
     digest = _training_digest(plan, files)
     done = plan.train_dir / DONE
     if done.exists() and json.loads(done.read_text()).get("render_sha256") == digest:
@@ -196,7 +196,7 @@ def merge(plan: Plan, out_dir: Path) -> Path:
 
     engine = get_engine(plan.engine)
     out_dir = Path(out_dir).resolve()
-    R.write_tree(engine.render(plan), plan.render_dir)
+    write_folder(plan, engine.render(plan), plan.render_dir)
     run_launch(engine.merge_launch(plan, out_dir), plan.run_dir / "logs" / f"merge-{engine.name}.log", engine,
                label="merge")
     nested = out_dir / "merged"  # Axolotl writes into <output_dir>/merged

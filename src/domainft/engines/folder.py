@@ -1,0 +1,95 @@
+"""The rendered folder: the engine's files, the training data they read, and a README with the commands.
+
+Every path inside is relative to the folder, so it can be copied to another machine and trained there with the
+engine's own CLI, run from inside the folder. The base model is the one path that points outside; the folder's
+README says which key holds it. domainft's own train stage runs the same files from the same folder and only
+moves the engine's output into the run folder with command-line overrides (`output_launch_args`).
+"""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+from .. import render as R
+from ..errors import DataError
+from ..fsutil import atomic_write
+from ..plan import Plan
+
+DATA = "data"  # training files, copied in
+OUTPUT = "output"  # where the engine writes checkpoints and the adapter when run by hand
+MERGED = "merged"  # where a by-hand merge writes full weights
+README = "README.md"
+
+
+def data_copies(plan: Plan) -> dict[str, Path]:
+    """Relative path inside the folder -> the training file it is a copy of (datagen's split, the recipe's files)."""
+    copies: dict[str, Path] = {}
+    for i, source in enumerate(plan.train_files):
+        rel = f"{DATA}/{source.name}"
+        if rel in copies:  # two files of one name (e.g. two train.jsonl): keep both
+            rel = f"{DATA}/{i}-{source.name}"
+        copies[rel] = source
+    return copies
+
+
+def deepspeed_rel(plan: Plan) -> str | None:
+    stage = plan.recipe.distributed.deepspeed
+    return f"ds_zero{stage}.json" if stage else None
+
+
+# What each file of a rendered folder is, for its README.
+DESCRIPTIONS = {
+    "train.yaml": "the LLaMA-Factory training config",
+    "merge.yaml": "the LLaMA-Factory config that merges the adapter into full weights",
+    "dataset_info.json": "names the training files and their columns for LLaMA-Factory",
+    "axolotl.yml": "the Axolotl config (training and merge)",
+    "ds_zero2.json": "DeepSpeed ZeRO-2 config",
+    "ds_zero3.json": "DeepSpeed ZeRO-3 config",
+}
+
+
+def readme(plan: Plan, files: dict[str, str], *, engine: str, config_file: str, model_key: str, install: str,
+           steps: list[tuple[str, list[str]]], notes: list[str] = ()) -> str:
+    """The folder's README.md: what is here and the exact commands, run from inside the folder."""
+    listing = [(rel, DESCRIPTIONS.get(rel, "")) for rel in sorted(files) if rel != README]
+    listing += [(rel, f"training data (a copy of {source.name})") for rel, source in sorted(data_copies(plan).items())]
+    return R.render_template(
+        "folder/README.md.j2", recipe=plan.recipe.name, recipe_hash=plan.recipe_hash[:16], engine=engine,
+        config_file=config_file, model_key=model_key, model=plan.model_path, install=install, steps=steps,
+        notes=list(notes), files=listing,
+    )
+
+
+def write_folder(plan: Plan, files: dict[str, str], dest: Path) -> list[Path]:
+    """Write the rendered files and copy the training data into dest, each only when its bytes change.
+
+    Refuses, before writing anything, when a training file does not exist yet: a folder never points at a
+    missing file. Returns the paths written.
+    """
+    copies = data_copies(plan)
+    for rel, source in copies.items():
+        if not source.is_file():
+            raise DataError("training data does not exist yet, so the rendered folder would point at nothing",
+                            where=source, hint=_maker(plan, source))
+    written = R.write_tree(files, dest)
+    root = Path(dest).resolve()
+    for rel, source in sorted(copies.items()):
+        target = root / rel
+        if target.is_file() and filecmp.cmp(source, target, shallow=False):
+            continue
+        atomic_write(target, source.read_bytes())
+        written.append(target)
+    return written
+
+
+def folder_files(plan: Plan, files: dict[str, str], dest: Path) -> list[Path]:
+    """Every path write_folder puts under dest."""
+    return [Path(dest) / rel for rel in sorted([*files, *data_copies(plan)])]
+
+
+def _maker(plan: Plan, source: Path) -> str:
+    recipe = plan.recipe.source or "RECIPE"
+    if source.parent == plan.datagen_dir.resolve():
+        return f"make it with: domainft datagen {recipe}"
+    return "fix dataset.files in the recipe"

@@ -111,6 +111,8 @@ def render(
     plan = _plan(recipe, set_, engine, run_dir)
     eng = get_engine(plan.engine)
     rendered_and_checked(plan)  # recipe mistakes first, before any datagen
+    if output is not None and output.exists() and not output.is_dir():
+        raise UserError("output folder is a file", where=output)
     if plan.is_embedded:
         from .models.embedded import materialize
 

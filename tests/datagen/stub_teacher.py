@@ -49,6 +49,7 @@ class Stub:
         self.lock = threading.Lock()
         self.calls = 0
         self.injected: dict[str, int] = {}
+        self.loris_bytes: list[tuple[int, int]] = []  # (bytes trickled before the client left, reply length)
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -102,15 +103,19 @@ class Stub:
                 """Headers, then one byte per trickle_s until the client leaves (or loris_s passes); never whole."""
                 self._head(len(data))
                 started = time.monotonic()
+                sent = 0
                 try:
                     for i in range(len(data) - 1):
                         if time.monotonic() - started > stub.loris_s:
                             break
                         self.wfile.write(data[i : i + 1])
                         self.wfile.flush()
+                        sent += 1
                         time.sleep(stub.trickle_s)
                 except OSError:
                     pass  # the client gave up: that is the point
+                with stub.lock:
+                    stub.loris_bytes.append((sent, len(data)))
                 self.close_connection = True
 
             def do_GET(self):

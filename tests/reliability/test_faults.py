@@ -4,8 +4,6 @@ no record lost or duplicated, and the run must not hang."""
 
 from __future__ import annotations
 
-import time
-
 from rel_helpers import assert_complete
 from stub_teacher import ALL_FAULTS, Stub
 
@@ -16,14 +14,12 @@ TIMEOUT_S = 1.0  # the client's timeout; the stub trickles a byte every 0.2 s, s
 
 
 def test_resets_and_slow_loris_lose_and_duplicate_nothing(coal_plan):
-    started = time.monotonic()
     with Stub(fault_rate=0.35, seed=3, stall_s=3.0, faults=ALL_FAULTS, trickle_s=0.2) as stub:
         plan = coal_plan(provider="openai", base_url=stub.url, model="stub", concurrency=8, max_chunks=24,
                          timeout_s=TIMEOUT_S, max_retries=6)
         summary = run_datagen(plan, progress=False)
-    seconds = time.monotonic() - started
     assert {"reset", "slowloris"} <= set(stub.injected), stub.injected
-    print(f"injected {stub.injected} in {stub.calls} calls; {seconds:.1f} s")
+    print(f"injected {stub.injected} in {stub.calls} calls")
     chunks = [c.id for c in read_chunks(plan.extract_dir / "chunks.jsonl")[:24]]
     pairs = assert_complete(plan.datagen_dir, chunks)
     assert summary.done + summary.failed == 24 and summary.pairs == len(pairs)
@@ -31,8 +27,11 @@ def test_resets_and_slow_loris_lose_and_duplicate_nothing(coal_plan):
     # Each fault is counted under its kind: a reset is a lost connection, a slow loris a timeout.
     assert summary.errors["connection"] == stub.injected["reset"]
     assert summary.errors["timeout"] == stub.injected["slowloris"] + stub.injected.get("stall", 0)
-    # Whole-call deadline: a slow loris costs about one timeout, not the minutes its trickle would take.
-    assert seconds < 30, f"took {seconds:.1f}s"
+    # Whole-call deadline: the client leaves a slow loris after about one timeout (TIMEOUT_S / trickle = 5 bytes),
+    # never waiting out the minute its trickle would take. Counted in bytes, not seconds: a loaded machine only
+    # slows the trickle down.
+    assert stub.loris_bytes and all(sent <= 10 * TIMEOUT_S / 0.2 < size for sent, size in stub.loris_bytes), \
+        stub.loris_bytes
     # A rerun finds everything done and asks the teacher nothing.
     again = run_datagen(plan, progress=False)
     assert again.resumed_chunks == 24 and again.new_pairs == 0 and again.pairs == len(pairs)

@@ -170,9 +170,8 @@ def test_kill_9_training_then_rerun_resumes_from_the_last_checkpoint(tmp_path, t
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["train"]["status"] == "done"
     # Done means done: a third call launches nothing.
-    started = time.monotonic()
     rerun_ok(["train", recipe, "--run-dir", run], tmp_path)
-    assert time.monotonic() - started < 15 and log == (run / "logs" / "train-llamafactory.log").read_text(errors="replace")
+    assert log == (run / "logs" / "train-llamafactory.log").read_text(errors="replace")
 
 
 # ------------------------------------------------------------------ (c) export

@@ -75,6 +75,23 @@ def check_rendered_keys(engine: str, config: dict[str, Any], file: str) -> None:
             raise EngineError(f"rendered key '{key}' is unknown to {engine}", where=file, hint=did_you_mean(key, keys))
 
 
+def check_model(plan: Plan) -> None:
+    """A local model folder must exist: otherwise the engine fails on it seconds into the launch (or later, on a
+    GPU machine). Hub ids are left to the engine; embedded models are made on first use."""
+    if plan.is_embedded:
+        return
+    base = plan.recipe.model.base
+    path = Path(plan.model_path)
+    if not path.is_absolute():
+        return  # a hub id
+    if not path.exists():
+        raise RecipeError(f"model folder {path} does not exist", where="model.base",
+                          hint="a local folder (relative to the recipe), a hub id, or embedded:smollm2")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise RecipeError(f"{path} is not a Hugging Face model folder (no config.json)", where="model.base",
+                          hint=f"model.base is {base!r}")
+
+
 def check_targets(plan: Plan) -> None:
     targets = plan.recipe.method.target_modules
     if plan.recipe.method.kind != "full" and isinstance(targets, list):

@@ -78,6 +78,7 @@ def _run_to_file(args: list[str], out: Path, log_path: Path, label: str, outfile
     tail: deque[str] = deque(maxlen=60)
     env = base_env(log_path.parent)
     env["NO_LOCAL_GGUF"] = "1"  # the converter must use the installed gguf-py, never a stray checkout's
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # `-m domainft.export.gguf` must not write __pycache__ into a checkout
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n$ {' '.join(argv)}\n")
         log.flush()

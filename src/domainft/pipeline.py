@@ -34,6 +34,8 @@ class Stage:
     inputs: Callable[[Plan], list[Path]]
     outputs: Callable[[Plan], list[Path]]
     run: Callable[[Plan], Any]
+    #: Why the last run, though it finished, left work to do (None: nothing left); such a stage is never up to date.
+    unfinished: Callable[[Plan], str | None] = lambda p: None
 
 
 # ---------------------------------------------------------------- stage bodies (lazy imports keep the CLI fast)
@@ -103,6 +105,17 @@ def _recipe_part(plan: Plan, *keys: str) -> dict[str, Any]:
     return {k: data[k] for k in keys}
 
 
+def _datagen_unfinished(plan: Plan) -> str | None:
+    """Chunks that failed last time (the teacher gave up on them): a rerun asks again for exactly those."""
+    import json
+
+    try:
+        failed = json.loads((plan.datagen_dir / "summary.json").read_text(encoding="utf-8")).get("failed", 0)
+    except (OSError, ValueError):
+        return None
+    return f"{failed} chunk(s) failed last time" if failed else None
+
+
 def _train_outputs(plan: Plan) -> list[Path]:
     return [p for p in _top_files(plan.train_dir) if p.suffix in {".safetensors", ".json", ".bin", ".model"}
             and not p.name.startswith(("trainer_state", "all_results", "train_results", "eval_results"))]
@@ -124,6 +137,7 @@ STAGES: tuple[Stage, ...] = (
         inputs=lambda p: [p.extract_dir / "chunks.jsonl", *_datagen_prompt_file(p)],
         outputs=lambda p: [p.datagen_dir / f for f in ("train.jsonl", "val.jsonl", "test.jsonl")],
         run=_run_datagen,
+        unfinished=_datagen_unfinished,
     ),
     Stage(
         "render", "recipe -> engine config files",
@@ -203,6 +217,8 @@ def stale_reason(stage: Stage, plan: Plan, manifest: Manifest) -> str | None:
             return f"input changed: {key}"
     if not record.outputs:
         return "no outputs recorded"
+    if unfinished := stage.unfinished(plan):
+        return unfinished
     for key, rec in record.outputs.items():
         if not rec.matches(manifest.abs(key)):
             return f"output missing or modified: {key}"

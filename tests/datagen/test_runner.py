@@ -138,10 +138,8 @@ def test_unreachable_teacher_is_one_line_error_naming_the_url(coal_plan):
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
     plan = coal_plan(provider="openai", base_url=url, model="x", max_chunks=2)
-    started = time.monotonic()
     with pytest.raises(TeacherError) as info:
         run_datagen(plan, progress=False)
-    assert time.monotonic() - started < 10
     line = info.value.one_line()
     assert url in line and "connection refused" in line and "\n" not in line
 
@@ -151,3 +149,71 @@ def test_missing_key_env_is_a_teacher_error(coal_plan, monkeypatch):
     plan = coal_plan(provider="openai", base_url="http://127.0.0.1:9/v1", model="x", api_key_env="DOMAINFT_TEST_KEY")
     with pytest.raises(TeacherError, match="DOMAINFT_TEST_KEY is not set"):
         run_datagen(plan, progress=False)
+
+
+def test_failed_chunks_are_asked_again_on_rerun_and_only_they(coal_plan):
+    """A run whose chunks all got 429 is not up to date: `domainft run`'s next pass asks the teacher again for
+    exactly the failed chunks, and the result equals a run the teacher never disturbed."""
+    from domainft.pipeline import run_pipeline
+
+    with Stub() as healthy:
+        clean = coal_plan("clean", provider="openai", base_url=healthy.url, model="stub", max_chunks=6)
+        run_pipeline(clean, only=["extract", "datagen"])
+    with Stub(fault_rate=1.0, faults=("429",)) as stub:
+        plan = coal_plan(provider="openai", base_url=stub.url, model="stub", max_chunks=6, max_retries=1)
+        run_pipeline(plan, only=["extract", "datagen"])
+        first = json.loads((plan.datagen_dir / "summary.json").read_text())
+        assert first["failed"] == 6 and first["done"] == 0
+        stub.fault_rate = 0.0
+        calls_before = stub.calls
+        result = run_pipeline(plan, only=["extract", "datagen"])
+        assert [o.reason for o in result.outcomes if o.name == "datagen"] == ["6 chunk(s) failed last time"]
+        assert stub.calls - calls_before == 6  # one call per failed chunk, none for anything else
+    summary = json.loads((plan.datagen_dir / "summary.json").read_text())
+    assert summary["failed"] == 0 and summary["resumed_chunks"] == 0 and summary["done"] == 6
+    for split in ("train", "val", "test"):
+        assert (plan.datagen_dir / f"{split}.jsonl").read_bytes() == (clean.datagen_dir / f"{split}.jsonl").read_bytes()
+    # Now complete: the next pass skips datagen (the teacher is gone; a single call would fail it).
+    again = run_pipeline(plan, only=["extract", "datagen"])
+    assert [o.action for o in again.outcomes if o.name == "datagen"] == ["skipped"]
+
+
+@pytest.mark.parametrize("max_retries", [1, 2, 5])
+def test_connection_resets_never_abort_the_run(coal_plan, max_retries):
+    """A reset is a fault of that request: with 30 % of connections reset, no run stops; every chunk ends done
+    or reported failed."""
+    with Stub(fault_rate=0.3, seed=max_retries, faults=("reset",)) as stub:
+        plan = coal_plan(provider="openai", base_url=stub.url, model="stub", concurrency=8, max_chunks=16,
+                         max_retries=max_retries)
+        summary = run_datagen(plan, progress=False)
+    assert stub.injected.get("reset", 0) > 0
+    assert summary.errors.get("connection") == stub.injected["reset"]
+    _assert_complete(plan, summary)
+
+
+def test_a_teacher_gone_for_the_whole_window_stops_the_run_keeping_what_was_done(coal_plan, monkeypatch):
+    """Only refusals on every request for UNREACHABLE_S stop a run: then one line, and the done chunks are kept."""
+    import domainft.datagen.runner as R
+
+    monkeypatch.setattr(R, "UNREACHABLE_S", 1.0)
+    monkeypatch.setattr(R, "BACKOFF_INITIAL_S", 0.05)
+    stub = Stub()
+    stub.__enter__()
+    plan = coal_plan(provider="openai", base_url=stub.url, model="stub", concurrency=1, max_chunks=8, max_retries=50)
+    original = R._Run._attempt
+    served = {"n": 0}
+
+    async def attempt_then_vanish(self, chunk):
+        result = await original(self, chunk)
+        served["n"] += 1
+        if served["n"] == 3:  # the teacher goes away after three answers
+            stub.__exit__(None, None, None)
+        return result
+
+    monkeypatch.setattr(R._Run, "_attempt", attempt_then_vanish)
+    with pytest.raises(TeacherError) as info:
+        run_datagen(plan, progress=False)
+    line = info.value.one_line()
+    assert "lost the teacher" in line and "datagen.base_url" in line and "\n" not in line
+    done = [e for e in _lines(plan.datagen_dir / "journal.jsonl") if e["status"] == "done"]
+    assert len(done) == 3

@@ -121,8 +121,10 @@ class OpenAIProvider(Provider):
                                               timeout=self.timeout_s)
         except (httpx.TimeoutException, TimeoutError):  # asyncio.wait_for raises the builtin
             raise Transient("timeout") from None
+        except httpx.ConnectError:
+            raise Transient("refused") from None  # nobody listening: the runner decides when that means gone
         except httpx.TransportError:
-            raise Transient("connection") from None
+            raise Transient("connection") from None  # reset or torn mid-reply: a fault of this request
         if response.status_code == 400 and self.json_mode and "response_format" in response.text:
             self.json_mode = False  # this server has no constrained output: parse and repair instead
             raise Transient("no_json_mode", retry_after=0)
@@ -176,8 +178,10 @@ class ZhipuProvider(Provider):
             response = await asyncio.to_thread(call)
         except zhipuai.APITimeoutError:
             raise Transient("timeout") from None
-        except zhipuai.APIConnectionError:
-            raise Transient("connection") from None
+        except zhipuai.APIConnectionError as exc:
+            import httpx
+
+            raise Transient("refused" if isinstance(exc.__cause__, httpx.ConnectError) else "connection") from None
         except zhipuai.APIStatusError as exc:
             raise _status_fault(exc.status_code, str(exc), self.where, exc.response.headers) from None
         usage = getattr(response, "usage", None)

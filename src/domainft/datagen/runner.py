@@ -32,10 +32,13 @@ from ..plan import Plan
 from ..recipe import DatagenConfig
 from .clean import clean_and_split
 from .prompts import BadReply, PromptSpec, check_pairs, load_prompts, parse_json_reply
-from .providers import OpenAIProvider, Provider, Transient, make_provider
+from .providers import Provider, Transient, make_provider
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
+# A teacher that refuses every connection for this long, with no reply of any kind in between, is gone: the run
+# stops (what is done is kept). Anything shorter, and any reset or error reply, is a fault of one request.
+UNREACHABLE_S = 60.0
 
 
 @dataclass
@@ -199,6 +202,7 @@ class _Run:
         self.failed: list[dict[str, str]] = []
         self.new_pairs = 0
         self.fatal: TeacherError | None = None
+        self.refused_since: float | None = None  # first refused connection since the teacher last answered
 
     async def one(self, chunk: Chunk) -> None:
         attempts = AsyncRetrying(
@@ -210,9 +214,6 @@ class _Run:
                 with attempt:
                     pairs, rejected, tokens = await self._attempt(chunk)
         except Transient as exc:
-            if exc.kind == "connection" and isinstance(self.provider, OpenAIProvider):
-                raise TeacherError(f"lost the teacher at {self.provider.url} (connection refused)",
-                                   where="datagen.base_url") from None
             return self._fail(chunk, f"{exc.kind} after {self.cfg.max_retries + 1} attempts")
         except BadReply as exc:
             return self._fail(chunk, f"{exc.reason} after {self.cfg.max_retries + 1} attempts")
@@ -230,11 +231,29 @@ class _Run:
             pairs, rejected = check_pairs(raw, self.spec, chunk, self.n_pairs)
         except Transient as exc:
             self.errors[exc.kind] += 1
+            self._note_reachability(exc.kind)
             raise
         except BadReply as exc:
+            self.refused_since = None
             self.rejected[f"reply_{exc.reason}"] += 1
             raise
+        self.refused_since = None
         return pairs, rejected, reply.tokens
+
+    def _note_reachability(self, kind: str) -> None:
+        """Stop the run only when every connection has been refused for UNREACHABLE_S: a reset or an error reply
+        shows the teacher is there, and a timeout says nothing either way."""
+        if kind == "timeout":
+            return
+        if kind != "refused":
+            self.refused_since = None
+            return
+        now = time.monotonic()
+        self.refused_since = self.refused_since or now
+        if now - self.refused_since >= UNREACHABLE_S:
+            where = getattr(self.provider, "url", None) or self.cfg.model
+            raise TeacherError(f"lost the teacher at {where}: every connection refused for {UNREACHABLE_S:.0f} s; "
+                               "what was done is kept, rerun to continue", where="datagen.base_url")
 
     def _count_retry(self, state) -> None:
         self.retries += 1

@@ -25,7 +25,20 @@ def llamafactory() -> dict:
         "transformers": version("transformers"),
         "config_keys": sorted(keys),
         "templates": sorted(TEMPLATES),
+        "template_text": {name: template_text(t) for name, t in sorted(TEMPLATES.items())},
     }
+
+
+def template_text(template) -> list[str]:
+    """The literal text a LLaMA-Factory template writes around turns (user, assistant, system, prefix) and stops
+    on: domainft finds the turn markers in it that the model's tokenizer must know."""
+    texts = []
+    for part in ("format_user", "format_assistant", "format_system", "format_prefix"):
+        formatter = getattr(template, part, None)
+        for slot in getattr(formatter, "slots", None) or []:
+            if isinstance(slot, str) and slot.replace("{{content}}", "").strip():
+                texts.append(slot.replace("{{content}}", "\u2026"))
+    return [*dict.fromkeys(texts), *template.stop_words]
 
 
 def axolotl() -> dict:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from .errors import UserError
 
@@ -26,8 +25,29 @@ app = typer.Typer(
 engines_app = typer.Typer(help="Install and inspect the per-engine virtual environments.", no_args_is_help=True)
 app.add_typer(engines_app, name="engines")
 
-out = Console()
-err = Console(stderr=True)
+
+
+class _LazyConsole:
+    """A rich Console made on first use: `validate` and error lines never pay for importing rich."""
+
+    def __init__(self, **kwargs):
+        self._kwargs, self._console = kwargs, None
+
+    def __getattr__(self, name):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._kwargs)
+        return getattr(self._console, name)
+
+
+out = _LazyConsole()
+err = _LazyConsole(stderr=True)
+
+
+def _styled(text: str, color: str, stream) -> str:
+    """ANSI colour only on a terminal, as rich would do (31 red, 32 green)."""
+    return f"\033[{color}m{text}\033[0m" if stream.isatty() else text
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 SetOpt = Annotated[
@@ -85,7 +105,7 @@ def validate(
 
     plan = _plan(recipe, set_, engine)
     validate_plan(plan, deep=deep)
-    out.print(f"[green]✓[/green] {recipe}: valid for {plan.engine}" + (" (deep)" if deep else ""))
+    print(f"{_styled('✓', '32', sys.stdout)} {recipe}: valid for {plan.engine}" + (" (deep)" if deep else ""))
 
 
 @app.command()
@@ -369,7 +389,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except UserError as exc:
-        err.print(f"[red]error:[/red] {exc.one_line()}", highlight=False, soft_wrap=True)
+        print(f"{_styled('error:', '31', sys.stderr)} {exc.one_line()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted; rerun the same command to resume")

@@ -7,6 +7,7 @@ inside each engine's venv). `deep=True` also runs the engine's own validator in 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -257,24 +258,79 @@ def tokenizer_special_tokens(model_dir: Path) -> set[str] | None:
     return tokens or None
 
 
-def check_chat_template(plan: Plan) -> None:
-    """The chat template must write only special tokens the model's tokenizer has: a mismatch trains on
-    markers the model has never seen and breaks inference. Checked when the model is a local folder."""
-    from ..chat_formats import chat_format, family_names
+# A turn marker in a template's text: <|im_start|>, <start_of_turn>, <｜User｜>, [INST], [gMASK] ("…" is the content).
+_MARKER = re.compile(r"<[^<>\s…]{1,40}>|\[/?[A-Za-z_]{2,20}\]")
 
-    fmt = chat_format(plan.recipe.model.chat_template)
+
+def markers(texts: list[str]) -> list[str]:
+    """The turn markers in a template's text, in order of first appearance."""
+    return list(dict.fromkeys(m for text in texts for m in _MARKER.findall(text)))
+
+
+def engine_template_text(plan: Plan) -> list[str]:
+    """The text the engine writes around turns for this recipe (LLaMA-Factory's template, Axolotl's alpaca
+    format), plus the stop tokens of the chat-template family used by eval, chat and the Modelfile."""
+    from ..chat_formats import chat_format
+
+    r = plan.recipe
+    name = r.model.chat_template
+    texts: list[str] = []
+    if plan.engine == "llamafactory":
+        name = r.engine_overrides.get("template", name)
+        texts += known("llamafactory").get("template_text", {}).get(name, [])
+    elif r.dataset.format == "alpaca":
+        from .axolotl import alpaca_formats
+
+        texts += [v for k, v in alpaca_formats().get(name, {}).items() if k != "default_system"]
+    fmt = chat_format(r.model.chat_template)
+    return texts + list(fmt.stop if fmt else ())
+
+
+def tokenizer_own_template(model_dir: Path) -> str:
+    """The tokenizer's own chat template text (tokenizer_config.json, or chat_template.jinja beside it)."""
+    text = ""
+    config = model_dir / "tokenizer_config.json"
+    if config.exists():
+        value = json.loads(config.read_text(encoding="utf-8")).get("chat_template") or ""
+        text += value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.exists():
+        text += jinja.read_text(encoding="utf-8")
+    return text
+
+
+def missing_markers(texts: list[str], tokens: set[str], own_template: str) -> list[str]:
+    """Markers the tokenizer has neither as a special token nor in its own chat template."""
+    return [m for m in markers(texts) if m not in tokens and m not in own_template]
+
+
+def check_chat_template(plan: Plan) -> None:
+    """The chat template must write only the turn markup the model's tokenizer knows (as special tokens, or in its
+    own chat template): a mismatch trains on markers the model has never seen and breaks inference. Checked for
+    every engine template, when the model is a local folder."""
     model_dir = Path(plan.model_path)
-    if fmt is None or not model_dir.is_dir():
+    if not model_dir.is_dir():
         return
-    tokens = tokenizer_special_tokens(model_dir)
-    if tokens is None:
+    tokens = tokenizer_special_tokens(model_dir) or set()
+    own = tokenizer_own_template(model_dir)
+    if not tokens and not own:
         return
-    missing = [t for t in fmt.stop if t not in tokens]
-    if missing:
-        fits = [name for name in family_names() if chat_format(name) and all(t in tokens for t in chat_format(name).stop)]
-        raise RecipeError(
-            f"chat template '{plan.recipe.model.chat_template}' does not match the tokenizer of {model_dir.name}: "
-            f"it has no {missing[0]} token",
-            where="model.chat_template",
-            hint=f"templates that fit: {', '.join(fits[:5])}" if fits else None,
-        )
+    missing = missing_markers(engine_template_text(plan), tokens, own)
+    if not missing:
+        return
+    template = plan.recipe.model.chat_template
+    if plan.engine == "llamafactory":
+        template = plan.recipe.engine_overrides.get("template", template)
+        candidates = known("llamafactory").get("template_text", {})
+    else:
+        from .axolotl import alpaca_formats
+
+        candidates = {k: [v for f, v in fmt.items() if f != "default_system"] for k, fmt in alpaca_formats().items()}
+    fits = [name for name, texts in candidates.items() if markers(texts) and not missing_markers(texts, tokens, own)]
+    fits.sort(key=lambda name: name.split("_")[0] not in model_dir.name.lower())  # the model's own family first
+    raise RecipeError(
+        f"chat template '{template}' does not match the tokenizer of {model_dir.name}: it writes {missing[0]}, "
+        "which that tokenizer has neither as a special token nor in its own chat template",
+        where="model.chat_template",
+        hint=f"templates that fit: {', '.join(fits[:6])}" if fits else None,
+    )

@@ -103,8 +103,12 @@ def validate(
     """Check a recipe fast: schema, dataset files and columns, chat template, LoRA targets."""
     from .engines import validate as validate_plan
 
+    from .engines.checks import length_report
+
     plan = _plan(recipe, set_, engine)
     validate_plan(plan, deep=deep)
+    if note := length_report(plan):
+        print(f"note: {note}", file=sys.stderr)
     print(f"{_styled('✓', '32', sys.stdout)} {recipe}: valid for {plan.engine}" + (" (deep)" if deep else ""))
 
 
@@ -152,6 +156,10 @@ def render(
     for path in folder_files(plan, files, dest):
         mark = "written" if path.resolve() in written else ("unchanged" if output is not None else "")
         out.print(f"{path}  [dim]{mark}[/dim]")
+    from .engines.checks import length_report
+
+    if note := length_report(plan):
+        err.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
     out.print(f"run by hand, from that folder: [bold]cd {dest} && {eng.hand_command()}[/bold]  "
               f"[dim](every command: {dest / README})[/dim]", soft_wrap=True)
 

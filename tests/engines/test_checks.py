@@ -94,3 +94,21 @@ def test_static_validation_loads_no_ml_stack(engine, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
+def test_validate_says_what_cutoff_len_cuts(plan_for, cli, tmp_path):
+    """Counted in the model's tokens with the chat template's turns; the CLI prints it as a note."""
+    from domainft.engines.checks import length_report
+
+    from helpers import DATA
+
+    assert length_report(plan_for("axolotl", training={"cutoff_len": 4096})) is None
+    note = length_report(plan_for("axolotl", training={"cutoff_len": 100}))
+    assert note.startswith("24 of 24 training examples are longer than training.cutoff_len 100 tokens"), note
+    note = length_report(plan_for("llamafactory", training={"cutoff_len": 20}))
+    assert "in 24 the prompt alone fills the limit" in note
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: t\nmodel: {{base: embedded:tiny-random-llama}}\n"
+                      f"dataset: {{files: [{DATA / 'coal' / 'demo_qa.jsonl'}]}}\ntraining: {{cutoff_len: 100}}\n")
+    result = cli("validate", recipe)
+    assert result.code == 0 and "note: 24 of 24 training examples" in result.stderr, result

@@ -334,3 +334,57 @@ def check_chat_template(plan: Plan) -> None:
         where="model.chat_template",
         hint=f"templates that fit: {', '.join(fits[:6])}" if fits else None,
     )
+
+
+# ------------------------------------------------------------------ what training.cutoff_len cuts
+
+def length_report(plan: Plan) -> str | None:
+    """How many training examples are longer than training.cutoff_len in the model's own tokens, and what the
+    engines do with them; None when nothing is cut, or the data or the tokenizer is not here yet (alpaca data;
+    the text is formatted with the chat template's own turns, so the count is the engine's)."""
+    from .axolotl import alpaca_formats
+
+    r = plan.recipe
+    tokenizer_file = Path(plan.model_path) / "tokenizer.json"
+    files = [p for p in plan.train_files if p.is_file()]
+    if r.dataset.format != "alpaca" or not tokenizer_file.is_file() or not files:
+        return None
+    fmt = alpaca_formats().get(r.model.chat_template) or {
+        "system_format": "{system}\n", "format": "{instruction}\n{input}\n", "no_input_format": "{instruction}\n",
+        "default_system": ""}
+    cols = r.dataset.column_map()
+    prompts, answers = [], []
+    for path in files:
+        for rec in _all_records(path):
+            system = str(rec.get(cols.get("system", ""), "") or r.model.system_prompt or fmt["default_system"])
+            query = str(rec.get(cols["query"], "") or "")
+            turn = fmt["format"] if query else fmt["no_input_format"]
+            prompts.append((fmt["system_format"].format(system=system) if system else "")
+                           + turn.format(instruction=str(rec.get(cols["prompt"], "")), input=query))
+            answers.append(str(rec.get(cols["response"], "")))
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    prompt_lens = [len(e.ids) for e in tokenizer.encode_batch(prompts, add_special_tokens=False)]
+    answer_lens = [len(e.ids) + 1 for e in tokenizer.encode_batch(answers, add_special_tokens=False)]  # + EOS
+    limit = r.training.cutoff_len
+    lengths = [p + a for p, a in zip(prompt_lens, answer_lens)]
+    cut = sum(n > limit for n in lengths)
+    if not cut:
+        return None
+    text = (f"{cut} of {len(lengths)} training examples are longer than training.cutoff_len {limit} tokens "
+            f"(longest {max(lengths)}): both engines cut them to {limit}, so the end of those answers is not learned")
+    full_prompt = sum(p >= limit for p in prompt_lens)
+    if full_prompt:
+        text += (f"; in {full_prompt} the prompt alone fills the limit, leaving no answer to learn "
+                 "(LLaMA-Factory keeps part of it, Axolotl none)")
+    return text
+
+
+def _all_records(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
+    else:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    return [row for row in rows if isinstance(row, dict)]

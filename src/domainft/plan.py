@@ -85,6 +85,14 @@ class Plan:
         return files
 
     @property
+    def val_files(self) -> list[Path]:
+        """The validation set the engine reports eval loss on during training: datagen's val split, when asked for."""
+        datagen = self.recipe.datagen
+        if datagen is None or not datagen.split.val:
+            return []
+        return [(self.datagen_dir / "val.jsonl").resolve()]
+
+    @property
     def eval_split_files(self) -> dict[str, Path]:
         """Held-out splits written by datagen (absent without datagen)."""
         if self.recipe.datagen is None:

@@ -210,6 +210,7 @@ class TrainingConfig(Section):
     epochs: PositiveFloat = Field(3.0, description="Passes over the training data.")
     max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (overrides epochs).")
     learning_rate: PositiveFloat = Field(1.0e-4, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW weight decay.")
     batch_size: int = Field(1, ge=1, description="Per device.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule.")
@@ -227,7 +228,10 @@ class TrainingConfig(Section):
         "memory, faster; needs a GPU.")
     logging_steps: int = Field(10, ge=1, description="Log loss every N steps.")
     save_steps: int = Field(500, ge=1, description="Checkpoint every N steps (a rerun resumes from the last).")
-    val_size: float = Field(0.0, ge=0, lt=1, description="Fraction of train held out for eval loss.")
+    val_size: float = Field(0.0, ge=0, lt=1, description="Fraction of train held out for eval loss (recipes "
+                            "without datagen; with it, datagen's validation split is the eval set).")
+    eval_steps: int | None = Field(None, ge=1, description="Eval loss on the validation set every N steps "
+                                   "(default: save_steps).")
 
 
 class DistributedConfig(Section):

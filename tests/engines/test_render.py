@@ -32,6 +32,9 @@ VARIANTS = {
         "distributed": {"deepspeed": 3, "nnodes": 2, "nproc_per_node": 4},
     },
     "full_overrides": {"method": {"kind": "full"}},
+    # datagen's validation split becomes the engine's eval set; the source projects' weight decay
+    "datagen_val": {"extract": {"inputs": ["docs"]}, "datagen": {"provider": "extractive"},
+                    "training": {"weight_decay": 0.01, "eval_steps": 3}},
 }
 OVERRIDES = {"llamafactory": {"lr_scheduler_type": "linear", "max_grad_norm": 0.5},
              "axolotl": {"lr_scheduler": "linear", "max_grad_norm": 0.5}}
@@ -115,3 +118,27 @@ def test_every_shipped_recipe_renders(engine, path, tmp_path):
     files = get_engine(engine).render(plan)
     for rel, text in files.items():
         assert R.parse_back(rel, text) is not None
+
+
+@pytest.mark.parametrize("name", ["iso-r1-qwen7b", "iso-r1-qwen7b-axolotl", "coal-r1-qwen1.5b", "coal-r1-qwen1.5b-axolotl"])
+def test_seed_recipes_render_the_source_projects_settings(name):
+    """The ISO project's final settings (4-bit base, lr 1e-5, weight decay 0.01, eval loss on the held-out split
+    every few steps) and CoalQA's (NF4 r64/alpha16/dropout 0.1, lr 2e-4, weight decay 0.01), in each engine's
+    own spelling."""
+    plan = make_plan(load_recipe(REPO / "recipes" / f"{name}.yaml"))
+    engine = get_engine(plan.engine)
+    config = engine.config(engine.render(plan))
+    lf = plan.engine == "llamafactory"
+    four_bit = config["quantization_bit"] == 4 if lf else config["load_in_4bit"] is True
+    assert four_bit and config["weight_decay"] == 0.01
+    if name.startswith("iso"):
+        assert config["learning_rate"] == 1.0e-5
+        assert (config["lora_rank"], config["lora_alpha"]) == (16, 32) if lf else (config["lora_r"], config["lora_alpha"]) == (16, 32)
+        assert config["eval_steps"] == 50
+        if lf:
+            assert config["eval_dataset"] and config["eval_strategy"] == "steps"
+        else:
+            assert config["test_datasets"][0]["path"] == "data/val.jsonl"
+    else:
+        assert config["learning_rate"] == 2.0e-4 and config["lora_dropout"] == 0.1
+        assert (config["num_train_epochs"] if lf else config["num_epochs"]) == 6.0

@@ -31,9 +31,10 @@ def get_engine(name: str) -> Engine:
 def validate(plan: Plan, deep: bool = False) -> dict[str, str]:
     """Render and check the plan's engine files; returns them. `deep` also runs the engine's own
     validator in its venv (seconds: it imports the engine). Raises a one-line UserError."""
-    from .checks import check_model, deep_check
+    from .checks import check_eval_set, check_model, deep_check
 
     check_model(plan)
+    check_eval_set(plan)
     engine = get_engine(plan.engine)
     files = engine.render(plan)
     engine.check(plan, files)

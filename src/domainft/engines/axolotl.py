@@ -16,7 +16,7 @@ from ..plan import Plan
 from ..resources import folder
 from . import checks as V
 from .base import Engine, Launch, Progress, training_values
-from .folder import README, data_copies, deepspeed_rel, readme
+from .folder import README, data_layout, deepspeed_rel, readme
 from .llamafactory import deepspeed_files, parse_hf_progress, tidy_yaml
 
 CONFIG = "axolotl.yml"
@@ -44,11 +44,12 @@ class Axolotl(Engine):
     name = "axolotl"
     config_file = CONFIG
 
-    def datasets(self, plan: Plan) -> list[dict[str, Any]]:
+    def datasets(self, plan: Plan, part: int = 0) -> list[dict[str, Any]]:
+        """Axolotl dataset entries for the training files (part 0) or the validation files (part 1)."""
         ds, model = plan.recipe.dataset, plan.recipe.model
         cols = ds.column_map()
         out = []
-        for rel in data_copies(plan):
+        for rel in data_layout(plan)[part]:
             entry: dict[str, Any] = {"path": rel, "ds_type": "json"}
             if ds.format == "sharegpt":
                 tags = ds.tag_map()
@@ -76,6 +77,8 @@ class Axolotl(Engine):
                     "format": fmt["format"],
                     "no_input_format": fmt["no_input_format"],
                 }
+            if part == 1:
+                entry["split"] = "train"  # a local JSON file loads as one split named train
             out.append(entry)
         return out
 
@@ -103,7 +106,7 @@ class Axolotl(Engine):
             "lora_target_modules": None if m.target_modules == "all" else list(m.target_modules),
             "deepspeed": deepspeed_rel(plan),
             "dataset_prepared_path": PREPARED,
-            "val_set_size": float(t.val_size) if t.val_size else None,
+            "val_set_size": float(t.val_size) if t.val_size and not plan.val_files else None,
             "sequence_len": t.cutoff_len,
             "sample_packing": t.packing,
             "micro_batch_size": t.batch_size,
@@ -117,7 +120,7 @@ class Axolotl(Engine):
         files = {
             CONFIG: tidy_yaml(R.render_template(
                 "axolotl/axolotl.yml.j2", header=R.header(r.name, plan.recipe_hash), v=self.values(plan),
-                datasets=self.datasets(plan), overrides=r.engine_overrides,
+                datasets=self.datasets(plan), test_datasets=self.datasets(plan, 1), overrides=r.engine_overrides,
             ))
         }
         files.update(deepspeed_files(plan))

@@ -74,6 +74,8 @@ def training_values(plan: Plan) -> dict[str, object]:
         "save_steps": t.save_steps,
         "grad_accum": t.grad_accum,
         "learning_rate": float(t.learning_rate),
+        "weight_decay": float(t.weight_decay),
+        "eval_steps": t.eval_steps or t.save_steps,
         "epochs": float(t.epochs),
         "max_steps": t.max_steps,
         "scheduler": t.scheduler,

@@ -93,6 +93,13 @@ def check_model(plan: Plan) -> None:
                           hint=f"model.base is {base!r}")
 
 
+def check_eval_set(plan: Plan) -> None:
+    """One eval set: datagen's validation split, or a slice of train (val_size), not both."""
+    if plan.val_files and plan.recipe.training.val_size:
+        raise RecipeError("datagen's validation split is already the eval set", where="training.val_size",
+                          hint="set it to 0, or datagen.split.val to 0 to hold out a slice of train instead")
+
+
 def check_targets(plan: Plan) -> None:
     targets = plan.recipe.method.target_modules
     if plan.recipe.method.kind != "full" and isinstance(targets, list):

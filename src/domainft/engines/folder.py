@@ -22,15 +22,22 @@ MERGED = "merged"  # where a by-hand merge writes full weights
 README = "README.md"
 
 
-def data_copies(plan: Plan) -> dict[str, Path]:
-    """Relative path inside the folder -> the training file it is a copy of (datagen's split, the recipe's files)."""
-    copies: dict[str, Path] = {}
-    for i, source in enumerate(plan.train_files):
+def data_layout(plan: Plan) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Where the training files and the validation files land inside the folder: relative path -> source."""
+    train: dict[str, Path] = {}
+    val: dict[str, Path] = {}
+    for i, (part, source) in enumerate([*((train, p) for p in plan.train_files), *((val, p) for p in plan.val_files)]):
         rel = f"{DATA}/{source.name}"
-        if rel in copies:  # two files of one name (e.g. two train.jsonl): keep both
+        if rel in train or rel in val:  # two files of one name (e.g. two train.jsonl): keep both
             rel = f"{DATA}/{i}-{source.name}"
-        copies[rel] = source
-    return copies
+        part[rel] = source
+    return train, val
+
+
+def data_copies(plan: Plan) -> dict[str, Path]:
+    """Every data file copied into the folder (training, then validation): relative path -> source."""
+    train, val = data_layout(plan)
+    return {**train, **val}
 
 
 def deepspeed_rel(plan: Plan) -> str | None:
@@ -53,7 +60,9 @@ def readme(plan: Plan, files: dict[str, str], *, engine: str, config_file: str, 
            steps: list[tuple[str, list[str]]], notes: list[str] = ()) -> str:
     """The folder's README.md: what is here and the exact commands, run from inside the folder."""
     listing = [(rel, DESCRIPTIONS.get(rel, "")) for rel in sorted(files) if rel != README]
-    listing += [(rel, f"training data (a copy of {source.name})") for rel, source in sorted(data_copies(plan).items())]
+    train, val = data_layout(plan)
+    listing += [(rel, f"training data (a copy of {source.name})") for rel, source in train.items()]
+    listing += [(rel, f"validation data for eval loss (a copy of {source.name})") for rel, source in val.items()]
     return R.render_template(
         "folder/README.md.j2", recipe=plan.recipe.name, recipe_hash=plan.recipe_hash[:16], engine=engine,
         config_file=config_file, model_key=model_key, model=plan.model_path, install=install, steps=steps,

@@ -14,7 +14,7 @@ from ..errors import EngineError, RecipeError, did_you_mean
 from ..plan import Plan
 from . import checks as V
 from .base import Engine, Launch, Progress, training_values
-from .folder import MERGED, OUTPUT, README, data_copies, deepspeed_rel, readme
+from .folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
 
 TRAIN_YAML = "train.yaml"
 MERGE_YAML = "merge.yaml"
@@ -34,6 +34,12 @@ def tidy_yaml(text: str) -> str:
 def dataset_names(plan: Plan) -> list[str]:
     base = plan.dataset_name
     files = plan.train_files
+    return [base] if len(files) == 1 else [f"{base}_{i}" for i in range(len(files))]
+
+
+def eval_dataset_names(plan: Plan) -> list[str]:
+    base = plan.dataset_name.removesuffix("_train") + "_val"
+    files = plan.val_files
     return [base] if len(files) == 1 else [f"{base}_{i}" for i in range(len(files))]
 
 
@@ -116,7 +122,9 @@ class LlamaFactory(Engine):
             "enable_thinking": r.model.enable_thinking,
             "cutoff_len": t.cutoff_len,
             "packing": t.packing,
-            "val_size": t.val_size or None,
+            # datagen's validation split when there is one, else a slice of train (val_size)
+            "eval_dataset": ",".join(eval_dataset_names(plan)) or None,
+            "val_size": None if plan.val_files else (t.val_size or None),
             "batch_size": t.batch_size,
         }
 
@@ -124,7 +132,8 @@ class LlamaFactory(Engine):
         r = plan.recipe
         ds = r.dataset
         datasets = {}
-        for name, rel in zip(dataset_names(plan), data_copies(plan)):
+        train, val = data_layout(plan)
+        for name, rel in [*zip(dataset_names(plan), train), *zip(eval_dataset_names(plan), val)]:
             entry: dict[str, Any] = {"file_name": rel, "formatting": ds.format, "columns": ds.column_map()}
             if ds.format == "sharegpt":
                 entry["tags"] = ds.tag_map()

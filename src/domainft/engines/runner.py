@@ -17,6 +17,7 @@ from ..plan import Plan
 from ..resources import home
 from .base import Engine, Launch
 from .folder import write_folder
+from .loss_plot import write_loss_plot
 
 # Passed through from the parent when set; nothing else is (teacher API keys never reach training logs).
 PASS_THROUGH = (
@@ -162,6 +163,7 @@ def train(plan: Plan) -> Path:
     started = time.monotonic()
     run_launch(launch, plan.run_dir / "logs" / f"train-{engine.name}.log", engine, venv=venv, label=label)
     plan.train_dir.mkdir(parents=True, exist_ok=True)
+    write_loss_plot(plan.train_dir, title=f"{plan.recipe.name}: {engine.name} training")
     atomic_write(done, json.dumps({"render_sha256": digest, "seconds": round(time.monotonic() - started, 1)}) + "\n")
     return plan.train_dir
 
@@ -213,7 +215,7 @@ def _training_digest(plan: Plan, files: dict[str, str]) -> str:
 
     from ..manifest import sha256_file
 
-    data = {str(p): sha256_file(p) for p in plan.train_files if p.exists()}
+    data = {str(p): sha256_file(p) for p in [*plan.train_files, *plan.val_files] if p.exists()}
     return hashlib.sha256(json.dumps([files, data], sort_keys=True).encode()).hexdigest()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +166,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             label = f"**{name}**" if name == info["primary"] else name
             lines.append(f"| {task} | {label} | {info['n']} | {_fmt(m['base'], m['base_stderr'])} | "
                          f"{_fmt(m['tuned'], m['tuned_stderr'])} | {m['delta']:+.3f} |")
-    lines += ["", "Bold: the metric the verdict uses. ± is lm-eval's standard error.", "", "![base vs tuned](report.png)",
-              "", "## Sample answers", ""]
+    lines += ["", "Bold: the metric the verdict uses. ± is lm-eval's standard error.", "", "![base vs tuned](report.png)", ""]
+    if report.get("loss_plot"):
+        loss = os.path.relpath(report["loss_plot"], report.get("eval_dir") or ".")  # ../train/<engine>/loss.png
+        lines += ["## Training loss", "", f"Train and eval loss against steps: [{loss}]({loss})", "",
+                  f"![training loss]({loss})", ""]
+    lines += ["## Sample answers", ""]
     for task, rows in report["samples"].items():
         lines += [f"### {task}", ""]
         for row in rows:

@@ -242,6 +242,7 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
             "backend": backend,
             "limit": limit,
             "heldout_task": heldout.stem if heldout else None,
+            "loss_plot": str(adapter / "loss.png") if (adapter / "loss.png").exists() else None,
             "commands": {run.label: run.argv[1:] for run in runs},
         },
     )

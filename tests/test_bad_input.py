@@ -64,6 +64,10 @@ CASES: list[Case] = [
     Case("recipe-is-folder", lambda t: ["validate", t], ("is a folder",)),
     Case("recipe-empty", validate(""), ("r.yaml", "empty")),
     Case("recipe-top-level-list", validate("- a\n- b\n"), ("r.yaml", "mapping")),
+    # 8 levels of 9 aliases: 43 million values once expanded (it took 58 s and 1.8 GB before it was refused)
+    Case("yaml-alias-bomb", validate("name: t\na0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))), ("r.yaml:", "alias bomb")),
+    Case("yaml-alias-loop", validate("name: t\na: &a [1, *a]\n"), ("r.yaml:2", "contains it")),
     Case("yaml-syntax-error", validate("name: t\ntraining: [1, 2\n"), ("r.yaml:", "YAML syntax error")),
     Case("yaml-tab-indent", validate("name: t\ntraining:\n\tseed: 1\n"), ("r.yaml:3", "YAML syntax error")),
     Case("recipe-not-utf8", lambda t: ["validate", _gbk_recipe(t)], ("r.yaml", "not UTF-8")),

@@ -347,6 +347,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"cannot read: {exc.strerror}", where=path) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _refuse_alias_bombs(node, path)  # before anything expands the aliases
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -360,6 +361,38 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     for item in overrides or []:
         _apply_override(data, item)
     return recipe_from_dict(data, source=path, node=node)
+
+
+MAX_EXPANDED_NODES = 100_000  # a real recipe has a few hundred; aliases may not multiply it past this
+
+
+def _refuse_alias_bombs(root: Any, path: Path) -> None:
+    """YAML aliases share one node, but everything that walks the data (validation, hashing, JSON) expands them:
+    nested aliases ("billion laughs") grow exponentially. Count the expanded size on the node graph, each
+    distinct node once, and refuse past MAX_EXPANDED_NODES or a node that contains itself."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise RecipeError("a YAML alias refers to a node that contains it", where=f"{path}:{node.start_mark.line + 1}")
+        open_nodes.add(key)
+        children = node.value if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) else []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in children for n in pair]
+        total = 1 + sum(size(child) for child in children)
+        open_nodes.discard(key)
+        if total > MAX_EXPANDED_NODES:
+            raise RecipeError(f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values (an alias bomb?)",
+                              where=f"{path}:{node.start_mark.line + 1}")
+        sizes[key] = total
+        return total
+
+    if root is not None:
+        size(root)
 
 
 def recipe_from_dict(data: dict[str, Any], *, source: Path | None = None, node: Any = None) -> Recipe:

@@ -179,6 +179,7 @@ def _teacher_recipe(tmp: Path, key_env: str | None = None) -> Path:
     key = f"  api_key_env: {key_env}\n" if key_env else ""
     return recipe(tmp, f"""\
 name: t
+domain: coal
 extract:
   inputs: [{DATA / 'coal' / 'docs'}]
 datagen:

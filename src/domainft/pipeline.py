@@ -89,9 +89,9 @@ def render_for_plan(plan: Plan) -> list[Path]:
 
 
 def _datagen_prompt_file(plan: Plan) -> list[Path]:
-    spec = plan.recipe.datagen.prompts if plan.recipe.datagen else None
-    if not spec:
+    if not plan.recipe.datagen:
         return []
+    spec = plan.prompts
     candidate = folder("datagen") / f"{spec}.yaml"
     return [candidate] if candidate.exists() else [plan.recipe.resolve(spec)]
 

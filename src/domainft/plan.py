@@ -85,6 +85,12 @@ class Plan:
         return files
 
     @property
+    def prompts(self) -> str:
+        """The datagen prompt file: datagen.prompts, else the domain's own (datagen/<domain>.yaml)."""
+        datagen = self.recipe.datagen
+        return (datagen.prompts if datagen and datagen.prompts else None) or self.recipe.domain
+
+    @property
     def val_files(self) -> list[Path]:
         """The validation set the engine reports eval loss on during training: datagen's val split, when asked for."""
         datagen = self.recipe.datagen

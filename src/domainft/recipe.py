@@ -104,7 +104,8 @@ class DatagenConfig(Section):
     """A teacher LLM (or the offline extractive mode) writes QA pairs per chunk."""
 
     provider: Literal["extractive", "openai", "zhipuai"] = "extractive"
-    prompts: str = Field("coal", description="A file in datagen/ (without .yaml) or a path to a prompt YAML.")
+    prompts: str | None = Field(None, description="A file in datagen/ (without .yaml) or a path to a prompt YAML; "
+                                "default: the domain's own, datagen/<domain>.yaml.")
     model: str | None = Field(None, description="Teacher model name, e.g. glm-4-flash, qwen2.5:7b.")
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the key.")

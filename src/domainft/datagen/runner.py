@@ -291,7 +291,7 @@ def run_datagen(plan: Plan, *, progress: bool = True, console=None) -> DatagenSu
     cfg = plan.recipe.datagen
     if cfg is None:
         raise RecipeError("the recipe has no datagen section", where="datagen")
-    spec = load_prompts(cfg.prompts, plan.recipe.base_dir)
+    spec = load_prompts(plan.prompts, plan.recipe.base_dir)
     n_pairs = cfg.pairs_per_chunk or spec.pairs_per_chunk
     chunks = read_chunks(plan.extract_dir / "chunks.jsonl")
     if cfg.max_chunks:

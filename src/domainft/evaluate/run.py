@@ -26,13 +26,6 @@ from ..plan import Plan
 from ..resources import folder
 from .report import write_report
 
-#: recipe.domain -> the group of tasks evaluated when recipe.eval.tasks is empty.
-DOMAIN_GROUPS = {
-    "coal": "coal_safety", "coal_safety": "coal_safety", "coal-safety": "coal_safety",
-    "iso": "iso_directives", "iso_directives": "iso_directives", "iso-directives": "iso_directives",
-}
-#: group -> its free-answer task, the one re-pointed at datagen's held-out test split.
-QA_TASKS = {"coal_safety": "coal_safety_qa", "iso_directives": "iso_directives_qa"}
 HELDOUT_SUFFIX = "_heldout"
 
 # Only these reach lm-eval: teacher API keys and other secrets stay out of its logs.
@@ -59,19 +52,44 @@ class LmEvalRun:
 # ---------------------------------------------------------------- task names
 
 
-def known_tasks(tasks_dir: Path | None = None) -> dict[str, Path]:
-    """Task and group names defined under eval_tasks/ -> their YAML file (a fast scan, no lm-eval import)."""
+def task_configs(tasks_dir: Path | None = None) -> dict[str, tuple[Path, dict]]:
+    """Task and group names defined under eval_tasks/ -> (their YAML file, its config): a fast scan, no lm-eval
+    import (lm-eval's `!function` tags read as None)."""
     tasks_dir = tasks_dir or folder("eval_tasks")
     loader = type("_TagTolerantLoader", (yaml.SafeLoader,), {})
     loader.add_multi_constructor("!", lambda _loader, _suffix, _node: None)
-    names: dict[str, Path] = {}
+    found: dict[str, tuple[Path, dict]] = {}
     for path in sorted(tasks_dir.rglob("*.yaml")):
         cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (SafeLoader subclass)
         if isinstance(cfg, dict):
             name = cfg.get("group") if "group" in cfg else cfg.get("task")
             if isinstance(name, str):
-                names[name] = path
-    return names
+                found[name] = (path, cfg)
+    return found
+
+
+def known_tasks(tasks_dir: Path | None = None) -> dict[str, Path]:
+    """Task and group names defined under eval_tasks/ -> their YAML file."""
+    return {name: path for name, (path, _) in task_configs(tasks_dir).items()}
+
+
+def domain_groups(tasks_dir: Path | None = None) -> dict[str, str]:
+    """recipe.domain -> the task group evaluated when recipe.eval.tasks is empty. Data, not code: a group serves
+    its own name, its folder's name, and the names in its `metadata.domains`."""
+    out: dict[str, str] = {}
+    for name, (path, cfg) in task_configs(tasks_dir).items():
+        if "group" in cfg:
+            meta = cfg.get("metadata") or {}
+            for domain in [name, path.parent.name, *(meta.get("domains") or [])]:
+                out.setdefault(str(domain), name)
+    return out
+
+
+def heldout_qa_tasks(tasks_dir: Path | None = None) -> dict[str, str]:
+    """group -> its free-answer task, the one domainft re-points at datagen's held-out test split
+    (`metadata.heldout_qa` in the group's YAML)."""
+    return {name: str(cfg["metadata"]["heldout_qa"]) for name, (_, cfg) in task_configs(tasks_dir).items()
+            if "group" in cfg and (cfg.get("metadata") or {}).get("heldout_qa")}
 
 
 def resolve_tasks(plan: Plan) -> list[str]:
@@ -79,12 +97,14 @@ def resolve_tasks(plan: Plan) -> list[str]:
     recipe = plan.recipe
     tasks = list(recipe.eval.tasks)
     if not tasks:
-        group = DOMAIN_GROUPS.get(recipe.domain)
+        groups = domain_groups()
+        group = groups.get(recipe.domain)
         if group is None:
             raise UserError(
                 f"no eval tasks for domain '{recipe.domain}'",
                 where="eval.tasks",
-                hint=f"list tasks, or use a domain with a task group: {', '.join(sorted(set(DOMAIN_GROUPS)))}",
+                hint=f"list tasks, add a task group in eval_tasks/{recipe.domain}/, or use a domain that has one: "
+                     f"{', '.join(sorted(set(groups)))}",
             )
         tasks = [group]
     known = known_tasks()
@@ -106,9 +126,10 @@ def heldout_task(plan: Plan, tasks: Iterable[str]) -> Path | None:
     test_split = plan.eval_split_files.get("test")
     if test_split is None:
         return None
+    qa_tasks = heldout_qa_tasks()
     qa_task = next(
-        (QA_TASKS[t] for t in [DOMAIN_GROUPS.get(plan.recipe.domain, ""), *tasks] if t in QA_TASKS),
-        next((t for t in tasks if t in QA_TASKS.values()), None),
+        (qa_tasks[t] for t in [domain_groups().get(plan.recipe.domain, ""), *tasks] if t in qa_tasks),
+        next((t for t in tasks if t in qa_tasks.values()), None),
     )
     if qa_task is None:
         return None

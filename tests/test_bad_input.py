@@ -131,6 +131,8 @@ CASES: list[Case] = [
     Case("teacher-refuses-connection", lambda t: ["datagen", _teacher_recipe(t), "--run-dir", t / "run"], ("127.0.0.1",)),
     Case("teacher-key-missing", lambda t: ["datagen", _teacher_recipe(t, key_env="DOMAINFT_TEST_NO_SUCH_KEY"), "--run-dir", t / "run"],
          ("DOMAINFT_TEST_NO_SUCH_KEY",)),
+    Case("split-unit-unknown", lambda t: ["datagen", DEMO, "--split-unit", "paragraph", "--run-dir", t / "run"],
+         ("datagen.split.unit", "section")),
     Case("eval-unknown-task", lambda t: ["eval", DEMO, "-s", "eval.tasks=[coal_safty]", "--run-dir", t / "run"], ("coal_safty", "coal_safety")),
     Case("export-unknown-quant", lambda t: ["export", DEMO, "--quant", "q4_k_n", "--run-dir", t / "run"], ("--quant", "q4_k_m")),
     Case("chat-missing-gguf", lambda t: ["chat", t / "model.gguf", "-q", "hi"], ("model.gguf", "no such model")),

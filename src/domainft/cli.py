@@ -237,11 +237,19 @@ def extract(
 
 
 @app.command()
-def datagen(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None) -> None:
-    """Generate QA pairs from the recipe's documents with its teacher (resumable)."""
+def datagen(
+    recipe: RecipeArg,
+    split_unit: Annotated[Optional[str], typer.Option(
+        "--split-unit", help="document | section | auto: what stays whole on one side of the split "
+        "(default: the recipe's datagen.split.unit).")] = None,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Generate QA pairs from the recipe's documents with its teacher (resumable), deduplicate, and split."""
     from .pipeline import run_pipeline
 
-    plan = _plan(recipe, set_, run_dir=run_dir)
+    # A flag is a recipe override, so the manifest records it and a change reruns the split.
+    plan = _plan(recipe, [*(set_ or []), *([f"datagen.split.unit={split_unit}"] if split_unit else [])], run_dir=run_dir)
     if plan.recipe.datagen is None:
         raise UserError("the recipe has no datagen section", where=recipe)
     # Through the pipeline so the manifest records it; extract reruns only when documents changed.

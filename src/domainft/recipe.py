@@ -95,9 +95,12 @@ class ExtractConfig(Section):
 
 
 class SplitConfig(Section):
-    val: float = Field(0.1, ge=0, lt=1, description="Fraction of pairs (whole documents) for validation.")
-    test: float = Field(0.1, ge=0, lt=1, description="Fraction of pairs (whole documents) for the test split.")
+    val: float = Field(0.1, ge=0, lt=1, description="Fraction of pairs for validation (whole documents or sections).")
+    test: float = Field(0.1, ge=0, lt=1, description="Fraction of pairs for the test split (whole documents or sections).")
     seed: int = Field(42, description="Seed of the document shuffle.")
+    unit: Literal["auto", "document", "section"] = Field(
+        "auto", description="What stays whole on one side: document, section (file and heading path), or auto "
+        "(documents, unless they cannot meet the fractions within 5 points; then sections).")
 
 
 class DatagenConfig(Section):

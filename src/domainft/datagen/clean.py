@@ -105,24 +105,44 @@ def dedup(records: list[dict[str, Any]], threshold: float) -> tuple[list[dict[st
     return kept, counts
 
 
-def _unit(record: dict[str, Any], by_heading: bool) -> str:
+def _unit(record: dict[str, Any], by_section: bool) -> str:
     source = record.get("source") or {}
     file = source.get("file", "")
     path = source.get("heading_path") or []
-    return f"{file}\x00{path[0]}" if by_heading and path else file
+    return f"{file}\x00" + "\x00".join(map(str, path)) if by_section and path else file
+
+
+SPLIT_TOLERANCE = 0.05  # how far (in fraction points) an eval split may land from what was asked
 
 
 def split_by_document(
-    records: list[dict[str, Any]], val: float, test: float, seed: int
+    records: list[dict[str, Any]], val: float, test: float, seed: int, unit: str = "auto"
 ) -> tuple[dict[str, list[dict[str, Any]]], str]:
-    """Whole documents go to one split, so no document's wording leaks from train into eval.
-    With fewer than 3 documents the unit is (document, top-level section). Returns (splits, unit)."""
-    files = {_unit(r, False) for r in records}
-    by_heading = len(files) < 3
-    unit_name = "section" if by_heading else "document"
+    """Whole documents go to one split, so no document's wording leaks from train into eval. When whole documents
+    cannot meet the fractions within SPLIT_TOLERANCE (few, uneven documents), whole sections (file and heading
+    path) do instead; `unit` "document" or "section" forces one. Returns (splits, the unit used)."""
+    if unit in ("auto", "document"):
+        splits = _split(records, val, test, seed, by_section=False)
+        if unit == "document" or _within(splits, val, test):
+            return splits, "document"
+    return _split(records, val, test, seed, by_section=True), "section"
+
+
+def achieved_fractions(splits: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    total = sum(len(rows) for rows in splits.values()) or 1
+    return {name: round(len(rows) / total, 3) for name, rows in splits.items()}
+
+
+def _within(splits: dict[str, list[dict[str, Any]]], val: float, test: float) -> bool:
+    got = achieved_fractions(splits)
+    return abs(got["val"] - val) <= SPLIT_TOLERANCE and abs(got["test"] - test) <= SPLIT_TOLERANCE
+
+
+def _split(records: list[dict[str, Any]], val: float, test: float, seed: int, *, by_section: bool
+           ) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
-        groups[_unit(record, by_heading)].append(record)
+        groups[_unit(record, by_section)].append(record)
     units = sorted(groups)
     random.Random(seed).shuffle(units)
     total = len(records)
@@ -131,13 +151,17 @@ def split_by_document(
     for name, fraction in (("test", test), ("val", val)):
         if fraction <= 0:
             continue
-        # At least one unit per requested eval split, as long as train keeps one.
+        # Whole units until the split holds its share (at least one unit, as long as train keeps one); a unit that
+        # would overshoot the share by more than it fills is left for train.
         while cursor < len(units) - 1 and len(splits[name]) < fraction * total:
+            size = len(groups[units[cursor]])
+            if splits[name] and len(splits[name]) + size - fraction * total > fraction * total - len(splits[name]):
+                break
             splits[name].extend(groups[units[cursor]])
             cursor += 1
     for unit in units[cursor:]:
         splits["train"].extend(groups[unit])
-    return splits, unit_name
+    return splits
 
 
 def check_contamination(
@@ -176,21 +200,23 @@ class CleanReport:
     duplicates: dict[str, int] = field(default_factory=dict)
     split_unit: str = "document"
     counts: dict[str, int] = field(default_factory=dict)
+    fractions: dict[str, float] = field(default_factory=dict)
     documents: dict[str, int] = field(default_factory=dict)
 
 
 def clean_and_split(
-    records: list[dict[str, Any]], out_dir: Path, *, threshold: float, val: float, test: float, seed: int
+    records: list[dict[str, Any]], out_dir: Path, *, threshold: float, val: float, test: float, seed: int,
+    unit: str = "auto",
 ) -> CleanReport:
-    """Dedup, split by document, check contamination, then write train/val/test.jsonl (alpaca keys only)."""
+    """Dedup, split by document (or section), check contamination, then write train/val/test.jsonl (alpaca keys)."""
     kept, dups = dedup(records, threshold)
-    splits, unit = split_by_document(kept, val, test, seed)
+    splits, unit = split_by_document(kept, val, test, seed, unit)
     check_contamination(splits["train"], {s: splits[s] for s in ("val", "test")}, threshold, out_dir)
     for split, rows in splits.items():
         _write_jsonl(out_dir / f"{split}.jsonl", [{k: r[k] for k in ALPACA_KEYS} for r in rows])
     return CleanReport(
         pairs_in=len(records), duplicates={"exact": dups["exact"], "near": dups["near"]}, split_unit=unit,
-        counts={s: len(rows) for s, rows in splits.items()},
+        counts={s: len(rows) for s, rows in splits.items()}, fractions=achieved_fractions(splits),
         documents={s: len({_unit(r, False) for r in rows}) for s, rows in splits.items()},
     )
 

@@ -380,7 +380,8 @@ def _clean(plan: Plan, cfg: DatagenConfig, chunks: list[Chunk], out: Path) -> di
     records = [r for r in _read_jsonl(out / "pairs.jsonl") if r["source"]["chunk_id"] in order]
     records.sort(key=lambda r: (order[r["source"]["chunk_id"]], r["source"]["index"]))
     report = clean_and_split(
-        records, out, threshold=cfg.dedup_threshold, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed
+        records, out, threshold=cfg.dedup_threshold, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed,
+        unit=cfg.split.unit,
     )
     return asdict(report)
 

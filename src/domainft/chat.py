@@ -38,6 +38,22 @@ class ChatSettings:
     thinking: bool = False
 
     @classmethod
+    def from_overrides(cls, overrides: list[str]) -> ChatSettings:
+        """Settings for a bare .gguf or model folder from `-s` overrides: sampling.* and model.system_prompt /
+        model.enable_thinking, validated as in a recipe (the rest of a recipe means nothing without one)."""
+        from .recipe import _apply_override, recipe_from_dict
+
+        data: dict[str, Any] = {"name": "chat", "dataset": {"files": ["none.jsonl"]}}
+        for item in overrides:
+            key = item.partition("=")[0]
+            if not key.startswith(("sampling.", "model.system_prompt", "model.enable_thinking")):
+                raise UserError(f"'{key}' means nothing without a recipe", where="-s",
+                                hint="with a model file, -s takes sampling.* and model.system_prompt")
+            _apply_override(data, item)
+        recipe = recipe_from_dict(data)
+        return cls(recipe.model.system_prompt, recipe.sampling, recipe.model.enable_thinking)
+
+    @classmethod
     def from_plan(cls, plan: Plan) -> ChatSettings:
         model = plan.recipe.model
         return cls(model.system_prompt, plan.recipe.sampling, model.enable_thinking or model.chat_template == "deepseekr1")
@@ -328,41 +344,66 @@ class Question:
 
 
 def read_questions(path: str | Path) -> list[Question]:
-    """A .txt file (one question per non-empty line) or .jsonl ("question" or "instruction" [+ "input"]).
-    A malformed JSONL line becomes a Question with an error, so it gets its own entry in results.json."""
+    """Questions from a file: a JSON array (of strings, or of objects), JSONL (one object a line), or plain text
+    (one question per non-empty line). An object's question is "question" or "instruction" (+ "input"), or "input"
+    alone (CoalQA's own files); "answer" or "output" is kept as the reference. An item that cannot be read becomes
+    a Question with an error, so it gets its own entry in results.json."""
     path = Path(path)
     if not path.is_file():
         raise DataError("questions file not found", where=path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text (byte {exc.start})", where=path) from None
-    questions: list[Question] = []
-    jsonl = path.suffix in (".jsonl", ".json")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        if not jsonl:
-            questions.append(Question(len(questions), line.strip(), where))
-            continue
-        try:
-            item = json.loads(line)
-            if not isinstance(item, dict):
-                raise ValueError("expected a JSON object")  # noqa: TRY004 - reported like a JSON error
-            text = item.get("question") or item.get("instruction")
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError('no "question" or "instruction" text')
-        except ValueError as exc:
-            questions.append(Question(len(questions), None, where, error=f"{where}: {exc}"))
-            continue
-        if isinstance(item.get("input"), str) and item["input"].strip():
-            text = f"{text}\n{item['input']}"
-        reference = item.get("answer") or item.get("output")
-        questions.append(Question(len(questions), text, where, reference if isinstance(reference, str) else None))
+    items: list[tuple[str, Any]] = []  # (where, item or the error text)
+    whole = _json_array(text) if path.suffix in (".json", ".jsonl") else None
+    if whole is not None:
+        items = [(f"{path}[{i}]", item) for i, item in enumerate(whole)]
+    else:
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            if path.suffix not in (".jsonl", ".json"):
+                items.append((f"{path}:{number}", line.strip()))
+                continue
+            try:
+                items.append((f"{path}:{number}", json.loads(line)))
+            except ValueError as exc:
+                items.append((f"{path}:{number}", ValueError(str(exc))))
+    questions = [_question(i, where, item) for i, (where, item) in enumerate(items)]
     if not questions:
         raise DataError("no questions in the file", where=path)
     return questions
+
+
+def _json_array(text: str) -> list | None:
+    """The file as one JSON array, or None (then it is read line by line)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
+
+
+def _question(index: int, where: str, item: Any) -> Question:
+    if isinstance(item, Exception):
+        return Question(index, None, where, error=f"{where}: {item}")
+    if isinstance(item, str):
+        return Question(index, item.strip(), where) if item.strip() else Question(index, None, where,
+                                                                                  error=f"{where}: empty question")
+    if not isinstance(item, dict):
+        return Question(index, None, where, error=f"{where}: expected a string or a JSON object")
+    text = item.get("question") or item.get("instruction")
+    extra = item.get("input")
+    if isinstance(text, str) and text.strip():
+        if isinstance(extra, str) and extra.strip():
+            text = f"{text}\n{extra}"
+    elif isinstance(extra, str) and extra.strip():
+        text = extra  # CoalQA's files: {"input": question, "output": answer}
+    else:
+        return Question(index, None, where, error=f'{where}: no "question", "instruction" or "input" text')
+    reference = item.get("answer") or item.get("output")
+    return Question(index, text, where, reference if isinstance(reference, str) else None)
 
 
 def run_batch(model: ChatModel, questions_file: str | Path, out_path: str | Path, *, think: Think = "hide",
@@ -407,19 +448,24 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def main(source: Plan | Path, *, question: str | None, questions: Path | None, output: Path,
-         backend: Backend = "auto", think: Think = "hide") -> None:
+         backend: Backend = "auto", think: Think = "hide", settings: ChatSettings | None = None) -> None:
     """`domainft chat`: one question (-q), a questions file (--questions), else the interactive loop."""
     if think not in ("show", "hide"):
         raise UserError(f"unknown --think mode '{think}'", where="--think", hint="show or hide")
     if questions is not None and not Path(questions).is_file():
         raise UserError("questions file not found", where=questions)
-    model = load_chat_model(source, backend)
+    model = load_chat_model(source, backend, settings=settings)
     if question is not None:
         answer = ask(model, question, think=think, on_text=lambda t: (sys.stdout.write(t), sys.stdout.flush()))
         sys.stdout.write(f"\n[{answer.tokens} tokens, {answer.seconds:.1f} s]\n")
     elif questions is not None:
         summary = run_batch(model, questions, output, think=think)
-        sys.stdout.write(f"{output}: {json.dumps(summary, ensure_ascii=False)[:300]}\n")
+        answered = len(summary["results"]) - summary["failed"]
+        sys.stdout.write(f"{answered} of {len(summary['results'])} questions answered in {summary['seconds']} s; "
+                         f"results: {Path(output).resolve()}\n")
+        if summary["failed"]:
+            first = next(r for r in summary["results"] if r["error"])
+            raise UserError(f"{summary['failed']} question(s) failed, the first: {first['error']}", where=output)
     else:
         interactive(model, think=think)
 

@@ -340,9 +340,9 @@ def export(
 
 @app.command()
 def chat(
-    target: Annotated[Path, typer.Argument(help="A recipe (uses its run's GGUF or adapter) or a .gguf file.")],
+    target: Annotated[Path, typer.Argument(help="A recipe (uses its run's GGUF or adapter), a .gguf file, or a model or adapter folder.")],
     question: Annotated[Optional[str], typer.Option("--question", "-q", help="Ask one question and exit.")] = None,
-    questions: Annotated[Optional[Path], typer.Option(help="Questions file (txt, one per line, or JSONL).")] = None,
+    questions: Annotated[Optional[Path], typer.Option(help="Questions file: a JSON array (strings or objects with question or input), JSONL, or text, one per line.")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Where batch answers go.")] = Path("results.json"),
     backend: Annotated[str, typer.Option(help="auto | gguf | hf")] = "auto",
     think: Annotated[str, typer.Option(help="show | hide R1-style <think> blocks.")] = "hide",
@@ -353,8 +353,12 @@ def chat(
     """Talk to the model: interactive, one question (-q), or a questions file (--questions)."""
     from . import chat as chat_mod
 
-    source = target if target.suffix == ".gguf" else _plan(target, set_, engine, run_dir)
-    chat_mod.main(source, question=question, questions=questions, output=output, backend=backend, think=think)
+    if target.suffix in (".yaml", ".yml"):
+        source, settings = _plan(target, set_, engine, run_dir), None
+    else:  # a .gguf file or a model folder: -s sets how to talk to it
+        source, settings = target, chat_mod.ChatSettings.from_overrides(set_ or [])
+    chat_mod.main(source, question=question, questions=questions, output=output, backend=backend, think=think,
+                  settings=settings)
 
 
 @app.command()

@@ -73,3 +73,17 @@ def test_hf_base_plus_adapter(tmp_path, tiny_model):
     first = ask(model, "Hello?", on_text=pieces.append)
     assert first.tokens > 0 and "".join(pieces) == first.text
     assert ask(model, "Hello?").text == first.text  # greedy is deterministic
+
+
+def test_cli_answers_a_json_array_and_fails_after_the_rest_when_one_fails(tiny_gguf, tmp_path, cli):
+    questions = tmp_path / "questions.json"
+    questions.write_text(json.dumps(["Hello?", {"input": "Name one hazard."}, {"question": "What is gas?"}]))
+    out = tmp_path / "results.json"
+    result = cli("chat", tiny_gguf, "--questions", questions, "-o", out, "-s", "sampling.max_new_tokens=4")
+    assert result.code == 0, result.stderr
+    assert f"results: {out}" in result.stdout and "3 of 3 questions answered" in result.stdout
+    assert [r["answer"] is not None for r in json.loads(out.read_text())["results"]] == [True, True, True]
+    questions.write_text(json.dumps(["Hello?", {"x": 1}, "Again?"]))
+    failed = cli("chat", tiny_gguf, "--questions", questions, "-o", out, "-s", "sampling.max_new_tokens=4")
+    assert failed.code != 0 and "1 question(s) failed" in failed.stderr
+    assert [r["error"] is None for r in json.loads(out.read_text())["results"]] == [True, False, True]

@@ -68,3 +68,20 @@ def test_missing_or_empty_questions_file(tmp_path):
     with pytest.raises(DataError) as err:
         read_questions(empty)
     assert err.value.where == str(empty)
+
+
+def test_read_a_json_array_of_strings_or_objects(tmp_path):
+    """The source projects' files as they are: a JSON array of strings, or of objects with question or input."""
+    strings = tmp_path / "questions.json"
+    strings.write_text(json.dumps(["第一问？", "  第二问？ "], ensure_ascii=False), encoding="utf-8")
+    assert [(q.text, q.where) for q in read_questions(strings)] == [("第一问？", f"{strings}[0]"), ("第二问？", f"{strings}[1]")]
+    objects = tmp_path / "coalqa.json"
+    objects.write_text(json.dumps([{"input": "瓦斯浓度上限？", "output": "1%"}, {"question": "q?"}, {"x": 1}, 3]),
+                       encoding="utf-8")
+    qs = read_questions(objects)
+    assert [(q.text, q.reference) for q in qs[:2]] == [("瓦斯浓度上限？", "1%"), ("q?", None)]
+    assert qs[2].error.startswith(f"{objects}[2]") and "input" in qs[2].error and qs[3].error
+    # A .json file holding JSONL is still read line by line.
+    lines = tmp_path / "lines.json"
+    lines.write_text('{"question": "a?"}\n{"question": "b?"}\n')
+    assert [q.text for q in read_questions(lines)] == ["a?", "b?"]

@@ -117,9 +117,11 @@ class DatagenConfig(Section):
     max_retries: int = Field(5, ge=0, le=50, description="Retries per chunk on 429/5xx/timeouts (exponential backoff).")
     timeout_s: PositiveFloat = Field(60.0, description="Seconds before one teacher request is abandoned and retried.")
     pairs_per_chunk: int | None = Field(None, ge=1, le=50, description="Overrides the prompt file's value.")
+    pairs_per_document: int | None = Field(
+        None, ge=1, description="Pairs per document instead, spread over its chunks by length (CoalQA asks 10-20).")
     max_chunks: int | None = Field(None, ge=1, description="Use only the first N chunks (smoke runs).")
     dedup_threshold: float = Field(0.9, gt=0, le=1, description="Similarity at or above which pairs are duplicates.")
-    split: SplitConfig = Field(SplitConfig(), description="Held-out fractions, split by source document.")
+    split: SplitConfig = Field(SplitConfig(), description="Held-out fractions, split by document or section.")
 
     @model_validator(mode="after")
     def _server_needs_url(self) -> DatagenConfig:
@@ -127,6 +129,8 @@ class DatagenConfig(Section):
             raise ValueError("provider 'openai' needs base_url")
         if self.provider != "extractive" and not self.model:
             raise ValueError(f"provider '{self.provider}' needs model")
+        if self.pairs_per_chunk and self.pairs_per_document:
+            raise ValueError("set pairs_per_chunk or pairs_per_document, not both")
         return self
 
 

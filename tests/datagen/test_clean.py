@@ -95,3 +95,17 @@ def test_prompt_files_load_and_unknown_name_is_a_recipe_error():
         load_prompts("cole")
     assert info.value.one_line().startswith("datagen.prompts: prompt file 'cole' not found")
     assert "did you mean 'coal'?" in info.value.one_line()
+
+
+def test_pairs_per_document_spread_over_chunks_by_length():
+    from domainft.datagen.runner import pairs_for_chunks
+    from domainft.extract import Chunk
+
+    def chunk(cid, file, n):
+        return Chunk(id=cid, file=file, title="t", heading_path=[], text="字" * n, start=0, end=n)
+
+    chunks = [chunk("a1", "a.txt", 300), chunk("a2", "a.txt", 100), chunk("b1", "b.txt", 50)]
+    counts = pairs_for_chunks(chunks, per_document=12, per_chunk=5)
+    assert counts == {"a1": 9, "a2": 3, "b1": 12}  # each document gets 12, in proportion to length
+    assert pairs_for_chunks(chunks, per_document=1, per_chunk=5) == {"a1": 1, "a2": 1, "b1": 1}  # at least one
+    assert pairs_for_chunks(chunks, per_document=None, per_chunk=5) == {"a1": 5, "a2": 5, "b1": 5}

@@ -98,3 +98,24 @@ def test_zhipuai_sdk_teacher_against_the_same_server(llama_server, coal_plan, tm
         summary.failed_chunks
     written = "".join(p.read_text(encoding="utf-8", errors="replace") for p in plan.datagen_dir.rglob("*") if p.is_file())
     assert "domainft-test-secret" not in written
+
+
+@pytest.mark.e2e
+def test_coalqa_prompt_as_it_is_a_bare_list_of_input_output(llama_server, coal_plan, tmp_path):
+    """CoalQA's own prompt asks for [{"input": ..., "output": ...}]: the prompt file declares that shape and a real
+    llama_cpp.server, constrained by the bare-list schema, answers in it; pairs per document, not per chunk."""
+    data = yaml.safe_load((folder("datagen") / "coalqa.yaml").read_text(encoding="utf-8"))
+    data.update(question_max_chars=40, answer_max_chars=60, min_grounding=0.0, max_tokens=400, temperature=0.0)
+    prompts = tmp_path / "coalqa-tiny.yaml"
+    prompts.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    plan = coal_plan(provider="openai", base_url=llama_server, model="smollm2", prompts=str(prompts),
+                     pairs_per_document=2, max_chunks=2, concurrency=1, timeout_s=300, max_retries=2)
+    summary = run_datagen(plan, progress=False)
+    assert summary.done == 2 and summary.failed == 0, summary.failed_chunks
+    pairs = [json.loads(line) for line in (plan.datagen_dir / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert pairs, summary.rejected
+    spec = load_prompts(str(prompts))
+    assert spec.request_schema(2)["type"] == "array"
+    for pair in pairs:
+        assert not schema_errors({"input": pair["instruction"], "output": pair["output"]}, spec.item_schema)
+    print(f"\nCoalQA prompt via llama_cpp.server: {len(pairs)} pairs, rejected {summary.rejected}")

@@ -32,6 +32,17 @@ class ExtractiveTemplates(BaseModel):
     section: str = Field(description="Question for an unnumbered section; fields {title} {name}.")
 
 
+class ReplyShape(BaseModel):
+    """Where the pairs are in the teacher's JSON reply: a list under `list_key` (None: the reply is the list) of
+    objects whose `question` and `answer` fields hold the pair. CoalQA's own prompt asks for
+    [{"input": ..., "output": ...}]: list_key null, question input, answer output."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    list_key: str | None = "pairs"
+    question: str = "question"
+    answer: str = "answer"
+
+
 class PromptSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -46,20 +57,25 @@ class PromptSpec(BaseModel):
     temperature: float = Field(0.3, ge=0, le=2)
     max_tokens: int = Field(2048, ge=16)
     extractive: ExtractiveTemplates
+    reply: ReplyShape = ReplyShape()
     schema_: dict[str, Any] = Field(alias="schema")
+
+    def _list_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        key = self.reply.list_key
+        return schema if key is None else schema.setdefault("properties", {}).setdefault(key, {})
 
     @property
     def item_schema(self) -> dict[str, Any]:
-        return self.schema_.get("properties", {}).get("pairs", {}).get("items", {})
+        return self._list_schema(json.loads(json.dumps(self.schema_))).get("items", {})
 
     def request_schema(self, n_pairs: int) -> dict[str, Any]:
         """The schema sent for constrained output, tightened to this run's limits: a grammar-constrained
         teacher then cannot run on past the pair count or the length caps (and into max_tokens)."""
         schema = json.loads(json.dumps(self.schema_))
-        pairs = schema.setdefault("properties", {}).setdefault("pairs", {})
+        pairs = self._list_schema(schema)
         pairs["maxItems"] = min(pairs.get("maxItems", n_pairs), n_pairs)
         props = pairs.setdefault("items", {}).setdefault("properties", {})
-        for key, limit in (("question", self.question_max_chars), ("answer", self.answer_max_chars)):
+        for key, limit in ((self.reply.question, self.question_max_chars), (self.reply.answer, self.answer_max_chars)):
             field_schema = props.setdefault(key, {"type": "string"})
             field_schema["maxLength"] = min(field_schema.get("maxLength", limit), limit)
         return schema
@@ -197,25 +213,28 @@ def grounding(answer: str, source: str) -> float:
 
 def check_pairs(raw: Any, spec: PromptSpec, chunk: Chunk, max_pairs: int) -> tuple[list[dict[str, str]], Counter]:
     """Valid {question, answer} pairs from one parsed reply, and rejections counted by reason."""
-    if isinstance(raw, list):  # a bare list of pairs: the envelope is safely implied
-        raw = {"pairs": raw}
-    if not isinstance(raw, dict) or not isinstance(raw.get("pairs"), list):
+    shape = spec.reply
+    # A bare list where an envelope was asked for: the envelope is safely implied (and one asked-for list under
+    # its key when the prompt wants a bare list).
+    items = raw if isinstance(raw, list) else raw.get(shape.list_key or "pairs") if isinstance(raw, dict) else None
+    if not isinstance(items, list):
         raise BadReply("schema")
     rejected: Counter = Counter()
     pairs: list[dict[str, str]] = []
     seen: set[str] = set()
-    for item in raw["pairs"]:
-        if not isinstance(item, dict) or not isinstance(item.get("question"), str) or not isinstance(item.get("answer"), str):
+    for item in items:
+        if (not isinstance(item, dict) or not isinstance(item.get(shape.question), str)
+                or not isinstance(item.get(shape.answer), str)):
             rejected["schema"] += 1
             continue
-        question, answer = item["question"].strip(), item["answer"].strip()
+        question, answer = item[shape.question].strip(), item[shape.answer].strip()
         if not question or len(answer) < spec.answer_min_chars:
             rejected["empty"] += 1
         elif len(question) > spec.question_max_chars:
             rejected["question_too_long"] += 1
         elif len(answer) > spec.answer_max_chars:
             rejected["answer_too_long"] += 1
-        elif schema_errors({"question": question, "answer": answer}, spec.item_schema):
+        elif schema_errors({shape.question: question, shape.answer: answer}, spec.item_schema):
             rejected["schema"] += 1
         elif grounding(answer, chunk.text) < spec.min_grounding:
             rejected["ungrounded"] += 1

@@ -163,9 +163,30 @@ def _repair_tail(path: Path) -> None:
             fh.truncate(data.rfind(b"\n") + 1)
 
 
-def _fingerprint(cfg: DatagenConfig, spec: PromptSpec, n_pairs: int) -> str:
+def pairs_for_chunks(chunks: list[Chunk], per_document: int | None, per_chunk: int) -> dict[str, int]:
+    """How many pairs to ask for per chunk: `per_chunk` each, or `per_document` spread over a document's chunks in
+    proportion to their length (largest remainders; at least one per chunk)."""
+    if per_document is None:
+        return {c.id: per_chunk for c in chunks}
+    by_file: dict[str, list[Chunk]] = {}
+    for chunk in chunks:
+        by_file.setdefault(chunk.file, []).append(chunk)
+    counts: dict[str, int] = {}
+    for doc in by_file.values():
+        total = sum(len(c.text) for c in doc) or 1
+        shares = [per_document * len(c.text) / total for c in doc]
+        floors = [int(x) for x in shares]
+        left = per_document - sum(floors)
+        for i in sorted(range(len(doc)), key=lambda i: shares[i] - floors[i], reverse=True)[:left]:
+            floors[i] += 1
+        counts.update({c.id: max(1, n) for c, n in zip(doc, floors)})
+    return counts
+
+
+def _fingerprint(cfg: DatagenConfig, spec: PromptSpec, per_chunk: int) -> str:
     """What decides a chunk's pairs: a change means earlier pairs no longer match the recipe."""
-    key = [cfg.provider, cfg.model, cfg.base_url, spec.text_hash(), n_pairs]
+    counts = ["per_document", cfg.pairs_per_document] if cfg.pairs_per_document else per_chunk
+    key = [cfg.provider, cfg.model, cfg.base_url, spec.text_hash(), counts]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
@@ -192,7 +213,8 @@ def _wait(state) -> float:
 
 
 class _Run:
-    def __init__(self, cfg: DatagenConfig, spec: PromptSpec, n_pairs: int, provider: Provider, store: Store):
+    def __init__(self, cfg: DatagenConfig, spec: PromptSpec, n_pairs: dict[str, int], provider: Provider,
+                 store: Store):
         self.cfg, self.spec, self.n_pairs, self.provider, self.store = cfg, spec, n_pairs, provider, store
         self.limiter = RateLimiter(cfg.rate_limit_per_s)
         self.rejected: Counter = Counter()
@@ -224,11 +246,11 @@ class _Run:
     async def _attempt(self, chunk: Chunk) -> tuple[list[dict[str, str]], Counter, int | None]:
         await self.limiter.acquire()
         try:
-            reply = await self.provider.complete(chunk, self.spec, self.n_pairs)
+            reply = await self.provider.complete(chunk, self.spec, self.n_pairs[chunk.id])
             if reply.tokens is not None:  # spent even when the reply is then rejected
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
-            pairs, rejected = check_pairs(raw, self.spec, chunk, self.n_pairs)
+            pairs, rejected = check_pairs(raw, self.spec, chunk, self.n_pairs[chunk.id])
         except Transient as exc:
             self.errors[exc.kind] += 1
             self._note_reachability(exc.kind)
@@ -292,8 +314,8 @@ def run_datagen(plan: Plan, *, progress: bool = True, console=None) -> DatagenSu
     if cfg is None:
         raise RecipeError("the recipe has no datagen section", where="datagen")
     spec = load_prompts(plan.prompts, plan.recipe.base_dir)
-    n_pairs = cfg.pairs_per_chunk or spec.pairs_per_chunk
     chunks = read_chunks(plan.extract_dir / "chunks.jsonl")
+    n_pairs = pairs_for_chunks(chunks, cfg.pairs_per_document, cfg.pairs_per_chunk or spec.pairs_per_chunk)
     if cfg.max_chunks:
         chunks = chunks[: cfg.max_chunks]
     if not chunks:
@@ -311,7 +333,7 @@ def run_datagen(plan: Plan, *, progress: bool = True, console=None) -> DatagenSu
 def _run_locked(plan, cfg, spec, n_pairs, chunks, out, progress, console) -> DatagenSummary:
     started = time.monotonic()
     summary = DatagenSummary(chunks=len(chunks), provider=cfg.provider, model=cfg.model)
-    summary.restarted = _set_aside_if_stale(out, _fingerprint(cfg, spec, n_pairs))
+    summary.restarted = _set_aside_if_stale(out, _fingerprint(cfg, spec, cfg.pairs_per_chunk or spec.pairs_per_chunk))
     store = Store(out)
     summary.resumed_chunks = sum(c.id in store.done for c in chunks)
     todo = [c for c in chunks if c.id not in store.done]

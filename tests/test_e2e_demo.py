@@ -58,6 +58,16 @@ def test_demo_runs_every_stage_and_answers_from_the_gguf(demo_run):
     assert {"domainft", "torch", "transformers", "peft", "lm-eval", "llama-cpp-python"} <= set(manifest["versions"])
     assert {"llamafactory", "torch", "transformers", "peft"} <= set(manifest["engine_versions"])
     print("per-stage seconds:", {s: round(manifest["stages"][s]["seconds"], 1) for s in STAGES})
+    # The validation split was the engine's eval set: eval loss logged during training, drawn beside the adapter,
+    # linked from the report; and the split honoured the asked fractions (75/10/15 %) within 5 points.
+    from domainft.engines.loss_plot import loss_history, trainer_state
+
+    _, evals = loss_history(trainer_state(run_dir / "train" / "llamafactory"))
+    assert evals, "no eval loss during training"
+    assert (run_dir / "train" / "llamafactory" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert "../train/llamafactory/loss.png" in (run_dir / "eval" / "report.md").read_text(encoding="utf-8")
+    fractions = json.loads((run_dir / "datagen" / "summary.json").read_text())["clean"]["fractions"]
+    assert abs(fractions["val"] - 0.10) <= 0.05 and abs(fractions["test"] - 0.15) <= 0.05, fractions
 
 
 def test_rerun_with_nothing_changed_does_no_work(demo_run):

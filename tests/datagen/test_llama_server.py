@@ -51,14 +51,19 @@ def llama_server(tmp_path_factory):
         proc.wait(timeout=30)
 
 
+def tiny_prompts(name: str, tmp_path):
+    """A shipped prompt file with tight length caps: a 135M model on two CPU cores must finish in seconds, and it
+    cannot be trusted to stay grounded, so grounding is off."""
+    data = yaml.safe_load((folder("datagen") / f"{name}.yaml").read_text(encoding="utf-8"))
+    data.update(question_max_chars=40, answer_max_chars=60, min_grounding=0.0, max_tokens=400, temperature=0.0)
+    prompts = tmp_path / f"{name}-tiny.yaml"
+    prompts.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return prompts
+
+
 @pytest.mark.e2e
 def test_llama_cpp_server_teacher_writes_schema_valid_pairs(llama_server, coal_plan, tmp_path):
-    # The real coal prompts, with tight length caps: a 135M model on two CPU cores must finish in
-    # seconds, and it cannot be trusted to stay grounded, so grounding is off for this one test.
-    data = yaml.safe_load((folder("datagen") / "coal.yaml").read_text(encoding="utf-8"))
-    data.update(question_max_chars=40, answer_max_chars=60, min_grounding=0.0, max_tokens=400, temperature=0.0)
-    prompts = tmp_path / "coal-tiny.yaml"
-    prompts.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    prompts = tiny_prompts("coal", tmp_path)
     plan = coal_plan(provider="openai", base_url=llama_server, model="smollm2", prompts=str(prompts),
                      pairs_per_chunk=2, max_chunks=3, concurrency=1, timeout_s=300, max_retries=2)
     summary = run_datagen(plan, progress=False)
@@ -81,10 +86,7 @@ def test_zhipuai_sdk_teacher_against_the_same_server(llama_server, coal_plan, tm
     against an OpenAI-compatible server, as `datagen.base_url` allows for a GLM proxy; the real GLM service
     needs a key this machine does not have."""
     pytest.importorskip("zhipuai")
-    data = yaml.safe_load((folder("datagen") / "coal.yaml").read_text(encoding="utf-8"))
-    data.update(question_max_chars=40, answer_max_chars=60, min_grounding=0.0, max_tokens=400, temperature=0.0)
-    prompts = tmp_path / "coal-tiny.yaml"
-    prompts.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    prompts = tiny_prompts("coal", tmp_path)
     monkeypatch.setenv("ZHIPUAI_API_KEY", "domainft-test-id.domainft-test-secret")  # the SDK signs a JWT with it
     plan = coal_plan(provider="zhipuai", base_url=llama_server, model="smollm2", prompts=str(prompts),
                      pairs_per_chunk=2, max_chunks=1, concurrency=1, timeout_s=300, max_retries=1)
@@ -104,10 +106,7 @@ def test_zhipuai_sdk_teacher_against_the_same_server(llama_server, coal_plan, tm
 def test_coalqa_prompt_as_it_is_a_bare_list_of_input_output(llama_server, coal_plan, tmp_path):
     """CoalQA's own prompt asks for [{"input": ..., "output": ...}]: the prompt file declares that shape and a real
     llama_cpp.server, constrained by the bare-list schema, answers in it; pairs per document, not per chunk."""
-    data = yaml.safe_load((folder("datagen") / "coalqa.yaml").read_text(encoding="utf-8"))
-    data.update(question_max_chars=40, answer_max_chars=60, min_grounding=0.0, max_tokens=400, temperature=0.0)
-    prompts = tmp_path / "coalqa-tiny.yaml"
-    prompts.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    prompts = tiny_prompts("coalqa", tmp_path)
     plan = coal_plan(provider="openai", base_url=llama_server, model="smollm2", prompts=str(prompts),
                      pairs_per_document=2, max_chunks=2, concurrency=1, timeout_s=300, max_retries=2)
     summary = run_datagen(plan, progress=False)

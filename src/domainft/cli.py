@@ -157,7 +157,11 @@ def render(
         mark = "written" if path.resolve() in written else ("unchanged" if output is not None else "")
         out.print(f"{path}  [dim]{mark}[/dim]")
     from .engines.checks import length_report
+    from .pipeline import datagen_unfinished
 
+    if stages and (unfinished := datagen_unfinished(plan)):
+        err.print(f"note: datagen: {unfinished}; the folder trains on what was made (rerun to retry them)",
+                  soft_wrap=True, markup=False, highlight=False)
     if note := length_report(plan):
         err.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
     out.print(f"run by hand, from that folder: [bold]cd {dest} && {eng.hand_command()}[/bold]  "

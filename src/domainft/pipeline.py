@@ -105,7 +105,7 @@ def _recipe_part(plan: Plan, *keys: str) -> dict[str, Any]:
     return {k: data[k] for k in keys}
 
 
-def _datagen_unfinished(plan: Plan) -> str | None:
+def datagen_unfinished(plan: Plan) -> str | None:
     """Chunks that failed last time (the teacher gave up on them): a rerun asks again for exactly those."""
     import json
 
@@ -137,7 +137,7 @@ STAGES: tuple[Stage, ...] = (
         inputs=lambda p: [p.extract_dir / "chunks.jsonl", *_datagen_prompt_file(p)],
         outputs=lambda p: [p.datagen_dir / f for f in ("train.jsonl", "val.jsonl", "test.jsonl")],
         run=_run_datagen,
-        unfinished=_datagen_unfinished,
+        unfinished=datagen_unfinished,
     ),
     Stage(
         "render", "recipe -> engine config files",

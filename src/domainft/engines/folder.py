@@ -73,13 +73,13 @@ def readme(plan: Plan, files: dict[str, str], *, engine: str, config_file: str, 
 def write_folder(plan: Plan, files: dict[str, str], dest: Path) -> list[Path]:
     """Write the rendered files and copy the training data into dest, each only when its bytes change.
 
-    Refuses, before writing anything, when a training file does not exist yet: a folder never points at a
-    missing file. Returns the paths written.
+    Refuses, before writing anything, when a training or validation file does not exist yet: a folder never
+    points at a missing file. Returns the paths written.
     """
     copies = data_copies(plan)
     for rel, source in copies.items():
         if not source.is_file():
-            raise DataError("training data does not exist yet, so the rendered folder would point at nothing",
+            raise DataError("this data file does not exist yet, so the rendered folder would point at nothing",
                             where=source, hint=_maker(plan, source))
     written = R.write_tree(files, dest)
     root = Path(dest).resolve()

@@ -46,8 +46,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # runs from a checkout without `pip install -e` (the GPU machine)
 
-from domainft import render as R
 from domainft.engines import get_engine
+from domainft.engines.folder import write_folder
 from domainft.engines.runner import base_env
 from domainft.plan import make_plan
 from domainft.recipe import load_recipe
@@ -338,7 +338,7 @@ def run_one(spec: Spec, args, info: dict, venv: Path, model_dir: Path, data: Pat
     engine = get_engine(spec.engine)
     files = engine.render(plan)
     engine.check(plan, files)
-    R.write_tree(files, plan.render_dir)
+    write_folder(plan, files, plan.render_dir)  # the engine files and the data they read
     launch = engine.train_launch(plan)
     env = {**base_env(run_dir, venv), **launch.env}
     if args.venv.get(spec.engine):

@@ -46,3 +46,14 @@ def test_the_8gib_recipe_fits_by_the_estimate_and_would_not_without_liger():
                               "training.liger_kernel=false", str(REPO / "recipes" / "iso-r1-qwen7b-qlora-8gib.yaml")],
                              capture_output=True, text=True, check=True).stdout
     assert next(line for line in without.splitlines() if line.startswith("| iso-")).rstrip(" |").endswith("no")
+
+
+@pytest.mark.e2e
+def test_throughput_benchmark_smoke_runs_the_rendered_folder(tmp_path):
+    """The GPU benchmark's CPU smoke run trains from the rendered folder (engine files and data copied in): it must
+    keep working on CPU, since a GPU session has minutes to spend and none to debug in. No speed is asserted."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--smoke", "--engines",
+                           "llamafactory", "--switches", "baseline", "--fresh", "--work", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "| llamafactory | tiny-qwen2 | lora | baseline |" in done.stdout, done.stdout[-2000:]

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from domainft.engines.axolotl import alpaca_formats
-from domainft.engines.checks import check_chat_template, engine_template_text, known, markers
+from domainft.engines.checks import check_chat_template, engine_template_text, engine_templates, markers
 from domainft.errors import RecipeError
 
-LF_TEXT = known("llamafactory")["template_text"]
+LF_TEXT = engine_templates("llamafactory")
 LF_WITH_MARKERS = sorted(name for name, texts in LF_TEXT.items() if markers(texts))
-AX_TEXT = {name: [v for k, v in fmt.items() if k != "default_system"] for name, fmt in alpaca_formats().items()}
+AX_TEXT = engine_templates("axolotl")
 
 
 def tokenizer_folder(root: Path, tokens: list[str], chat_template: str = "") -> Path:

@@ -109,8 +109,8 @@ def check_targets(plan: Plan) -> None:
                                   hint=did_you_mean(name, KNOWN_LORA_TARGETS))
 
 
-def sample_records(path: Path) -> list[dict[str, Any]]:
-    """The first records of a JSON (list of objects) or JSONL file."""
+def sample_records(path: Path, limit: int | None = SAMPLE_RECORDS) -> list[dict[str, Any]]:
+    """The first `limit` records (None: all) of a JSON (list of objects) or JSONL file."""
     if not path.exists():
         raise DataError("training data file not found", where=path)
     records: list[Any] = []
@@ -123,7 +123,7 @@ def sample_records(path: Path) -> list[dict[str, Any]]:
                             records.append(json.loads(line))
                         except json.JSONDecodeError as exc:
                             raise DataError(f"invalid JSON: {exc.msg}", where=f"{path}:{lineno}") from None
-                    if len(records) >= SAMPLE_RECORDS:
+                    if limit is not None and len(records) >= limit:
                         break
         elif path.suffix == ".json":
             try:
@@ -132,7 +132,7 @@ def sample_records(path: Path) -> list[dict[str, Any]]:
                 raise DataError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}") from None
             if not isinstance(data, list):
                 raise DataError("expected a JSON list of records", where=path)
-            records = data[:SAMPLE_RECORDS]
+            records = data[:limit]
         else:
             raise DataError("training data must be .json or .jsonl", where=path)
     except UnicodeDecodeError:
@@ -274,21 +274,32 @@ def markers(texts: list[str]) -> list[str]:
     return list(dict.fromkeys(m for text in texts for m in _MARKER.findall(text)))
 
 
+def engine_templates(engine: str) -> dict[str, list[str]]:
+    """Every chat template the engine can write -> the text it writes around turns: LLaMA-Factory's templates
+    (from the snapshot), Axolotl's alpaca formats (templates/axolotl/alpaca_formats.yaml)."""
+    if engine == "llamafactory":
+        return known("llamafactory").get("template_text", {})
+    from .axolotl import alpaca_formats
+
+    return {name: [v for k, v in fmt.items() if k != "default_system"] for name, fmt in alpaca_formats().items()}
+
+
+def engine_template_name(plan: Plan) -> str:
+    """The engine's template for this recipe (LLaMA-Factory takes an engine_overrides.template over the recipe's)."""
+    name = plan.recipe.model.chat_template
+    return plan.recipe.engine_overrides.get("template", name) if plan.engine == "llamafactory" else name
+
+
 def engine_template_text(plan: Plan) -> list[str]:
     """The text the engine writes around turns for this recipe (LLaMA-Factory's template, Axolotl's alpaca
-    format), plus the stop tokens of the chat-template family used by eval, chat and the Modelfile."""
+    format; Axolotl's sharegpt data uses the tokenizer's own), plus the stop tokens of the chat-template family
+    used by eval, chat and the Modelfile."""
     from ..chat_formats import chat_format
 
     r = plan.recipe
-    name = r.model.chat_template
     texts: list[str] = []
-    if plan.engine == "llamafactory":
-        name = r.engine_overrides.get("template", name)
-        texts += known("llamafactory").get("template_text", {}).get(name, [])
-    elif r.dataset.format == "alpaca":
-        from .axolotl import alpaca_formats
-
-        texts += [v for k, v in alpaca_formats().get(name, {}).items() if k != "default_system"]
+    if plan.engine == "llamafactory" or r.dataset.format == "alpaca":
+        texts += engine_templates(plan.engine).get(engine_template_name(plan), [])
     fmt = chat_format(r.model.chat_template)
     return texts + list(fmt.stop if fmt else ())
 
@@ -325,15 +336,9 @@ def check_chat_template(plan: Plan) -> None:
     missing = missing_markers(engine_template_text(plan), tokens, own)
     if not missing:
         return
-    template = plan.recipe.model.chat_template
-    if plan.engine == "llamafactory":
-        template = plan.recipe.engine_overrides.get("template", template)
-        candidates = known("llamafactory").get("template_text", {})
-    else:
-        from .axolotl import alpaca_formats
-
-        candidates = {k: [v for f, v in fmt.items() if f != "default_system"] for k, fmt in alpaca_formats().items()}
-    fits = [name for name, texts in candidates.items() if markers(texts) and not missing_markers(texts, tokens, own)]
+    template = engine_template_name(plan)
+    fits = [name for name, texts in engine_templates(plan.engine).items()
+            if markers(texts) and not missing_markers(texts, tokens, own)]
     fits.sort(key=lambda name: name.split("_")[0] not in model_dir.name.lower())  # the model's own family first
     raise RecipeError(
         f"chat template '{template}' does not match the tokenizer of {model_dir.name}: it writes {missing[0]}, "
@@ -362,7 +367,7 @@ def length_report(plan: Plan) -> str | None:
     cols = r.dataset.column_map()
     prompts, answers = [], []
     for path in files:
-        for rec in _all_records(path):
+        for rec in sample_records(path, limit=None):
             system = str(rec.get(cols.get("system", ""), "") or r.model.system_prompt or fmt["default_system"])
             query = str(rec.get(cols["query"], "") or "")
             turn = fmt["format"] if query else fmt["no_input_format"]
@@ -386,12 +391,3 @@ def length_report(plan: Plan) -> str | None:
         text += (f"; in {full_prompt} the prompt alone fills the limit, leaving no answer to learn "
                  "(LLaMA-Factory keeps part of it, Axolotl none)")
     return text
-
-
-def _all_records(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
-    else:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    return [row for row in rows if isinstance(row, dict)]

@@ -47,8 +47,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # runs from a checkout without `pip install -e` (the GPU machine)
 
 from domainft.engines import get_engine
+from domainft.engines.checks import validate
 from domainft.engines.folder import write_folder
-from domainft.engines.runner import base_env
+from domainft.process import clean_env
 from domainft.plan import make_plan
 from domainft.recipe import load_recipe
 from domainft.resources import home
@@ -336,11 +337,10 @@ def run_one(spec: Spec, args, info: dict, venv: Path, model_dir: Path, data: Pat
     shutil.rmtree(run_dir, ignore_errors=True)
     plan = make_plan(recipe, run_dir=run_dir)
     engine = get_engine(spec.engine)
-    files = engine.render(plan)
-    engine.check(plan, files)
+    files = validate(plan)
     write_folder(plan, files, plan.render_dir)  # the engine files and the data they read
     launch = engine.train_launch(plan)
-    env = {**base_env(run_dir, venv), **launch.env}
+    env = {**clean_env(run_dir, venv), **launch.env}
     if args.venv.get(spec.engine):
         env["DISABLE_VERSION_CHECK"] = "1"  # a hand-made venv may hold other transformers/peft pins
     argv = [str(venv / "bin" / launch.argv[0]), *launch.argv[1:]]

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from domainft.engines import ensure_engine, get_engine, validate
+from domainft.engines.checks import validate
+from domainft.engines.venv import ensure_engine
 from domainft.engines.folder import write_folder
-from domainft.engines.runner import base_env
+from domainft.process import clean_env
 from domainft.plan import make_plan
 from domainft.recipe import recipe_from_dict
 
@@ -74,7 +75,7 @@ def main() -> int:
     engine_s, theirs = [], None
     for _ in range(2):
         seconds, done = timed([str(venv / "bin" / "llamafactory-cli"), "train", "train.yaml"],
-                              env=base_env(work, venv), cwd=work / "folder")
+                              env=clean_env(work, venv), cwd=work / "folder")
         if done.returncode == 0:
             raise SystemExit("LLaMA-Factory accepted the misspelt key")
         engine_s.append(seconds)

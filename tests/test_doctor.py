@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import run_cli
 
-from domainft.engines import ENGINES
+from domainft.engines import NAMES as ENGINES
 from domainft.engines.venv import is_ready
 
 

@@ -1,6 +1,7 @@
 """Chat-template families as data (templates/ollama/chat_formats.yaml): the Ollama TEMPLATE and the special
 tokens each family writes. Export renders Modelfiles from it; the engine checks use the tokens to catch a
-chat template that does not match the model's tokenizer."""
+chat template that does not match the model's tokenizer. Also each template's turns as format strings
+(templates/axolotl/alpaca_formats.yaml)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,11 @@ def chat_format(chat_template: str) -> ChatFormat | None:
 def family_names() -> list[str]:
     """Every chat-template name with a known format, in file order."""
     return list(_formats())
+
+
+@cache
+def alpaca_formats() -> dict[str, dict[str, str]]:
+    """Each chat template spelt out as format strings over one instruction/answer turn
+    (templates/axolotl/alpaca_formats.yaml): how Axolotl writes alpaca data, and how domainft counts the tokens
+    an example takes in any engine."""
+    return yaml.safe_load((folder("templates") / "axolotl" / "alpaca_formats.yaml").read_text(encoding="utf-8"))

@@ -7,13 +7,19 @@ Imports of anything heavy (torch, transformers, lm-eval, llama.cpp) happen insid
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
+# Before pydantic loads: looking for pydantic plugins scans every installed distribution, which takes longer
+# than validating a recipe (the ML stack beside domainft is large). A user's own setting wins.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from .errors import UserError
+import typer  # noqa: E402
+
+from .engines import NAMES as ENGINES  # noqa: E402
+from .errors import Terminated, UserError  # noqa: E402
 
 app = typer.Typer(
     name="domainft",
@@ -53,13 +59,13 @@ RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_defaul
 SetOpt = Annotated[
     Optional[list[str]], typer.Option("--set", "-s", help="Override a recipe value: key.path=value (repeatable).")
 ]
-EngineOpt = Annotated[Optional[str], typer.Option("--engine", "-e", help="llamafactory | axolotl (default: the recipe's).")]
+EngineOpt = Annotated[Optional[str], typer.Option("--engine", "-e", help=f"{' | '.join(ENGINES)} (default: the recipe's).")]
 RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default: runs/<recipe name>).")]
 
 
 def _plan(recipe_path: Path, overrides: list[str] | None, engine: str | None = None, run_dir: Path | None = None):
     from .plan import make_plan
-    from .recipe import ENGINES, load_recipe
+    from .recipe import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
     if engine is not None and engine not in ENGINES:
@@ -101,9 +107,8 @@ def validate(
     set_: SetOpt = None,
 ) -> None:
     """Check a recipe fast: schema, dataset files and columns, chat template, LoRA targets."""
-    from .engines import validate as validate_plan
-
     from .engines.checks import length_report
+    from .engines.checks import validate as validate_plan
 
     plan = _plan(recipe, set_, engine)
     validate_plan(plan, deep=deep)
@@ -128,7 +133,7 @@ def render(
     copy it anywhere and run the README's commands from inside it.
     """
     from .engines import get_engine
-    from .engines import validate as rendered_and_checked
+    from .engines.checks import validate as rendered_and_checked
     from .engines.folder import README, folder_files, write_folder
     from .pipeline import run_pipeline
 
@@ -170,10 +175,9 @@ def render(
 
 @engines_app.command("install")
 def engines_install(
-    name: Annotated[str, typer.Argument(help="llamafactory | axolotl | all")] = "all",
+    name: Annotated[str, typer.Argument(help=f"{' | '.join(ENGINES)} | all")] = "all",
 ) -> None:
     """Create each engine's venv (cached by lock hash; a second call is instant)."""
-    from .engines import ENGINES
     from .engines.venv import ensure_engine
 
     names = list(ENGINES) if name == "all" else [name]
@@ -187,7 +191,7 @@ def engines_install(
 
 
 @engines_app.command("path")
-def engines_path(name: Annotated[str, typer.Argument(help="llamafactory | axolotl")]) -> None:
+def engines_path(name: Annotated[str, typer.Argument(help=" | ".join(ENGINES))]) -> None:
     """Print an engine venv's folder, e.g. source "$(domainft engines path llamafactory)/bin/activate"."""
     from .engines.venv import require_engine
 
@@ -197,7 +201,6 @@ def engines_path(name: Annotated[str, typer.Argument(help="llamafactory | axolot
 @engines_app.command("status")
 def engines_status() -> None:
     """Show each engine venv and whether it is ready."""
-    from .engines import ENGINES
     from .engines.venv import engine_status
 
     for n in ENGINES:
@@ -418,6 +421,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; rerun the same command to resume")
         sys.exit(130)
+    except Terminated:
+        err.print("terminated; rerun the same command to resume")
+        sys.exit(143)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

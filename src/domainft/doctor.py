@@ -30,10 +30,10 @@ def report() -> Table:
             gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     table.add_row("gpu", "ok", gpu)
     try:
-        from .engines import ENGINES
+        from .engines import NAMES
         from .engines.venv import engine_status
 
-        for name in ENGINES:
+        for name in NAMES:
             st = engine_status(name)
             ready = st.get("ready")
             table.add_row(f"engine {name}", "ok" if ready else "[yellow]not installed[/yellow]",

@@ -53,3 +53,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """'did you mean X?' for the closest choice, or None when nothing is close."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean '{match[0]}'?" if match else None
+
+
+class Terminated(Exception):
+    """domainft got SIGTERM while a child process ran (the child's process group has been ended)."""

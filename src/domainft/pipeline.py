@@ -58,7 +58,7 @@ def _run_render(plan: Plan) -> Any:
 
 
 def _run_train(plan: Plan) -> Any:
-    from .engines import train
+    from .engines.runner import train
 
     return train(plan)
 
@@ -77,7 +77,7 @@ def _run_export(plan: Plan) -> Any:
 
 def render_for_plan(plan: Plan) -> list[Path]:
     """Render the engine's files, check them statically, write those whose bytes changed, copy the data in."""
-    from .engines import validate
+    from .engines.checks import validate
     from .engines.folder import folder_files, write_folder
 
     files = validate(plan)
@@ -356,7 +356,7 @@ def _execute(stage: Stage, plan: Plan, manifest: Manifest, reason: str) -> Stage
 
 def _engine_versions(plan: Plan) -> dict[str, str]:
     try:
-        from .engines import engine_versions
+        from .engines.venv import engine_versions
 
         return engine_versions(plan.engine)
     except Exception:  # versions are informative; a missing venv must not fail the run

@@ -22,10 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from .engines import NAMES as ENGINE_NAMES
 from .errors import RecipeError, did_you_mean
 
 EMBEDDED_MODELS = ("embedded:smollm2", "embedded:tiny-random-llama")
-ENGINES = ("llamafactory", "axolotl")
 # Projection names across Llama / Qwen / Mistral / SmolLM families; "all" lets the engine find them.
 KNOWN_LORA_TARGETS = (
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
@@ -287,7 +287,7 @@ class Recipe(Section):
     dataset: DatasetConfig = DatasetConfig()
     method: MethodConfig = MethodConfig()
     training: TrainingConfig = TrainingConfig()
-    engine: Literal["llamafactory", "axolotl"] = Field("llamafactory", description="The training engine; the only key to change to switch.")
+    engine: Literal[ENGINE_NAMES] = Field("llamafactory", description="The training engine; the only key to change to switch.")
     engine_overrides: dict[str, Any] = Field(
         default_factory=dict, description="Passed to the engine verbatim; keys are checked against its schema."
     )

@@ -11,11 +11,9 @@ import math
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jinja2 import FileSystemLoader, StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import UserError
 from .fsutil import atomic_write
@@ -62,8 +60,16 @@ def json_value(value: Any, indent: int | None = None) -> str:
     return _escape(_YAML_UNSAFE, json.dumps(value, ensure_ascii=False, indent=indent))
 
 
+if TYPE_CHECKING:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+
 @cache
 def environment() -> ImmutableSandboxedEnvironment:
+    # Imported here: `domainft validate` refuses most bad recipes before anything is rendered, without Jinja.
+    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     env = ImmutableSandboxedEnvironment(
         loader=FileSystemLoader(str(folder("templates"))),
         undefined=StrictUndefined,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from helpers import DATA, run_cli
 
-from domainft.engines import ensure_engine
+from domainft.engines.venv import ensure_engine
 
 pytestmark = pytest.mark.e2e
 STEPS = 3

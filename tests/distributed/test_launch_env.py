@@ -38,14 +38,14 @@ def test_node_rank_comes_from_the_environment_at_launch(plan_for, monkeypatch, r
 
 
 def test_the_launch_env_wins_over_inherited_rendezvous_variables(plan_for, monkeypatch, tmp_path):
-    # base_env passes NNODES etc. through from the shell; the recipe's values must win.
-    from domainft.engines.runner import base_env
+    # clean_env passes NNODES etc. through from the shell; the recipe's values must win.
+    from domainft.process import clean_env
 
     monkeypatch.setenv("NNODES", "9")
     monkeypatch.setenv("MASTER_PORT", "1")
     monkeypatch.setenv("NODE_RANK", "1")
     launch = get_engine("llamafactory").train_launch(plan_for(distributed=CLUSTER))
-    env = {**base_env(tmp_path), **launch.env}
+    env = {**clean_env(tmp_path), **launch.env}
     assert (env["NNODES"], env["MASTER_PORT"], env["NODE_RANK"]) == ("2", "29555", "1")
 
 

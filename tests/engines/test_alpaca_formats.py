@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from domainft.engines.axolotl import alpaca_formats
+from domainft.chat_formats import alpaca_formats
 from domainft.resources import home
 
 transformers = pytest.importorskip("transformers")

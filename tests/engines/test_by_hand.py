@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import bash_blocks, run_cli
 
-from domainft.engines import ENGINES, ensure_engine
+from domainft.engines import NAMES as ENGINES
+from domainft.engines.venv import ensure_engine
 from domainft.engines.folder import write_folder
 from domainft.errors import DataError
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_moved_folder_trains_and_merges_by_its_readme(engine, plan_for, tmp_path):
-    from domainft.engines import validate
+    from domainft.engines.checks import validate
 
     venv = ensure_engine(engine)
     plan = plan_for(engine)  # tiny random Llama, 4 steps, the demo coal QA
@@ -50,7 +51,7 @@ def test_moved_folder_trains_and_merges_by_its_readme(engine, plan_for, tmp_path
 def test_a_folder_never_points_at_missing_data(plan_for, tmp_path):
     """Rendering before datagen made the split it trains on: refused, naming the file and the command."""
     plan = plan_for("llamafactory", extract={"inputs": [str(tmp_path)]}, datagen={"provider": "extractive"})
-    from domainft.engines import validate
+    from domainft.engines.checks import validate
 
     files = validate(plan)  # validation alone is fine before datagen
     with pytest.raises(DataError) as err:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from domainft.engines import validate
+from domainft.engines import NAMES
+from domainft.engines.checks import validate
 from domainft.errors import DataError, RecipeError, UserError
 
 
@@ -26,7 +27,7 @@ def test_misspelt_override_key(plan_for, engine, key, meant):
     assert err.where == f"engine_overrides.{key}" and f"did you mean '{meant}'" in err.one_line()
 
 
-@pytest.mark.parametrize("engine", ["llamafactory", "axolotl"])
+@pytest.mark.parametrize("engine", NAMES)
 def test_wrong_column_map_names_file_role_and_real_column(plan_for, engine):
     err = _error(plan_for(engine, dataset={"columns": {"response": "ouput"}}))
     assert isinstance(err, DataError)
@@ -48,7 +49,7 @@ def test_sharegpt_tag_mismatch(plan_for, sharegpt_file):
     assert "no field 'role'" in err.one_line() and "chats.json" in err.one_line()
 
 
-@pytest.mark.parametrize("engine", ["llamafactory", "axolotl"])
+@pytest.mark.parametrize("engine", NAMES)
 def test_missing_file(plan_for, tmp_path, engine):
     missing = tmp_path / "nope.jsonl"
     err = _error(plan_for(engine, dataset={"files": [str(missing)]}))

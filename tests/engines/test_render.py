@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from domainft import render as R
-from domainft.engines import ENGINES, get_engine
-from domainft.engines.checks import known
+from domainft.engines import NAMES as ENGINES
+from domainft.engines import get_engine
+from domainft.engines.checks import validate
 from domainft.plan import make_plan
 from domainft.recipe import load_recipe
 from domainft.resources import home
@@ -60,8 +61,7 @@ def _portable(text: str, plan) -> str:
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_golden(engine, variant, plan_for, sharegpt_file):
     plan = _plan(plan_for, engine, variant, sharegpt_file)
-    files = get_engine(engine).render(plan)
-    get_engine(engine).check(plan, files)
+    files = validate(plan)
     for rel, text in sorted(files.items()):
         golden = GOLDEN / engine / variant / rel
         actual = _portable(text, plan)
@@ -91,7 +91,7 @@ def test_rendered_values_parse_back_as_their_types(engine, plan_for):
     plan = plan_for(engine, training={"learning_rate": 1.0e-4, "max_steps": 3})
     cfg = get_engine(engine).config(get_engine(engine).render(plan))
     assert cfg["learning_rate"] == 1.0e-4 and isinstance(cfg["learning_rate"], float)  # not the string "1e-4"
-    assert set(cfg) <= set(known(engine)["config_keys"])
+    assert set(cfg) <= set(get_engine(engine).known()["config_keys"])
 
 
 def test_overrides_replace_rendered_keys_once(plan_for):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from domainft.engines import get_engine, run_launch
+from domainft.engines import get_engine
+from domainft.engines.runner import run_launch
 from domainft.engines.base import Launch, Progress
 from domainft.engines.runner import last_checkpoint
 from domainft.errors import EngineError

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from domainft.engines.checks import check_chat_template, engine_template_text, engine_templates, markers
+from domainft.engines import get_engine
+from domainft.engines.checks import check_chat_template, engine_template_text, markers
 from domainft.errors import RecipeError
 
-LF_TEXT = engine_templates("llamafactory")
+LF_TEXT = get_engine("llamafactory").chat_templates()
 LF_WITH_MARKERS = sorted(name for name, texts in LF_TEXT.items() if markers(texts))
-AX_TEXT = engine_templates("axolotl")
+AX_TEXT = get_engine("axolotl").chat_templates()
 
 
 def tokenizer_folder(root: Path, tokens: list[str], chat_template: str = "") -> Path:

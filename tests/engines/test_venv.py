@@ -16,8 +16,9 @@ def mini(tmp_path, monkeypatch):
     locks.mkdir()
     (locks / "mini.txt").write_text("# nothing beyond the stdlib\n")
     monkeypatch.setenv("DOMAINFT_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(V, "LOCKS", locks)
-    monkeypatch.setitem(V.SPECS, "mini", V.Spec(probe="json"))
+    real = V.build_inputs
+    monkeypatch.setattr(V, "build_inputs",
+                        lambda name: (locks / "mini.txt", V.Spec(probe="json")) if name == "mini" else real(name))
     return locks / "mini.txt"
 
 

@@ -133,7 +133,7 @@ def complete_checkpoints(train_dir: Path) -> list[int]:
 
 @pytest.mark.e2e
 def test_kill_9_training_then_rerun_resumes_from_the_last_checkpoint(tmp_path, tiny_model):
-    from domainft.engines import ensure_engine
+    from domainft.engines.venv import ensure_engine
 
     ensure_engine("llamafactory")
     rng = random.Random(SEED + 1)
@@ -189,7 +189,7 @@ def test_kill_9_export_at_each_phase_then_rerun_gives_the_same_files(tmp_path, t
     then a last rerun: the same sha256 for every file as an uninterrupted export."""
     from peft_helpers import make_random_adapter
 
-    from domainft.engines import ensure_engine
+    from domainft.engines.venv import ensure_engine
 
     ensure_engine("llamafactory")
     rng = random.Random(SEED + 2)

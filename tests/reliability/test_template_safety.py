@@ -20,7 +20,8 @@ from jinja2 import TemplateError
 from pydantic import BaseModel
 
 from domainft.datagen.prompts import load_prompts
-from domainft.engines import get_engine, validate
+from domainft.engines import get_engine
+from domainft.engines.checks import validate
 from domainft.errors import UserError
 from domainft.export import render_modelfile
 from domainft.extract import Chunk
@@ -199,7 +200,7 @@ print(json.dumps(out))
 
 def test_llamafactory_reads_rendered_files_with_its_own_loader(tmp_path, tiny_model):
     """LLaMA-Factory reads YAML through OmegaConf (and `key=value` through its CLI grammar), not PyYAML."""
-    from domainft.engines import require_engine
+    from domainft.engines.venv import require_engine
     from domainft.errors import EngineError
 
     try:

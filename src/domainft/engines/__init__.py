@@ -1,43 +1,26 @@
-"""Training engines, each behind `base.Engine`, each run from its own venv."""
+"""Training engines: the registry, the single list of the engines domainft can drive.
+
+Each engine is a package `domainft/engines/<name>/` (its module with the `ENGINE` class, `lock.txt` for its venv,
+`known.json` for what it accepts) plus its templates in `templates/<name>/`. Adding an engine is adding its
+package, its templates and its name below; the recipe's choices, the CLI's help, `doctor` and the tests read
+this list. Importing this package imports no engine: `get_engine` loads one module when it is asked for.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from ..errors import EngineError, did_you_mean
-from ..plan import Plan
-from .axolotl import Axolotl
-from .base import Engine, Launch, Progress
-from .llamafactory import LlamaFactory
-from .runner import merge, run_launch, train
-from .venv import (
-    engine_status,
-    engine_versions,
-    ensure_engine,
-    require_engine,
-    venv_bin,
-)
 
-ENGINES: dict[str, type[Engine]] = {"llamafactory": LlamaFactory, "axolotl": Axolotl}
+if TYPE_CHECKING:
+    from .base import Engine
 
-__all__ = ["ENGINES", "Engine", "Launch", "Progress", "engine_status", "engine_versions", "ensure_engine",
-           "get_engine", "merge", "require_engine", "run_launch", "train", "validate", "venv_bin"]
+NAMES: tuple[str, ...] = ("llamafactory", "axolotl")
 
 
 def get_engine(name: str) -> Engine:
-    if name not in ENGINES:
-        raise EngineError(f"unknown engine '{name}'", where="engine", hint=did_you_mean(name, ENGINES))
-    return ENGINES[name]()
-
-
-def validate(plan: Plan, deep: bool = False) -> dict[str, str]:
-    """Render and check the plan's engine files; returns them. `deep` also runs the engine's own
-    validator in its venv (seconds: it imports the engine). Raises a one-line UserError."""
-    from .checks import check_eval_set, check_model, deep_check
-
-    check_model(plan)
-    check_eval_set(plan)
-    engine = get_engine(plan.engine)
-    files = engine.render(plan)
-    engine.check(plan, files)
-    if deep:
-        deep_check(engine.name, engine.config(files), engine.config_file)
-    return files
+    if name not in NAMES:
+        raise EngineError(f"unknown engine '{name}'", where="engine",
+                          hint=did_you_mean(name, NAMES) or f"engines: {', '.join(NAMES)}")
+    return import_module(f"{__name__}.{name}").ENGINE()

@@ -2,18 +2,20 @@
 
 An engine module renders its files from the plan (pure), checks them statically (fast, no engine
 import), and says how to launch its CLI from its own venv. It never imports the engine itself:
-LLaMA-Factory and Axolotl pin conflicting dependencies and each lives in a venv of its own.
+the engines pin conflicting dependencies and each lives in a venv of its own.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..plan import Plan
-from .folder import OUTPUT
+from .venv import Spec
 
 
 @dataclass(frozen=True)
@@ -35,17 +37,38 @@ class Launch:
 
 
 class Engine(ABC):
+    """One training engine. Its package `domainft/engines/<name>/` holds this class (as ENGINE), `lock.txt`
+    (its venv's pins) and `known.json` (the keys and templates it accepts, snapshotted from the engine itself);
+    its Jinja templates live in `templates/<name>/`. The registry in `domainft.engines` names it."""
+
     name: ClassVar[str]
+    #: How people write the engine's name.
+    label: ClassVar[str]
     #: The file in the rendered folder a person passes to the engine's CLI by hand.
     config_file: ClassVar[str]
+    #: How its venv is built besides lock.txt (part of the venv's hash).
+    venv: ClassVar[Spec]
+    #: Config keys that say where the engine writes: domainft keeps those inside the run folder.
+    run_folder_keys: ClassVar[tuple[str, ...]]
+    #: Python run in the engine's venv with the config as `cfg` (a dict): raises what the engine would reject.
+    deep_check_code: ClassVar[str]
 
     @abstractmethod
     def render(self, plan: Plan) -> dict[str, str]:
         """Pure: relative path -> file text, for everything the engine reads."""
 
     @abstractmethod
-    def check(self, plan: Plan, files: dict[str, str]) -> None:
-        """Static checks in-process (no torch, well under a second); raise UserError on the first problem."""
+    def check_recipe(self, plan: Plan) -> None:
+        """Static checks of what the recipe asks of this engine (override keys, templates), before rendering:
+        in-process, no torch; raise UserError on the first problem."""
+
+    @abstractmethod
+    def check_files(self, plan: Plan, files: dict[str, str]) -> None:
+        """Static checks of the rendered files (every key one the engine knows)."""
+
+    @abstractmethod
+    def config(self, files: dict[str, str]) -> dict[str, Any]:
+        """The training config as the engine's own validator takes it."""
 
     @abstractmethod
     def train_launch(self, plan: Plan) -> Launch:
@@ -55,6 +78,9 @@ class Engine(ABC):
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
         """How to merge the adapter in plan.train_dir into full HF weights in out_dir."""
 
+    def after_merge(self, out_dir: Path) -> None:
+        """Move what merge_launch wrote into out_dir itself, when the engine nests it."""
+
     @abstractmethod
     def hand_command(self) -> str:
         """The command a person runs from inside the rendered folder, with the engine on PATH, to train."""
@@ -63,24 +89,24 @@ class Engine(ABC):
     def parse_progress(self, line: str) -> Progress | None:
         """Progress from one line of the engine's output, or None."""
 
+    @abstractmethod
+    def chat_templates(self) -> dict[str, list[str]]:
+        """Every chat template this engine can write -> the text it writes around turns."""
 
-def training_values(plan: Plan) -> dict[str, object]:
-    """The optimizer and schedule values both engines take under the same meaning (names differ per engine
-    only where the engine spells them differently; those stay in the engine module)."""
-    t = plan.recipe.training
-    return {
-        "output_dir": OUTPUT,
-        "logging_steps": t.logging_steps,
-        "save_steps": t.save_steps,
-        "grad_accum": t.grad_accum,
-        "learning_rate": float(t.learning_rate),
-        "weight_decay": float(t.weight_decay),
-        "eval_steps": t.eval_steps or t.save_steps,
-        "epochs": float(t.epochs),
-        "max_steps": t.max_steps,
-        "scheduler": t.scheduler,
-        "warmup_ratio": float(t.warmup_ratio),
-        "seed": t.seed,
-        "bf16": t.precision == "bf16",
-        "fp16": t.precision == "fp16",
-    }
+    def template_name(self, plan: Plan) -> str:
+        """The engine's template for this recipe."""
+        return plan.recipe.model.chat_template
+
+    def written_template_text(self, plan: Plan) -> list[str]:
+        """The turn text this engine itself writes into training examples for this recipe ([] when the tokenizer's
+        own chat template formats them)."""
+        return self.chat_templates().get(self.template_name(plan), [])
+
+    def known(self) -> dict[str, Any]:
+        """The snapshot of what this engine accepts (known.json): version, config_keys, templates."""
+        return _known(self.name)
+
+
+@cache
+def _known(name: str) -> dict[str, Any]:
+    return json.loads((Path(__file__).parent / name / "known.json").read_text(encoding="utf-8"))

@@ -1,57 +1,63 @@
 """Static checks before any launch: in-process, no engine or torch import, well under a second.
 
-What the engines accept comes from snapshots in `known/` (made by scripts/snapshot_engine_schema.py
-inside each engine's venv). `deep=True` also runs the engine's own validator in its venv.
+What each engine accepts comes from its snapshot `engines/<name>/known.json` (made by
+scripts/snapshot_engine_schema.py inside the engine's venv). `deep=True` also runs the engine's own
+validator in its venv. The cheapest checks come first: a misspelt key is refused before anything is rendered.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .. import process
 from ..errors import DataError, EngineError, RecipeError, did_you_mean
 from ..plan import Plan
 from ..recipe import KNOWN_LORA_TARGETS
+from . import get_engine
+from .base import Engine
 
-KNOWN = Path(__file__).parent / "known"
 SAMPLE_RECORDS = 5  # columns are checked against the first records of each file
 
 
-@cache
-def known(engine: str) -> dict[str, Any]:
-    """The snapshot of what `engine` accepts: config_keys, and templates (LLaMA-Factory) or chat_templates."""
-    return json.loads((KNOWN / f"{engine}.json").read_text())
+def validate(plan: Plan, deep: bool = False) -> dict[str, str]:
+    """Check the plan, render its engine files and check them; returns them. `deep` also runs the engine's own
+    validator in its venv (seconds: it imports the engine). Raises a one-line UserError."""
+    engine = get_engine(plan.engine)
+    engine.check_recipe(plan)
+    check_model(plan)
+    check_eval_set(plan)
+    check_targets(plan)
+    check_chat_template(plan)
+    files = engine.render(plan)
+    engine.check_files(plan, files)
+    check_dataset(plan)
+    if deep:
+        deep_check(engine, engine.config(files), engine.config_file)
+    return files
 
 
-# Where the engine writes: domainft puts these under the run folder, and an override must not move them out.
-RUN_FOLDER_KEYS = {
-    "llamafactory": ("output_dir", "dataset_dir", "export_dir", "logging_dir", "tokenized_path"),
-    "axolotl": ("output_dir", "dataset_prepared_path"),
-}
-
-
-def accepted_keys(engine: str, plugins: Any = ()) -> list[str]:
+def accepted_keys(engine: Engine, plugins: Any = ()) -> list[str]:
     """The engine's config keys, plus the options of the listed plugins (Axolotl reads those only with the plugin)."""
-    plugin_keys = known(engine).get("plugin_keys", {})
+    known = engine.known()
+    plugin_keys = known.get("plugin_keys", {})
     active = plugins if isinstance(plugins, list) else []
-    return [*known(engine)["config_keys"], *(k for p in active for k in plugin_keys.get(p, []))]
+    return [*known["config_keys"], *(k for p in active for k in plugin_keys.get(p, []))]
 
 
 # The recipe key that turns a plugin on, for the hint when one of its options is set without it.
 PLUGIN_SWITCH = {"axolotl.integrations.liger.LigerPlugin": "training.liger_kernel: true"}
 
 
-def check_overrides(engine: str, overrides: dict[str, Any], plugins: Any = ()) -> None:
+def check_overrides(engine: Engine, overrides: dict[str, Any], plugins: Any = ()) -> None:
     """`plugins`: the plugins the recipe turns on; the overrides may add more. Runs before the rendered file is
     parsed: an override key is checked here before it can break the YAML."""
     keys = accepted_keys(engine, [*(plugins or []), *(overrides.get("plugins") or [])])
-    plugin_of = {k: p for p, ks in known(engine).get("plugin_keys", {}).items() for k in ks}
+    plugin_of = {k: p for p, ks in engine.known().get("plugin_keys", {}).items() for k in ks}
     for key in overrides:
-        if key in RUN_FOLDER_KEYS[engine]:
+        if key in engine.run_folder_keys:
             raise RecipeError(f"'{key}' is set by domainft inside the run folder", where=f"engine_overrides.{key}",
                               hint="set run_dir to move the whole run")
         if key not in keys and key in plugin_of:
@@ -62,18 +68,19 @@ def check_overrides(engine: str, overrides: dict[str, Any], plugins: Any = ()) -
         if key not in keys:
             hint = did_you_mean(key, keys)
             raise RecipeError(
-                f"'{key}' is not a {engine} {known(engine)['version']} option",
+                f"'{key}' is not a {engine.name} {engine.known()['version']} option",
                 where=f"engine_overrides.{key}",
-                hint=hint or "see src/domainft/engines/known/" + engine + ".json",
+                hint=hint or f"see src/domainft/engines/{engine.name}/known.json",
             )
 
 
-def check_rendered_keys(engine: str, config: dict[str, Any], file: str) -> None:
+def check_rendered_keys(engine: Engine, config: dict[str, Any], file: str) -> None:
     """A template typo (a key the engine does not know) fails here, not on a GPU."""
     keys = accepted_keys(engine, config.get("plugins"))
     for key in config:
         if key not in keys:
-            raise EngineError(f"rendered key '{key}' is unknown to {engine}", where=file, hint=did_you_mean(key, keys))
+            raise EngineError(f"rendered key '{key}' is unknown to {engine.name}", where=file,
+                              hint=did_you_mean(key, keys))
 
 
 def check_model(plan: Plan) -> None:
@@ -185,26 +192,6 @@ def _check_sharegpt(path: Path, records: list[dict], column: str, tags: dict[str
 
 # ------------------------------------------------------------------ deep: the engine's own validator
 
-_DEEP = {
-    "llamafactory": (
-        "from llamafactory.hparams import get_train_args\n"
-        "get_train_args(cfg)\n"
-    ),
-    # validate_config drops unknown keys without a word: compare against the schema too.
-    # Plugins (Liger) are registered first, as `axolotl train` does, so their options join the schema.
-    "axolotl": (
-        "from axolotl.utils.config import validate_config, prepare_plugins\n"
-        "from axolotl.utils.dict import DictDefault\n"
-        "from axolotl.utils.schemas.config import AxolotlInputConfig\n"
-        "if cfg.get('plugins'):\n"
-        "    from axolotl.integrations.config import merge_input_args\n"
-        "    prepare_plugins(DictDefault(cfg))\n"
-        "    AxolotlInputConfig = merge_input_args()[1]\n"
-        "dropped = [k for k in cfg if k not in AxolotlInputConfig.model_fields]\n"
-        "if dropped: raise KeyError('unknown key(s) the engine would silently drop: ' + ', '.join(dropped))\n"
-        "validate_config(DictDefault(cfg))\n"
-    ),
-}
 # Runs the engine's check and prints its rejection as one line on the last line of stderr.
 _WRAP = """import json, sys
 cfg = json.load(sys.stdin)
@@ -221,28 +208,20 @@ except Exception as exc:
 """
 
 
-def deep_check(engine: str, config: dict[str, Any], file: str, timeout: float = 300) -> None:
+def deep_check(engine: Engine, config: dict[str, Any], file: str, timeout: float = 300) -> None:
     """Run the engine's own config validator in its venv; one-line EngineError on rejection."""
     from .venv import require_engine
 
-    py = require_engine(engine) / "bin" / "python"
-    body = "\n".join("    " + ln for ln in _DEEP[engine].splitlines())
-    done = subprocess.run(
-        [str(py), "-c", _WRAP.format(body=body)], input=json.dumps(config), capture_output=True, text=True,
-        timeout=timeout, env=_deep_env(),
-    )
+    venv = require_engine(engine.name)
+    body = "\n".join("    " + ln for ln in engine.deep_check_code.splitlines())
+    done = process.run([str(venv / "bin" / "python"), "-c", _WRAP.format(body=body)], input_text=json.dumps(config),
+                       env=process.clean_env(Path.cwd(), venv), log_path=None, timeout=timeout)
     if done.returncode != 0:
-        raise EngineError(f"{engine} rejects the config: {last_error_line(done.stderr)}", where=file)
+        raise EngineError(f"{engine.name} rejects the config: {last_error_line(done.tail)}", where=file)
 
 
-def _deep_env() -> dict[str, str]:
-    from .runner import base_env
-
-    return base_env(Path.cwd())
-
-
-def last_error_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+def last_error_line(output: list[str]) -> str:
+    lines = [ln.strip() for ln in output if ln.strip()]
     for ln in reversed(lines):
         if ln.startswith("DOMAINFT-REJECT "):
             return ln.removeprefix("DOMAINFT-REJECT ")[:400]
@@ -274,34 +253,14 @@ def markers(texts: list[str]) -> list[str]:
     return list(dict.fromkeys(m for text in texts for m in _MARKER.findall(text)))
 
 
-def engine_templates(engine: str) -> dict[str, list[str]]:
-    """Every chat template the engine can write -> the text it writes around turns: LLaMA-Factory's templates
-    (from the snapshot), Axolotl's alpaca formats (templates/axolotl/alpaca_formats.yaml)."""
-    if engine == "llamafactory":
-        return known("llamafactory").get("template_text", {})
-    from .axolotl import alpaca_formats
-
-    return {name: [v for k, v in fmt.items() if k != "default_system"] for name, fmt in alpaca_formats().items()}
-
-
-def engine_template_name(plan: Plan) -> str:
-    """The engine's template for this recipe (LLaMA-Factory takes an engine_overrides.template over the recipe's)."""
-    name = plan.recipe.model.chat_template
-    return plan.recipe.engine_overrides.get("template", name) if plan.engine == "llamafactory" else name
-
-
 def engine_template_text(plan: Plan) -> list[str]:
     """The text the engine writes around turns for this recipe (LLaMA-Factory's template, Axolotl's alpaca
-    format; Axolotl's sharegpt data uses the tokenizer's own), plus the stop tokens of the chat-template family
-    used by eval, chat and the Modelfile."""
+    format; none where the tokenizer's own template formats the data), plus the stop tokens of the chat-template
+    family used by eval, chat and the Modelfile."""
     from ..chat_formats import chat_format
 
-    r = plan.recipe
-    texts: list[str] = []
-    if plan.engine == "llamafactory" or r.dataset.format == "alpaca":
-        texts += engine_templates(plan.engine).get(engine_template_name(plan), [])
-    fmt = chat_format(r.model.chat_template)
-    return texts + list(fmt.stop if fmt else ())
+    fmt = chat_format(plan.recipe.model.chat_template)
+    return get_engine(plan.engine).written_template_text(plan) + list(fmt.stop if fmt else ())
 
 
 def tokenizer_own_template(model_dir: Path) -> str:
@@ -336,8 +295,9 @@ def check_chat_template(plan: Plan) -> None:
     missing = missing_markers(engine_template_text(plan), tokens, own)
     if not missing:
         return
-    template = engine_template_name(plan)
-    fits = [name for name, texts in engine_templates(plan.engine).items()
+    engine = get_engine(plan.engine)
+    template = engine.template_name(plan)
+    fits = [name for name, texts in engine.chat_templates().items()
             if markers(texts) and not missing_markers(texts, tokens, own)]
     fits.sort(key=lambda name: name.split("_")[0] not in model_dir.name.lower())  # the model's own family first
     raise RecipeError(
@@ -354,7 +314,7 @@ def length_report(plan: Plan) -> str | None:
     """How many training examples are longer than training.cutoff_len in the model's own tokens, and what the
     engines do with them; None when nothing is cut, or the data or the tokenizer is not here yet (alpaca data;
     the text is formatted with the chat template's own turns, so the count is the engine's)."""
-    from .axolotl import alpaca_formats
+    from ..chat_formats import alpaca_formats
 
     r = plan.recipe
     tokenizer_file = Path(plan.model_path) / "tokenizer.json"
@@ -385,7 +345,7 @@ def length_report(plan: Plan) -> str | None:
     if not cut:
         return None
     text = (f"{cut} of {len(lengths)} training examples are longer than training.cutoff_len {limit} tokens "
-            f"(longest {max(lengths)}): both engines cut them to {limit}, so the end of those answers is not learned")
+            f"(longest {max(lengths)}): {plan.engine} cuts them to {limit}, so the end of those answers is not learned")
     full_prompt = sum(p >= limit for p in prompt_lens)
     if full_prompt:
         text += (f"; in {full_prompt} the prompt alone fills the limit, leaving no answer to learn "

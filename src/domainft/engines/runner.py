@@ -1,130 +1,57 @@
-"""Launch an engine from its venv with an allowlisted environment, tee its log, show progress."""
+"""Train and merge through an engine: render, check, launch its CLI from its venv with a progress bar."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import re
-import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
+from .. import process
 from ..errors import EngineError
 from ..fsutil import atomic_write
+from ..manifest import sha256_file
 from ..plan import Plan
-from ..resources import home
+from . import get_engine
 from .base import Engine, Launch
+from .checks import validate
 from .folder import write_folder
 from .loss_plot import write_loss_plot
+from .venv import require_engine, venv_capabilities, venv_dir
 
-# Passed through from the parent when set; nothing else is (teacher API keys never reach training logs).
-PASS_THROUGH = (
-    "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR", "TZ", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
-    "OMP_NUM_THREADS", "NODE_RANK", "NNODES", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE",
-    "RANK", "LOCAL_RANK", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_DEBUG", "HF_HOME",
-    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
-)
 DONE = ".domainft-done"  # in train_dir: training finished for these rendered files
-
-
-def base_env(work_dir: Path, venv: Path | None = None) -> dict[str, str]:
-    """The allowlisted environment every engine subprocess gets."""
-    env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
-    path = os.environ.get("PATH", "/usr/bin:/bin")
-    env["PATH"] = f"{venv / 'bin'}:{path}" if venv else path
-    env.setdefault("LANG", "C.UTF-8")
-    env.setdefault("HOME", str(Path.home()))
-    env.setdefault("HF_HOME", str(home() / "hf"))  # the user's HF cache when set, so hub models resolve offline
-    cache = work_dir / ".cache"
-    env.update({
-        "MPLCONFIGDIR": str(cache / "matplotlib"),
-        "TORCH_EXTENSIONS_DIR": str(home() / "torch_extensions"),
-        "TRITON_CACHE_DIR": str(home() / "triton"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "AXOLOTL_DO_NOT_TRACK": "1",  # without it Axolotl hangs at exit when offline
-        "WANDB_DISABLED": "true",
-        "WANDB_MODE": "disabled",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONUNBUFFERED": "1",
-    })
-    return env
 
 
 def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | None = None,
                label: str = "training") -> None:
-    """Run `launch` from the engine's venv; full log to log_path; progress bar; EngineError on failure."""
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from .venv import require_engine
+    """Run `launch` from the engine's venv: full log to log_path, a progress bar, EngineError on failure."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     venv = venv or require_engine(engine.name)
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**base_env(log_path.parent, venv), **launch.env}
+    env = {**process.clean_env(Path(log_path).parent, venv), **launch.env}
     argv = [str(venv / "bin" / launch.argv[0]), *launch.argv[1:]]
-    tail: deque[str] = deque(maxlen=200)
-    loss = None
-    with open(log_path, "ab") as log, Progress(
+    with Progress(
         TextColumn(f"[bold]{engine.name} {label}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
         TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
     ) as bar:
         task = bar.add_task(label, total=None, loss="")
-        log.write(f"\n$ {' '.join(argv)}\n".encode())
+
+        def show(line: str) -> None:
+            progress = engine.parse_progress(line)
+            if progress is None:
+                return
+            if progress.loss is not None:
+                bar.update(task, loss=f"loss {progress.loss:.4f}")
+            if progress.step is not None:
+                bar.update(task, completed=progress.step, total=progress.total)
+
         try:
-            proc = subprocess.Popen(argv, cwd=launch.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            done = process.run(argv, env=env, cwd=launch.cwd, log_path=log_path, on_line=show)
         except OSError as exc:
             raise EngineError(f"cannot start {launch.argv[0]}: {exc.strerror}", where=venv) from None
-        assert proc.stdout is not None
-        try:
-            for line in _lines(proc.stdout, log):
-                tail.append(line)
-                progress = engine.parse_progress(line)
-                if progress is None:
-                    continue
-                if progress.loss is not None:
-                    loss = progress.loss
-                    bar.update(task, loss=f"loss {loss:.4f}")
-                if progress.step is not None:
-                    bar.update(task, completed=progress.step, total=progress.total)
-            rc = proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(timeout=30)
-            raise
-    if rc != 0:
-        raise EngineError(f"{engine.name} {label} failed (exit {rc}): {error_lines(list(tail))}", where=log_path)
-
-
-def _lines(stream, log):
-    """Yield lines split on \\n and \\r (tqdm redraws with \\r), copying raw bytes to the log."""
-    buf = b""
-    while chunk := stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536):
-        log.write(chunk)
-        log.flush()
-        buf += chunk
-        parts = re.split(rb"[\r\n]", buf)
-        buf = parts.pop()
-        for part in parts:
-            if part.strip():
-                yield part.decode("utf-8", "replace")
-    if buf.strip():
-        yield buf.decode("utf-8", "replace")
-
-
-def error_lines(lines: list[str], n: int = 3) -> str:
-    """The engine's last error lines: the exception line and what led to it, without tqdm noise."""
-    picked = [ln.strip() for ln in lines if re.search(r"(Error|Exception|error:|Traceback|FAILED)", ln)]
-    picked = [ln for ln in picked if not ln.startswith("Traceback")]
-    return " | ".join((picked or [ln.strip() for ln in lines])[-n:])[-800:]
+    if done.returncode != 0:
+        raise EngineError(f"{engine.name} {label} failed (exit {done.returncode}): {done.error()}", where=log_path)
 
 
 def last_checkpoint(train_dir: Path) -> Path | None:
@@ -134,9 +61,6 @@ def last_checkpoint(train_dir: Path) -> Path | None:
 
 def train(plan: Plan) -> Path:
     """Render, check, write, launch; the adapter (or full weights) folder. Resumes from the last checkpoint."""
-    from . import get_engine, validate
-    from .venv import require_engine
-
     engine = get_engine(plan.engine)
     if plan.is_embedded:
         from ..models.embedded import materialize
@@ -155,7 +79,7 @@ def train(plan: Plan) -> Path:
     checkpoint = last_checkpoint(plan.train_dir)
     launch = engine.train_launch(plan)
     if checkpoint is not None:
-        # Both engines resume by themselves from output_dir (LLaMA-Factory: overwrite_output_dir false;
+        # Every engine resumes by itself from its output folder (LLaMA-Factory: overwrite_output_dir false;
         # Axolotl: auto_resume_from_checkpoints); naming it keeps the log honest about it.
         label = f"training (resuming from {checkpoint.name})"
     else:
@@ -171,8 +95,6 @@ def train(plan: Plan) -> Path:
 def check_speed_switches(plan: Plan) -> None:
     """FlashAttention-2 and Liger need a GPU and their package in the engine's venv. Without them an engine
     falls back silently (LLaMA-Factory) or fails deep in Triton (Axolotl): say so before the launch."""
-    from .venv import venv_capabilities, venv_dir
-
     t = plan.recipe.training
     wanted = [(key, module, package, cpu) for key, on, module, package, cpu in (
         ("training.attention", t.attention == "fa2", "flash_attn", "flash-attn", "auto"),
@@ -192,29 +114,17 @@ def check_speed_switches(plan: Plan) -> None:
 
 def merge(plan: Plan, out_dir: Path) -> Path:
     """Merge the trained adapter into full HF weights in out_dir (for export)."""
-    import shutil
-
-    from . import get_engine
-
     engine = get_engine(plan.engine)
     out_dir = Path(out_dir).resolve()
     write_folder(plan, engine.render(plan), plan.render_dir)
     run_launch(engine.merge_launch(plan, out_dir), plan.run_dir / "logs" / f"merge-{engine.name}.log", engine,
                label="merge")
-    nested = out_dir / "merged"  # Axolotl writes into <output_dir>/merged
-    if engine.name == "axolotl" and nested.is_dir():
-        for item in nested.iterdir():
-            shutil.move(str(item), out_dir / item.name)
-        nested.rmdir()
+    engine.after_merge(out_dir)
     return out_dir
 
 
 def _training_digest(plan: Plan, files: dict[str, str]) -> str:
     """What a training run depends on: the rendered files and the bytes of the data they point at."""
-    import hashlib
-
-    from ..manifest import sha256_file
-
     data = {str(p): sha256_file(p) for p in [*plan.train_files, *plan.val_files] if p.exists()}
     return hashlib.sha256(json.dumps([files, data], sort_keys=True).encode()).hexdigest()
 

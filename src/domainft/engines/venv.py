@@ -1,27 +1,28 @@
-"""One virtual environment per engine, built from a pinned lock file and reused.
+"""One virtual environment per engine, built from its pinned lock file and reused.
 
-LLaMA-Factory and Axolotl pin conflicting transformers/peft/datasets versions, so each gets its own
-venv under `home()/venvs/<engine>-<lockhash12>`. A ready-marker holding the lock hash makes a second
-call instant; a folder without it is a half-built venv and is wiped and rebuilt.
+The engines pin conflicting transformers/peft/datasets versions, so each gets its own venv under
+`home()/venvs/<engine>-<lockhash12>`, built from `engines/<engine>/lock.txt` and the engine's `venv` Spec.
+A ready-marker holding the lock hash makes a second call instant; a folder without it is a half-built venv
+and is wiped and rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import process
 from ..errors import EngineError
 from ..fsutil import file_lock
 from ..resources import home
+from . import get_engine
 
-LOCKS = Path(__file__).parent / "locks"
+ENGINES_DIR = Path(__file__).parent
 READY = ".domainft-ready"
 PIP_LOG = "pip.log"
 
@@ -38,25 +39,14 @@ class Spec:
     probe: str = ""
 
 
-SPECS = {
-    # DS_BUILD_OPS=0: DeepSpeed's C++/CUDA ops are JIT-built when first used, so the install needs no compiler.
-    "llamafactory": Spec(no_isolation=("deepspeed==0.19.8",), uninstall=("torchvision",), probe="llamafactory"),
-    "axolotl": Spec(probe="axolotl"),
-}
-
-
-def known_engine(name: str) -> Spec:
-    if name not in SPECS:
-        from ..errors import did_you_mean
-
-        raise EngineError(f"unknown engine '{name}'", where="engine", hint=did_you_mean(name, SPECS))
-    return SPECS[name]
+def build_inputs(name: str) -> tuple[Path, Spec]:
+    """A registered engine's lock file and venv Spec (an unknown name is a one-line EngineError)."""
+    return ENGINES_DIR / name / "lock.txt", get_engine(name).venv
 
 
 def lock_hash(name: str) -> str:
-    spec = known_engine(name)
-    text = (LOCKS / f"{name}.txt").read_text()
-    return hashlib.sha256(f"{text}\n{spec!r}".encode()).hexdigest()
+    lock, spec = build_inputs(name)
+    return hashlib.sha256(f"{lock.read_text()}\n{spec!r}".encode()).hexdigest()
 
 
 def venv_dir(name: str) -> Path:
@@ -89,7 +79,8 @@ def engine_status(name: str) -> dict:
 def engine_versions(name: str) -> dict[str, str]:
     """The pinned versions that matter for a run (read from the lock, so no venv is needed)."""
     wanted = {name, "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed", "bitsandbytes"}
-    pins = [*(LOCKS / f"{name}.txt").read_text().splitlines(), *known_engine(name).no_isolation]
+    lock, spec = build_inputs(name)
+    pins = [*lock.read_text().splitlines(), *spec.no_isolation]
     found = {}
     for line in pins:
         pkg, sep, ver = line.strip().partition("==")
@@ -123,18 +114,18 @@ def require_engine(name: str) -> Path:
 def _build(name: str, path: Path) -> None:
     from rich.console import Console
 
-    spec = SPECS[name]
+    lock, spec = build_inputs(name)
     if path.exists():
         shutil.rmtree(path)  # no marker: a half-built venv from an interrupted run
     started = time.monotonic()
     console = Console(stderr=True)
     with console.status(f"[bold]Installing {name} into {path} (pip log: {path / PIP_LOG})") as status:
-        _run([sys.executable, "-m", "venv", str(path)], path, name, log=False)
+        _run([sys.executable, "-m", "venv", str(path)], path, name)
         py = str(path / "bin" / "python")
         _run([py, "-m", "pip", "install", "--upgrade", "pip"], path, name)
         status.update(f"[bold]Installing {name} from its lock file (pip log: {path / PIP_LOG})")
         # torch is pinned in the same resolver run as the engine, so pip keeps the one build the lock names.
-        _run([py, "-m", "pip", "install", "-r", str(LOCKS / f"{name}.txt")], path, name)
+        _run([py, "-m", "pip", "install", "-r", str(lock)], path, name)
         for req in spec.no_isolation:
             status.update(f"[bold]Installing {req} for {name}")
             _run([py, "-m", "pip", "install", "--no-build-isolation", req], path, name, env={"DS_BUILD_OPS": "0"})
@@ -155,32 +146,31 @@ def _fixups(path: Path) -> None:
     # a missing extension as optional (`_load_lib` returns False, as in its pex deployments) and the
     # pure-Python package, all a text-only run touches, then imports. So we remove only those .so files,
     # and only when the import actually fails: a venv whose torchaudio matches its torch is left alone.
-    py = str(path / "bin" / "python")
-    if subprocess.run([py, "-c", "import torchaudio"], capture_output=True).returncode == 0:
+    probe = process.run([str(path / "bin" / "python"), "-c", "import torchaudio"], env=_pip_env(path),
+                        log_path=path / PIP_LOG)
+    if probe.returncode == 0:
         return
     for lib in (path / "lib").glob("python3*/site-packages/torchaudio/lib/*.so"):
         lib.unlink()
 
 
-def _run(argv: list[str], path: Path, name: str, env: dict[str, str] | None = None, log: bool = True) -> None:
-    full_env = {**os.environ, **(env or {})}
-    if not log:
-        done = subprocess.run(argv, capture_output=True, text=True, env=full_env)
-        text = done.stdout + done.stderr
-    else:
-        with open(path / PIP_LOG, "a") as fh:
-            fh.write(f"\n$ {' '.join(argv)}\n")
-            fh.flush()
-            done = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env)
-        text = (path / PIP_LOG).read_text(errors="replace")
+def _pip_env(path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**process.clean_env(path, also=process.PIP_PASS_THROUGH), **(extra or {})}
+
+
+def _run(argv: list[str], path: Path, name: str, env: dict[str, str] | None = None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        done = process.run(argv, env=_pip_env(path, env), log_path=path / PIP_LOG, tail=400)
+    except OSError as exc:
+        raise EngineError(f"installing the {name} venv failed: cannot run {argv[0]}: {exc.strerror}",
+                          where=path) from None
     if done.returncode != 0:
-        raise EngineError(
-            f"installing the {name} venv failed: {_last_error(text)}", where=path / PIP_LOG if log else path
-        )
+        raise EngineError(f"installing the {name} venv failed: {_last_error(done.tail)}", where=path / PIP_LOG)
 
 
-def _last_error(text: str, n: int = 3) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+def _last_error(lines: list[str], n: int = 3) -> str:
+    lines = [ln.strip() for ln in lines if ln.strip()]
     errors = [ln for ln in lines if ln.startswith(("ERROR", "error:")) or "Error" in ln]
     return " | ".join((errors or lines)[-n:])[-600:]
 
@@ -195,9 +185,9 @@ print(json.dumps({"cuda": torch.cuda.is_available(),
 
 def venv_capabilities(name: str) -> dict[str, bool]:
     """Whether the engine's venv sees a CUDA GPU and has flash_attn / liger_kernel (imports torch: ~2-5 s)."""
-    done = subprocess.run([str(venv_bin(name, "python")), "-c", _CAPABILITIES], capture_output=True, text=True,
-                          check=False)
+    path = venv_dir(name)
+    done = process.run([str(venv_bin(name, "python")), "-c", _CAPABILITIES], env=process.clean_env(path, path),
+                       log_path=None)
     if done.returncode != 0:
-        raise EngineError(f"cannot probe the {name} venv: {_last_error(done.stderr)}", where=venv_dir(name))
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
+        raise EngineError(f"cannot probe the {name} venv: {_last_error(done.tail)}", where=path)
+    return json.loads(done.tail[-1])

@@ -9,10 +9,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import process
 from ..errors import EngineError, UserError, did_you_mean
 from ..plan import Plan
 from ..resources import folder
@@ -29,11 +28,10 @@ from .report import write_report
 HELDOUT_SUFFIX = "_heldout"
 
 # Only these reach lm-eval: teacher API keys and other secrets stay out of its logs.
-ENV_ALLOW = (
-    "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "PYTHONPATH", "VIRTUAL_ENV",
-    "HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME", "DOMAINFT_HOME",
-    "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-    "VLLM_WORKER_MULTIPROC_METHOD", "MPLCONFIGDIR",
+# What lm-eval needs beyond what every child gets (process.PASS_THROUGH).
+ENV_ALSO = (
+    "LC_", "PYTHONPATH", "VIRTUAL_ENV", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME",
+    "DOMAINFT_HOME", "CUDA_HOME", "LD_LIBRARY_PATH", "MKL_NUM_THREADS", "VLLM_WORKER_MULTIPROC_METHOD",
 )
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -218,11 +216,8 @@ def lm_eval_argv(
     return argv
 
 
-def lm_eval_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
-    env.update(OFFLINE_ENV)
-    env.setdefault("MPLCONFIGDIR", str(Path(env.get("TMPDIR", "/tmp")) / "domainft-mpl"))
-    return env
+def lm_eval_env(work_dir: Path) -> dict[str, str]:
+    return {**process.clean_env(work_dir, also=ENV_ALSO), **OFFLINE_ENV}
 
 
 # ---------------------------------------------------------------- the stage
@@ -368,10 +363,10 @@ def _run_lm_eval(run: LmEvalRun, *, fingerprint: str) -> dict:
     run.out_dir.mkdir(parents=True, exist_ok=True)
     log_path = run.out_dir.parent / f"{run.label}.log"
     started = time.monotonic()
-    returncode = _stream(run, log_path)
+    done = _stream(run, log_path)
     seconds = time.monotonic() - started
-    if returncode != 0:
-        raise EngineError(f"lm-eval failed on the {run.label} model (exit {returncode}): {_last_error(log_path)}",
+    if done.returncode != 0:
+        raise EngineError(f"lm-eval failed on the {run.label} model (exit {done.returncode}): {done.error(1)}",
                           where=log_path)
     results = _newest(run.out_dir, "results_*.json")
     if results is None:
@@ -380,7 +375,7 @@ def _run_lm_eval(run: LmEvalRun, *, fingerprint: str) -> dict:
     return _collect(run, results, seconds, reused=False)
 
 
-def _stream(run: LmEvalRun, log_path: Path) -> int:
+def _stream(run: LmEvalRun, log_path: Path) -> process.Finished:
     """Run lm-eval, teeing its output to a log and its tqdm bars into one rich progress bar."""
     from rich.progress import (
         BarColumn,
@@ -391,27 +386,17 @@ def _stream(run: LmEvalRun, log_path: Path) -> int:
         TimeElapsedColumn,
     )
 
-    with (
-        log_path.open("wb") as log,
-        Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                 TimeElapsedColumn(), console=_console(), transient=False) as progress,
-    ):
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=_console(), transient=False) as progress:
         bar = progress.add_task(f"eval {run.label}: loading model", total=None)
-        log.write((" ".join(run.argv) + "\n").encode())
-        proc = subprocess.Popen(run.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=lm_eval_env(),
-                                cwd=run.out_dir)
-        assert proc.stdout is not None
-        pending = b""
-        while chunk := proc.stdout.read1(4096):
-            log.write(chunk)
-            pending += chunk
-            *lines, pending = re.split(rb"[\r\n]", pending)
-            for line in lines:
-                match = _TQDM.search(line.decode("utf-8", "replace"))
-                if match:
-                    progress.update(bar, description=f"eval {run.label}: {match[1].lower()}",
-                                    completed=int(match[2]), total=int(match[3]))
-        return proc.wait()
+
+        def show(line: str) -> None:
+            match = _TQDM.search(line)
+            if match:
+                progress.update(bar, description=f"eval {run.label}: {match[1].lower()}",
+                                completed=int(match[2]), total=int(match[3]))
+
+        return process.run(run.argv, env=lm_eval_env(run.out_dir), cwd=run.out_dir, log_path=log_path, on_line=show)
 
 
 def _collect(run: LmEvalRun, results: Path, seconds: float, *, reused: bool) -> dict:
@@ -432,12 +417,6 @@ def _collect(run: LmEvalRun, results: Path, seconds: float, *, reused: bool) -> 
 def _newest(root: Path, pattern: str) -> Path | None:
     found = [p for p in root.rglob(pattern) if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
-
-
-def _last_error(log_path: Path) -> str:
-    lines = [ln.strip() for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.search(r"(Error|Exception)\b", ln) and not ln.startswith("File ")]
-    return (errors or lines or ["no output"])[-1][:300]
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
-from collections import deque
 from pathlib import Path
 
+from .. import process
 from ..errors import EngineError, UserError
 
 # Quantization name (recipe.export.quantizations) -> llama.cpp's llama_ftype constant in llama_cpp.
@@ -67,31 +66,17 @@ def quantize(src: Path, out: Path, quant: str, *, log_path: Path, threads: int |
 
 
 def _run_to_file(args: list[str], out: Path, log_path: Path, label: str, outfile_flag: str | None = "--outfile") -> Path:
-    from ..engines.runner import base_env, error_lines
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     argv = [sys.executable, *args, *([outfile_flag, str(partial)] if outfile_flag else [str(partial)])]
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    tail: deque[str] = deque(maxlen=60)
-    env = base_env(log_path.parent)
+    env = process.clean_env(Path(log_path).parent)
     env["NO_LOCAL_GGUF"] = "1"  # the converter must use the installed gguf-py, never a stray checkout's
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # `-m domainft.export.gguf` must not write __pycache__ into a checkout
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n$ {' '.join(argv)}\n")
-        log.flush()
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace")
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            tail.append(line)
-        rc = proc.wait()
-    if rc != 0 or not partial.exists():
+    done = process.run(argv, env=env, log_path=log_path, tail=60)
+    if done.returncode != 0 or not partial.exists():
         partial.unlink(missing_ok=True)
-        raise EngineError(f"{label} failed (exit {rc}): {error_lines(list(tail))}", where=log_path)
+        raise EngineError(f"{label} failed (exit {done.returncode}): {done.error()}", where=log_path)
     os.replace(partial, out)
     return out
 

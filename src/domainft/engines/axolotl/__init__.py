@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import re
+import shutil
 import shlex
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .. import render as R
-from ..errors import RecipeError, did_you_mean
-from ..plan import Plan
-from ..resources import folder
-from . import checks as V
-from .base import Engine, Launch, Progress, training_values
-from .folder import README, data_layout, deepspeed_rel, readme
-from .llamafactory import deepspeed_files, parse_hf_progress, tidy_yaml
+from ... import render as R
+from ...chat_formats import alpaca_formats
+from ...errors import RecipeError, did_you_mean
+from ...plan import Plan
+from .. import checks as V
+from ..base import Engine, Launch, Progress
+from ..folder import README, data_layout, deepspeed_rel, readme
+from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_args, training_values
+from ..venv import Spec
 
 CONFIG = "axolotl.yml"
 PREPARED = "prepared"  # `axolotl preprocess` writes the tokenized data here (relative to the rendered folder)
@@ -26,11 +24,6 @@ NO_TRACKING = "AXOLOTL_DO_NOT_TRACK=1"
 # Alpaca data has no system column unless the recipe maps one; this name makes sure a stray
 # `system` column in the file is not picked up by Axolotl's default `field_system: system`.
 NO_SYSTEM_COLUMN = "__domainft_no_system_column__"
-
-
-@cache
-def alpaca_formats() -> dict[str, dict[str, str]]:
-    return yaml.safe_load((folder("templates") / "axolotl" / "alpaca_formats.yaml").read_text(encoding="utf-8"))
 
 
 # training.attention -> Axolotl's attn_implementation; None leaves the engine's own choice ("auto").
@@ -42,7 +35,24 @@ LIGER = {"plugins": ["axolotl.integrations.liger.LigerPlugin"], "liger_rope": Tr
 
 class Axolotl(Engine):
     name = "axolotl"
+    label = "Axolotl"
     config_file = CONFIG
+    venv = Spec(probe="axolotl")
+    run_folder_keys = ("output_dir", "dataset_prepared_path")
+    # validate_config drops unknown keys without a word: compare against the schema too.
+    # Plugins (Liger) are registered first, as `axolotl train` does, so their options join the schema.
+    deep_check_code = (
+        "from axolotl.utils.config import validate_config, prepare_plugins\n"
+        "from axolotl.utils.dict import DictDefault\n"
+        "from axolotl.utils.schemas.config import AxolotlInputConfig\n"
+        "if cfg.get('plugins'):\n"
+        "    from axolotl.integrations.config import merge_input_args\n"
+        "    prepare_plugins(DictDefault(cfg))\n"
+        "    AxolotlInputConfig = merge_input_args()[1]\n"
+        "dropped = [k for k in cfg if k not in AxolotlInputConfig.model_fields]\n"
+        "if dropped: raise KeyError('unknown key(s) the engine would silently drop: ' + ', '.join(dropped))\n"
+        "validate_config(DictDefault(cfg))\n"
+    )
 
     def datasets(self, plan: Plan, part: int = 0) -> list[dict[str, Any]]:
         """Axolotl dataset entries for the training files (part 0) or the validation files (part 1)."""
@@ -129,7 +139,7 @@ class Axolotl(Engine):
             train = train.replace("--nnodes", "--node_rank=$NODE_RANK --nnodes")
         files[README] = readme(
             plan, files, engine="Axolotl", config_file=CONFIG, model_key=f"`base_model` in `{CONFIG}`",
-            install=f"Axolotl {V.known(self.name)['version']} installed (`axolotl` on PATH)",
+            install=f"Axolotl {self.known()['version']} installed (`axolotl` on PATH)",
             steps=[("Tokenize the data into `prepared/` (optional: train does it when needed), then train (the "
                     "adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
                     [f"{NO_TRACKING} axolotl preprocess {CONFIG}", train]),
@@ -143,9 +153,9 @@ class Axolotl(Engine):
         )
         return files
 
-    def check(self, plan: Plan, files: dict[str, str]) -> None:
+    def check_recipe(self, plan: Plan) -> None:
         r = plan.recipe
-        V.check_overrides(self.name, r.engine_overrides, plugins=LIGER["plugins"] if r.training.liger_kernel else ())
+        V.check_overrides(self, r.engine_overrides, plugins=LIGER["plugins"] if r.training.liger_kernel else ())
         if r.dataset.format == "alpaca" and r.model.chat_template not in alpaca_formats():
             raise RecipeError(
                 f"Axolotl has no alpaca prompt format for chat template '{r.model.chat_template}'",
@@ -156,10 +166,16 @@ class Axolotl(Engine):
         if r.model.enable_thinking:
             raise RecipeError("Axolotl runs here use the tokenizer's template without thinking blocks",
                               where="model.enable_thinking", hint="use engine llamafactory for R1-style training")
-        V.check_targets(plan)
-        V.check_chat_template(plan)
-        V.check_rendered_keys(self.name, self.config(files), CONFIG)
-        V.check_dataset(plan)
+
+    def check_files(self, plan: Plan, files: dict[str, str]) -> None:
+        V.check_rendered_keys(self, self.config(files), CONFIG)
+
+    def chat_templates(self) -> dict[str, list[str]]:
+        return {name: [v for k, v in fmt.items() if k != "default_system"] for name, fmt in alpaca_formats().items()}
+
+    def written_template_text(self, plan: Plan) -> list[str]:
+        # sharegpt data goes through the tokenizer's own chat template (`chat_template: tokenizer_default`)
+        return super().written_template_text(plan) if plan.recipe.dataset.format == "alpaca" else []
 
     def config(self, files: dict[str, str]) -> dict[str, Any]:
         return R.parse_back(CONFIG, files[CONFIG])
@@ -174,9 +190,7 @@ class Axolotl(Engine):
         dist = plan.recipe.distributed
         if dist.nnodes * dist.nproc_per_node == 1:
             return ["axolotl", "train", config, *options, "--launcher", "python"]
-        return ["axolotl", "train", config, *options, "--launcher", "torchrun", "--",
-                f"--nnodes={dist.nnodes}", f"--nproc_per_node={dist.nproc_per_node}",
-                f"--rdzv_endpoint={dist.master_addr}:{dist.master_port}", "--rdzv_backend=c10d"]
+        return ["axolotl", "train", config, *options, "--launcher", "torchrun", "--", *torchrun_args(plan)]
 
     # The rendered file writes into the folder (output/, prepared/); a run keeps those in its own folders
     # instead, through Axolotl's command-line overrides of config keys.
@@ -186,13 +200,20 @@ class Axolotl(Engine):
         return Launch(argv, {}, plan.render_dir)
 
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
-        # merge-lora writes into <output_dir>/merged; runner.merge() moves it to out_dir.
+        # merge-lora writes into <output_dir>/merged; after_merge moves it to out_dir.
         argv = ["axolotl", "merge-lora", CONFIG, f"--lora-model-dir={plan.train_dir.resolve()}",
                 f"--output-dir={Path(out_dir).resolve()}"]
         return Launch(argv, {}, plan.render_dir)
 
-    _STEP = re.compile(r"(\d+)/(\d+) \[")
-    _LOSS = re.compile(r"""['"]loss['"]:\s*['"]?([0-9.eE+-]+)""")
+    def after_merge(self, out_dir: Path) -> None:
+        nested = Path(out_dir) / "merged"  # merge-lora writes into <output_dir>/merged
+        if nested.is_dir():
+            for item in nested.iterdir():
+                shutil.move(str(item), Path(out_dir) / item.name)
+            nested.rmdir()
 
     def parse_progress(self, line: str) -> Progress | None:
-        return parse_hf_progress(line, self._STEP, self._LOSS)
+        return parse_trainer_progress(line)
+
+
+ENGINE = Axolotl

@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import shlex
 from pathlib import Path
 from typing import Any
 
-from .. import render as R
-from ..errors import EngineError, RecipeError, did_you_mean
-from ..plan import Plan
-from . import checks as V
-from .base import Engine, Launch, Progress, training_values
-from .folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
+from ... import render as R
+from ...errors import RecipeError, did_you_mean
+from ...plan import Plan
+from .. import checks as V
+from ..base import Engine, Launch, Progress
+from ..folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
+from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_env, training_values
+from ..venv import Spec
 
 TRAIN_YAML = "train.yaml"
 MERGE_YAML = "merge.yaml"
-
-
-def tidy_yaml(text: str) -> str:
-    """Drop the blank lines Jinja leaves behind; keep one before each `###` section."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    out = []
-    for i, ln in enumerate(lines):
-        if ln.startswith("###") and i > 0:
-            out.append("")
-        out.append(ln)
-    return "\n".join(out) + "\n"
 
 
 def dataset_names(plan: Plan) -> list[str]:
@@ -43,53 +32,19 @@ def eval_dataset_names(plan: Plan) -> list[str]:
     return [base] if len(files) == 1 else [f"{base}_{i}" for i in range(len(files))]
 
 
-def deepspeed_files(plan: Plan) -> dict[str, str]:
-    """The ZeRO JSON for distributed.deepspeed 2 or 3 ("auto" values: the HF integration fills them)."""
-    stage = plan.recipe.distributed.deepspeed
-    if not stage:
-        return {}
-    return {f"ds_zero{stage}.json": R.render_template(f"deepspeed/zero{stage}.json.j2")}
-
-
-def torchrun_env(plan: Plan, node_rank: str | None = None) -> dict[str, str]:
-    """FORCE_TORCHRUN and its rendezvous, when several processes (or DeepSpeed) are asked for.
-    `node_rank`: what to write for NODE_RANK (the README's `$NODE_RANK`); by default this node's, from the environment."""
-    dist = plan.recipe.distributed
-    if dist.nnodes * dist.nproc_per_node == 1 and not dist.deepspeed:
-        return {}
-    return {
-        "FORCE_TORCHRUN": "1",
-        "NNODES": str(dist.nnodes),
-        # Each node is started by hand (or by a scheduler) with its own rank in the environment.
-        "NODE_RANK": node_rank if node_rank is not None else this_node_rank(dist.nnodes),
-        "NPROC_PER_NODE": str(dist.nproc_per_node),
-        "MASTER_ADDR": dist.master_addr,
-        "MASTER_PORT": str(dist.master_port),
-    }
-
-
-def this_node_rank(nnodes: int) -> str:
-    """This node's rank from $NODE_RANK, read at launch. Required with several nodes: a silent 0 on every
-    node would make torchrun wait for a rendezvous that never completes."""
-    raw = os.environ.get("NODE_RANK")
-    if raw is None:
-        if nnodes > 1:
-            raise EngineError(f"distributed.nnodes is {nnodes} but NODE_RANK is not set",
-                              where="environment", hint="start each node with NODE_RANK=0..N-1 (0 on the master)")
-        return "0"
-    if not raw.isdigit() or int(raw) >= nnodes:
-        raise EngineError(f"NODE_RANK={raw!r} is not a node rank for distributed.nnodes {nnodes}",
-                          where="environment", hint=f"use 0..{nnodes - 1}")
-    return raw
-
-
 # training.attention -> LLaMA-Factory's flash_attn; None leaves the engine's own choice ("auto").
 LLAMAFACTORY_ATTENTION = {"auto": None, "sdpa": "sdpa", "eager": "disabled", "fa2": "fa2"}
 
 
 class LlamaFactory(Engine):
     name = "llamafactory"
+    label = "LLaMA-Factory"
     config_file = TRAIN_YAML
+    # DS_BUILD_OPS=0: DeepSpeed's C++/CUDA ops are JIT-built when first used, so the install needs no compiler.
+    venv = Spec(no_isolation=("deepspeed==0.19.8",), uninstall=("torchvision",), probe="llamafactory")
+    run_folder_keys = ("output_dir", "dataset_dir", "export_dir", "logging_dir", "tokenized_path")
+    # get_train_args rejects unknown keys; it checks no types, template names, dataset names or model paths.
+    deep_check_code = "from llamafactory.hparams import get_train_args\nget_train_args(cfg)\n"
 
     def values(self, plan: Plan) -> dict[str, Any]:
         r = plan.recipe
@@ -152,7 +107,7 @@ class LlamaFactory(Engine):
         files[README] = readme(
             plan, files, engine="LLaMA-Factory", config_file=TRAIN_YAML,
             model_key=f"`model_name_or_path` in `{TRAIN_YAML}` and `{MERGE_YAML}`",
-            install=f"LLaMA-Factory {V.known(self.name)['version']} installed (`llamafactory-cli` on PATH)",
+            install=f"LLaMA-Factory {self.known()['version']} installed (`llamafactory-cli` on PATH)",
             steps=[("Train (the adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
                     [self._train_command(plan)]),
                    ("Merge the adapter into full weights in `merged/`", [f"llamafactory-cli export {MERGE_YAML}"])],
@@ -173,21 +128,27 @@ class LlamaFactory(Engine):
                 "(0 on the master, 1.. on the others); the other variables come from the recipe's `distributed` "
                 "section. Only node 0 writes the adapter."]
 
-    def check(self, plan: Plan, files: dict[str, str]) -> None:
+    def check_recipe(self, plan: Plan) -> None:
         r = plan.recipe
-        V.check_overrides(self.name, r.engine_overrides)
-        templates = V.known(self.name)["templates"]
-        template = r.engine_overrides.get("template", r.model.chat_template)
+        V.check_overrides(self, r.engine_overrides)
+        templates = self.known()["templates"]
+        template = self.template_name(plan)
         if template not in templates:
             raise RecipeError(f"LLaMA-Factory has no chat template '{template}'", where="model.chat_template",
                               hint=did_you_mean(template, templates))
-        V.check_targets(plan)
-        V.check_chat_template(plan)
+
+    def check_files(self, plan: Plan, files: dict[str, str]) -> None:
         for name in (TRAIN_YAML, MERGE_YAML):
             config = R.parse_back(name, files[name])
-            V.check_rendered_keys(self.name, config, name)
-            _check_no_interpolation(config, r.engine_overrides, name)
-        V.check_dataset(plan)
+            V.check_rendered_keys(self, config, name)
+            _check_no_interpolation(config, plan.recipe.engine_overrides, name)
+
+    def chat_templates(self) -> dict[str, list[str]]:
+        return self.known().get("template_text", {})
+
+    def template_name(self, plan: Plan) -> str:
+        # an engine_overrides.template wins over the recipe's
+        return plan.recipe.engine_overrides.get("template", plan.recipe.model.chat_template)
 
     def config(self, files: dict[str, str]) -> dict[str, Any]:
         return R.parse_back(TRAIN_YAML, files[TRAIN_YAML])
@@ -207,11 +168,8 @@ class LlamaFactory(Engine):
                 _cli_set("export_dir", out_dir)]
         return Launch(argv, {}, plan.render_dir)
 
-    _STEP = re.compile(r"(\d+)/(\d+) \[")
-    _LOSS = re.compile(r"""['"]loss['"]:\s*['"]?([0-9.eE+-]+)""")
-
     def parse_progress(self, line: str) -> Progress | None:
-        return parse_hf_progress(line, self._STEP, self._LOSS)
+        return parse_trainer_progress(line)
 
 
 def _cli_set(key: str, path: Path) -> str:
@@ -233,15 +191,4 @@ def _check_no_interpolation(config: dict[str, Any], overrides: dict[str, Any], f
                               f"interpolation)", where=where)
 
 
-def parse_hf_progress(line: str, step_re: re.Pattern, loss_re: re.Pattern) -> Progress | None:
-    """HF Trainer output: tqdm `12/40 [00:05<...` bars and `{'loss': 1.23, ...}` log dicts."""
-    loss = loss_re.search(line)
-    if loss:
-        try:
-            return Progress(loss=float(loss.group(1)))
-        except ValueError:
-            return None
-    step = step_re.search(line)
-    if step and ("it/s" in line or "s/it" in line):  # a tqdm bar, not some other "a/b [" text
-        return Progress(step=int(step.group(1)), total=int(step.group(2)))
-    return None
+ENGINE = LlamaFactory

@@ -1,0 +1,112 @@
+"""What every engine on the Hugging Face stack (transformers Trainer, PEFT, DeepSpeed, torchrun) shares:
+the optimizer values under one meaning, the ZeRO JSON, the torchrun rendezvous, YAML tidying, and reading
+the Trainer's progress from its output. Engines import from here, never from each other."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .. import render as R
+from ..errors import EngineError
+from ..plan import Plan
+from .base import Progress
+from .folder import OUTPUT
+
+
+def training_values(plan: Plan) -> dict[str, object]:
+    """The optimizer and schedule values every HF-Trainer engine takes under the same meaning (names differ per
+    engine only where the engine spells them differently; those stay in the engine module)."""
+    t = plan.recipe.training
+    return {
+        "output_dir": OUTPUT,
+        "logging_steps": t.logging_steps,
+        "save_steps": t.save_steps,
+        "grad_accum": t.grad_accum,
+        "learning_rate": float(t.learning_rate),
+        "weight_decay": float(t.weight_decay),
+        "eval_steps": t.eval_steps or t.save_steps,
+        "epochs": float(t.epochs),
+        "max_steps": t.max_steps,
+        "scheduler": t.scheduler,
+        "warmup_ratio": float(t.warmup_ratio),
+        "seed": t.seed,
+        "bf16": t.precision == "bf16",
+        "fp16": t.precision == "fp16",
+    }
+
+
+def tidy_yaml(text: str) -> str:
+    """Drop the blank lines Jinja leaves behind; keep one before each `###` section."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    out = []
+    for i, ln in enumerate(lines):
+        if ln.startswith("###") and i > 0:
+            out.append("")
+        out.append(ln)
+    return "\n".join(out) + "\n"
+
+
+def deepspeed_files(plan: Plan) -> dict[str, str]:
+    """The ZeRO JSON for distributed.deepspeed 2 or 3 ("auto" values: the HF integration fills them)."""
+    stage = plan.recipe.distributed.deepspeed
+    if not stage:
+        return {}
+    return {f"ds_zero{stage}.json": R.render_template(f"deepspeed/zero{stage}.json.j2")}
+
+
+def torchrun_env(plan: Plan, node_rank: str | None = None) -> dict[str, str]:
+    """FORCE_TORCHRUN and its rendezvous, when several processes (or DeepSpeed) are asked for.
+    `node_rank`: what to write for NODE_RANK (the README's `$NODE_RANK`); by default this node's, from the environment."""
+    dist = plan.recipe.distributed
+    if dist.nnodes * dist.nproc_per_node == 1 and not dist.deepspeed:
+        return {}
+    return {
+        "FORCE_TORCHRUN": "1",
+        "NNODES": str(dist.nnodes),
+        # Each node is started by hand (or by a scheduler) with its own rank in the environment.
+        "NODE_RANK": node_rank if node_rank is not None else this_node_rank(dist.nnodes),
+        "NPROC_PER_NODE": str(dist.nproc_per_node),
+        "MASTER_ADDR": dist.master_addr,
+        "MASTER_PORT": str(dist.master_port),
+    }
+
+
+def this_node_rank(nnodes: int) -> str:
+    """This node's rank from $NODE_RANK, read at launch. Required with several nodes: a silent 0 on every
+    node would make torchrun wait for a rendezvous that never completes."""
+    raw = os.environ.get("NODE_RANK")
+    if raw is None:
+        if nnodes > 1:
+            raise EngineError(f"distributed.nnodes is {nnodes} but NODE_RANK is not set",
+                              where="environment", hint="start each node with NODE_RANK=0..N-1 (0 on the master)")
+        return "0"
+    if not raw.isdigit() or int(raw) >= nnodes:
+        raise EngineError(f"NODE_RANK={raw!r} is not a node rank for distributed.nnodes {nnodes}",
+                          where="environment", hint=f"use 0..{nnodes - 1}")
+    return raw
+
+
+def torchrun_args(plan: Plan) -> list[str]:
+    """torchrun's own rendezvous options, for engines that put them on their command line."""
+    dist = plan.recipe.distributed
+    return [f"--nnodes={dist.nnodes}", f"--nproc_per_node={dist.nproc_per_node}",
+            f"--rdzv_endpoint={dist.master_addr}:{dist.master_port}", "--rdzv_backend=c10d"]
+
+
+_STEP = re.compile(r"(\d+)/(\d+) \[")
+_LOSS = re.compile(r"""['"]loss['"]:\s*['"]?([0-9.eE+-]+)""")
+
+
+def parse_trainer_progress(line: str) -> Progress | None:
+    """HF Trainer output: tqdm `12/40 [00:05<...` bars and `{'loss': 1.23, ...}` log dicts."""
+    loss = _LOSS.search(line)
+    if loss:
+        try:
+            return Progress(loss=float(loss.group(1)))
+        except ValueError:
+            return None
+    step = _STEP.search(line)
+    if step and ("it/s" in line or "s/it" in line):  # a tqdm bar, not some other "a/b [" text
+        return Progress(step=int(step.group(1)), total=int(step.group(2)))
+    return None

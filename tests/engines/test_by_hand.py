@@ -40,11 +40,13 @@ def test_moved_folder_trains_and_merges_by_its_readme(engine, plan_for, tmp_path
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
 
-    adapter = folder / "output"
-    assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "LORA"
-    assert (adapter / "adapter_model.safetensors").exists()
-    merged = folder / ("merged" if engine == "llamafactory" else "output/merged")
-    assert (merged / "config.json").exists() and list(merged.glob("*.safetensors"))
+    # The adapter and the merged weights where the engine puts them inside the folder (output/, a checkpoint
+    # under it, merged/ or output/merged/).
+    adapters = [p.parent for p in (folder / "output").rglob("adapter_config.json")]
+    assert adapters and all(json.loads((a / "adapter_config.json").read_text())["peft_type"] == "LORA" for a in adapters)
+    assert all((a / "adapter_model.safetensors").exists() for a in adapters)
+    merged = [p.parent for p in folder.rglob("config.json") if p.parent.name == "merged"]
+    assert len(merged) == 1 and list(merged[0].glob("*.safetensors")), merged
     assert not plan.train_dir.exists(), "the by-hand run wrote into the run folder"
 
 

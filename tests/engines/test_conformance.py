@@ -142,7 +142,8 @@ def test_trains_survives_kill_9_resumes_merges_and_exports(engine, tmp_path, tin
     second_launch = log.read_text(errors="replace").split("\n$ ")[-1].replace("\r", "\n").splitlines()
     assert any("resum" in ln.lower() and f"checkpoint-{resume_from}" in ln for ln in second_launch), \
         f"the second launch does not say it resumes from checkpoint-{resume_from}"
-    state = json.loads((out / "trainer_state.json").read_text())
+    assert _complete_checkpoints(out)[-1] == 6
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
     logged = [e["step"] for e in state["log_history"] if "loss" in e]
     assert logged == sorted(set(logged)) and logged[-1] == 6, "each step logged once"

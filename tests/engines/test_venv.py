@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from domainft.engines import NAMES, get_engine
 from domainft.engines import venv as V
 from domainft.errors import EngineError
 
@@ -18,7 +19,8 @@ def mini(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAINFT_HOME", str(tmp_path / "home"))
     real = V.build_inputs
     monkeypatch.setattr(V, "build_inputs",
-                        lambda name: (locks / "mini.txt", V.Spec(probe="json")) if name == "mini" else real(name))
+                        lambda name: V.VenvInputs(locks / "mini.txt", V.Spec(probe="json"), "mini") if name == "mini"
+                        else real(name))
     return locks / "mini.txt"
 
 
@@ -54,9 +56,13 @@ def test_pip_failure_is_one_line_with_pips_error(mini):
     assert not (V.venv_dir("mini") / V.READY).exists()
 
 
-def test_real_locks_pin_engine_and_torch_in_one_file():
-    for name in ("llamafactory", "axolotl"):
-        versions = V.engine_versions(name)
-        assert versions["torch"] == "2.13.0"
-        assert versions[name] == {"llamafactory": "0.9.5", "axolotl": "0.19.0"}[name]
+@pytest.mark.parametrize("name", NAMES)
+def test_real_locks_pin_the_engine_its_snapshot_describes_and_the_cpu_torch(name):
+    versions = V.engine_versions(name)
+    engine = get_engine(name)
+    assert versions["torch"] == "2.13.0"
+    assert versions[engine.package] == engine.known()["version"]  # known.json was made from this lock's engine
+
+
+def test_deepspeed_is_built_beside_llamafactory():
     assert V.engine_versions("llamafactory")["deepspeed"] == "0.19.8"

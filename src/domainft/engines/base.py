@@ -44,6 +44,8 @@ class Engine(ABC):
     name: ClassVar[str]
     #: How people write the engine's name.
     label: ClassVar[str]
+    #: Its distribution on the package registry (its version goes into the manifest).
+    package: ClassVar[str] = ""
     #: The file in the rendered folder a person passes to the engine's CLI by hand.
     config_file: ClassVar[str]
     #: How its venv is built besides lock.txt (part of the venv's hash).
@@ -71,8 +73,12 @@ class Engine(ABC):
         """The training config as the engine's own validator takes it."""
 
     @abstractmethod
-    def train_launch(self, plan: Plan) -> Launch:
-        """How to train from the rendered folder: the by-hand command, with the output moved to plan.train_dir."""
+    def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
+        """How to train from the rendered folder: the by-hand command, with the output moved to plan.train_dir.
+        `resume_from`: the newest complete checkpoint there, for engines that do not resume by themselves."""
+
+    def after_train(self, train_dir: Path) -> None:
+        """Leave the final adapter (or full weights) directly in train_dir, when the engine keeps it elsewhere."""
 
     @abstractmethod
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:

@@ -77,16 +77,14 @@ def train(plan: Plan) -> Path:
     _set_aside_foreign_checkpoints(plan.train_dir, digest)
     _set_aside_torn_checkpoints(plan.train_dir)
     checkpoint = last_checkpoint(plan.train_dir)
-    launch = engine.train_launch(plan)
-    if checkpoint is not None:
-        # Every engine resumes by itself from its output folder (LLaMA-Factory: overwrite_output_dir false;
-        # Axolotl: auto_resume_from_checkpoints); naming it keeps the log honest about it.
-        label = f"training (resuming from {checkpoint.name})"
-    else:
-        label = "training"
+    # LLaMA-Factory (overwrite_output_dir false) and Axolotl (auto_resume_from_checkpoints) resume by themselves
+    # from their output folder; others are told the checkpoint. Naming it keeps the log honest about it.
+    launch = engine.train_launch(plan, resume_from=checkpoint)
+    label = f"training (resuming from {checkpoint.name})" if checkpoint is not None else "training"
     started = time.monotonic()
     run_launch(launch, plan.run_dir / "logs" / f"train-{engine.name}.log", engine, venv=venv, label=label)
     plan.train_dir.mkdir(parents=True, exist_ok=True)
+    engine.after_train(plan.train_dir)
     write_loss_plot(plan.train_dir, title=f"{plan.recipe.name}: {engine.name} training")
     atomic_write(done, json.dumps({"render_sha256": digest, "seconds": round(time.monotonic() - started, 1)}) + "\n")
     return plan.train_dir

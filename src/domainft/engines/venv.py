@@ -39,14 +39,22 @@ class Spec:
     probe: str = ""
 
 
-def build_inputs(name: str) -> tuple[Path, Spec]:
-    """A registered engine's lock file and venv Spec (an unknown name is a one-line EngineError)."""
-    return ENGINES_DIR / name / "lock.txt", get_engine(name).venv
+@dataclass(frozen=True)
+class VenvInputs:
+    lock: Path
+    spec: Spec
+    package: str  # the engine's distribution in the lock
+
+
+def build_inputs(name: str) -> VenvInputs:
+    """What a registered engine's venv is built from (an unknown name is a one-line EngineError)."""
+    engine = get_engine(name)
+    return VenvInputs(ENGINES_DIR / name / "lock.txt", engine.venv, engine.package)
 
 
 def lock_hash(name: str) -> str:
-    lock, spec = build_inputs(name)
-    return hashlib.sha256(f"{lock.read_text()}\n{spec!r}".encode()).hexdigest()
+    inputs = build_inputs(name)
+    return hashlib.sha256(f"{inputs.lock.read_text()}\n{inputs.spec!r}".encode()).hexdigest()
 
 
 def venv_dir(name: str) -> Path:
@@ -78,14 +86,16 @@ def engine_status(name: str) -> dict:
 
 def engine_versions(name: str) -> dict[str, str]:
     """The pinned versions that matter for a run (read from the lock, so no venv is needed)."""
-    wanted = {name, "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed", "bitsandbytes"}
-    lock, spec = build_inputs(name)
-    pins = [*lock.read_text().splitlines(), *spec.no_isolation]
+    inputs = build_inputs(name)
+    wanted = {inputs.package, "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed",
+              "bitsandbytes"}
+    pins = [*inputs.lock.read_text().splitlines(), *inputs.spec.no_isolation]
     found = {}
     for line in pins:
         pkg, sep, ver = line.strip().partition("==")
-        if sep and pkg.lower() in wanted:
-            found[pkg.lower()] = ver
+        pkg = pkg.lower().replace("_", "-")  # pip freeze writes ms_swift for ms-swift
+        if sep and pkg in wanted:
+            found[pkg] = ver
     return dict(sorted(found.items()))
 
 
@@ -114,7 +124,8 @@ def require_engine(name: str) -> Path:
 def _build(name: str, path: Path) -> None:
     from rich.console import Console
 
-    lock, spec = build_inputs(name)
+    inputs = build_inputs(name)
+    lock, spec = inputs.lock, inputs.spec
     if path.exists():
         shutil.rmtree(path)  # no marker: a half-built venv from an interrupted run
     started = time.monotonic()

@@ -35,6 +35,7 @@ LIGER = {"plugins": ["axolotl.integrations.liger.LigerPlugin"], "liger_rope": Tr
 
 class Axolotl(Engine):
     name = "axolotl"
+    package = "axolotl"
     label = "Axolotl"
     config_file = CONFIG
     venv = Spec(probe="axolotl")
@@ -194,7 +195,7 @@ class Axolotl(Engine):
 
     # The rendered file writes into the folder (output/, prepared/); a run keeps those in its own folders
     # instead, through Axolotl's command-line overrides of config keys.
-    def train_launch(self, plan: Plan) -> Launch:
+    def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
         argv = self._train_argv(plan, CONFIG, f"--output-dir={plan.train_dir.resolve()}",
                                 f"--dataset-prepared-path={(plan.run_dir / 'train' / 'axolotl-prepared').resolve()}")
         return Launch(argv, {}, plan.render_dir)

@@ -38,6 +38,7 @@ LLAMAFACTORY_ATTENTION = {"auto": None, "sdpa": "sdpa", "eager": "disabled", "fa
 
 class LlamaFactory(Engine):
     name = "llamafactory"
+    package = "llamafactory"
     label = "LLaMA-Factory"
     config_file = TRAIN_YAML
     # DS_BUILD_OPS=0: DeepSpeed's C++/CUDA ops are JIT-built when first used, so the install needs no compiler.
@@ -159,7 +160,7 @@ class LlamaFactory(Engine):
     # The rendered files write into the folder (output/, merged/); a run keeps them in its own folders instead.
     # `key=value` after the YAML overrides it (LLaMA-Factory merges them with OmegaConf). The value is
     # YAML-quoted: OmegaConf reads `a #b` as `a` and `a: b` as a mapping.
-    def train_launch(self, plan: Plan) -> Launch:
+    def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
         argv = ["llamafactory-cli", "train", TRAIN_YAML, _cli_set("output_dir", plan.train_dir)]
         return Launch(argv, torchrun_env(plan), plan.render_dir)
 

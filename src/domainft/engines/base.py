@@ -8,6 +8,7 @@ the engines pin conflicting dependencies and each lives in a venv of its own.
 from __future__ import annotations
 
 import json
+import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache
@@ -111,6 +112,14 @@ class Engine(ABC):
     def known(self) -> dict[str, Any]:
         """The snapshot of what this engine accepts (known.json): version, config_keys, templates."""
         return _known(self.name)
+
+
+def move_up(nested: Path) -> None:
+    """Move what an engine wrote into `nested` up into its parent folder (engines that merge into a subfolder)."""
+    if nested.is_dir():
+        for item in nested.iterdir():
+            shutil.move(str(item), nested.parent / item.name)
+        nested.rmdir()
 
 
 @cache

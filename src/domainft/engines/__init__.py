@@ -16,7 +16,7 @@ from ..errors import EngineError, did_you_mean
 if TYPE_CHECKING:
     from .base import Engine
 
-NAMES: tuple[str, ...] = ("llamafactory", "axolotl")
+NAMES: tuple[str, ...] = ("llamafactory", "axolotl", "swift")
 
 
 def get_engine(name: str) -> Engine:

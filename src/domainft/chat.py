@@ -41,7 +41,8 @@ class ChatSettings:
     def from_overrides(cls, overrides: list[str]) -> ChatSettings:
         """Settings for a bare .gguf or model folder from `-s` overrides: sampling.* and model.system_prompt /
         model.enable_thinking, validated as in a recipe (the rest of a recipe means nothing without one)."""
-        from .recipe import _apply_override, recipe_from_dict
+        from .recipe import recipe_from_dict
+        from .recipe_file import apply_override
 
         data: dict[str, Any] = {"name": "chat", "dataset": {"files": ["none.jsonl"]}}
         for item in overrides:
@@ -49,7 +50,7 @@ class ChatSettings:
             if not key.startswith(("sampling.", "model.system_prompt", "model.enable_thinking")):
                 raise UserError(f"'{key}' means nothing without a recipe", where="-s",
                                 hint="with a model file, -s takes sampling.* and model.system_prompt")
-            _apply_override(data, item)
+            apply_override(data, item)
         recipe = recipe_from_dict(data)
         return cls(recipe.model.system_prompt, recipe.sampling, recipe.model.enable_thinking)
 

@@ -107,9 +107,11 @@ def validate(
     set_: SetOpt = None,
 ) -> None:
     """Check a recipe fast: schema, dataset files and columns, chat template, LoRA targets."""
-    from .engines.checks import length_report
+    from .engines.checks import check_engine_keys, length_report
     from .engines.checks import validate as validate_plan
+    from .recipe_file import read_recipe_data
 
+    check_engine_keys(read_recipe_data(recipe, set_)[0], engine)  # before the schema: no pydantic import
     plan = _plan(recipe, set_, engine)
     validate_plan(plan, deep=deep)
     if note := length_report(plan):

@@ -24,6 +24,7 @@ from pydantic import (
 
 from .engines import NAMES as ENGINE_NAMES
 from .errors import RecipeError, did_you_mean
+from .recipe_file import read_recipe_data
 
 EMBEDDED_MODELS = ("embedded:smollm2", "embedded:tiny-random-llama")
 # Projection names across Llama / Qwen / Mistral / SmolLM families; "all" lets the engine find them.
@@ -287,7 +288,7 @@ class Recipe(Section):
     dataset: DatasetConfig = DatasetConfig()
     method: MethodConfig = MethodConfig()
     training: TrainingConfig = TrainingConfig()
-    engine: Literal[ENGINE_NAMES] = Field("llamafactory", description="The training engine; the only key to change to switch.")
+    engine: Literal[ENGINE_NAMES] = Field(ENGINE_NAMES[0], description="The training engine; the only key to change to switch.")
     engine_overrides: dict[str, Any] = Field(
         default_factory=dict, description="Passed to the engine verbatim; keys are checked against its schema."
     )
@@ -342,65 +343,8 @@ class Recipe(Section):
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, apply `key.path=value` overrides, validate. Every failure is a one-line RecipeError."""
-    path = Path(path)
-    if not path.exists():
-        raise RecipeError("recipe file not found", where=path)
-    if path.is_dir():
-        raise RecipeError("is a folder, expected a recipe YAML file", where=path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RecipeError(f"not UTF-8 text (byte {exc.start})", where=path) from None
-    except OSError as exc:
-        raise RecipeError(f"cannot read: {exc.strerror}", where=path) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        _refuse_alias_bombs(node, path)  # before anything expands the aliases
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"YAML syntax error: {problem}", where=where) from None
-    if data is None:
-        raise RecipeError("recipe is empty", where=path)
-    if not isinstance(data, dict):
-        raise RecipeError(f"expected a mapping of keys at the top, found {type(data).__name__}", where=path)
-    for item in overrides or []:
-        _apply_override(data, item)
-    return recipe_from_dict(data, source=path, node=node)
-
-
-MAX_EXPANDED_NODES = 100_000  # a real recipe has a few hundred; aliases may not multiply it past this
-
-
-def _refuse_alias_bombs(root: Any, path: Path) -> None:
-    """YAML aliases share one node, but everything that walks the data (validation, hashing, JSON) expands them:
-    nested aliases ("billion laughs") grow exponentially. Count the expanded size on the node graph, each
-    distinct node once, and refuse past MAX_EXPANDED_NODES or a node that contains itself."""
-    sizes: dict[int, int] = {}
-    open_nodes: set[int] = set()
-
-    def size(node: Any) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in open_nodes:
-            raise RecipeError("a YAML alias refers to a node that contains it", where=f"{path}:{node.start_mark.line + 1}")
-        open_nodes.add(key)
-        children = node.value if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) else []
-        if isinstance(node, yaml.MappingNode):
-            children = [n for pair in children for n in pair]
-        total = 1 + sum(size(child) for child in children)
-        open_nodes.discard(key)
-        if total > MAX_EXPANDED_NODES:
-            raise RecipeError(f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values (an alias bomb?)",
-                              where=f"{path}:{node.start_mark.line + 1}")
-        sizes[key] = total
-        return total
-
-    if root is not None:
-        size(root)
+    data, node = read_recipe_data(path, overrides)
+    return recipe_from_dict(data, source=Path(path), node=node)
 
 
 def recipe_from_dict(data: dict[str, Any], *, source: Path | None = None, node: Any = None) -> Recipe:
@@ -412,24 +356,6 @@ def recipe_from_dict(data: dict[str, Any], *, source: Path | None = None, node: 
         raise _to_recipe_error(exc, where_file, node) from None
     recipe._source = source.resolve() if source else None
     return recipe
-
-
-def _apply_override(data: dict[str, Any], item: str) -> None:
-    key, sep, raw = item.partition("=")
-    if not sep or not key:
-        raise RecipeError(f"override '{item}' is not key.path=value", where="command line")
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
-    parts = key.split(".")
-    target = data
-    for part in parts[:-1]:
-        nxt = target.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise RecipeError(f"override '{key}': '{part}' is not a section", where="command line")
-        target = nxt
-    target[parts[-1]] = value
 
 
 def _check_renamed(data: dict[str, Any], where_file: str, node: Any) -> None:

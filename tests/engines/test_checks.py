@@ -76,7 +76,7 @@ def test_bad_json_line_is_named(plan_for, tmp_path):
 _HEAVY = ("torch", "transformers", "datasets", "peft", "lm_eval", "llama_cpp", "accelerate")
 
 
-@pytest.mark.parametrize("engine", ["llamafactory", "axolotl"])
+@pytest.mark.parametrize("engine", NAMES)
 def test_static_validation_loads_no_ml_stack(engine, tmp_path):
     """Why `domainft validate` answers in well under a second: it imports none of the ML stack (timings live in
     benchmarks/validate_vs_engine.py, never in a test)."""
@@ -95,6 +95,37 @@ def test_static_validation_loads_no_ml_stack(engine, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
+@pytest.mark.parametrize("engine", NAMES)
+def test_a_misspelt_engine_key_is_refused_before_the_schema_and_templates_load(engine, tmp_path):
+    """The cheapest check first: the recipe file's engine_overrides against the engine's known keys, before
+    pydantic (the recipe schema) or Jinja (rendering) is imported (timings: benchmarks/validate_vs_engine.py)."""
+    import subprocess
+    import sys
+
+    import yaml
+    from helpers import DATA, tiny_recipe_data
+
+    from domainft.engines.checks import check_engine_keys
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_data("t", engine, [DATA / "coal" / "demo_qa.jsonl"], max_steps=1, save_steps=1,
+                                                      engine_overrides={"lerning_rate": 1})))
+    code = (
+        "import sys\n"
+        "from domainft.cli import main\n"
+        f"sys.argv = ['domainft', 'validate', {str(recipe)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 2, exc.code\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'jinja2', 'torch'}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+    assert "error: engine_overrides.lerning_rate:" in proc.stderr
+    # malformed data is left to the schema's own one-line error
+    check_engine_keys({"engine": "no-such-engine", "engine_overrides": {"x": 1}})
+    check_engine_keys({"engine": engine, "engine_overrides": ["not", "a", "mapping"]})
 
 
 def test_validate_says_what_cutoff_len_cuts(plan_for, cli, tmp_path):

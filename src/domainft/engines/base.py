@@ -13,10 +13,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..plan import Plan
 from .venv import Spec
+
+if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
+    from ..plan import Plan
 
 
 @dataclass(frozen=True)

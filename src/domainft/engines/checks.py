@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import process
 from ..errors import DataError, EngineError, RecipeError, did_you_mean
-from ..plan import Plan
-from ..recipe import KNOWN_LORA_TARGETS
-from . import get_engine
+from . import NAMES, get_engine
 from .base import Engine
+
+if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
+    from ..plan import Plan
 
 SAMPLE_RECORDS = 5  # columns are checked against the first records of each file
 
@@ -29,7 +30,6 @@ def validate(plan: Plan, deep: bool = False) -> dict[str, str]:
     engine.check_recipe(plan)
     check_model(plan)
     check_eval_set(plan)
-    check_targets(plan)
     check_chat_template(plan)
     files = engine.render(plan)
     engine.check_files(plan, files)
@@ -37,6 +37,19 @@ def validate(plan: Plan, deep: bool = False) -> dict[str, str]:
     if deep:
         deep_check(engine, engine.config(files), engine.config_file)
     return files
+
+
+def check_engine_keys(data: dict[str, Any], engine_name: str | None = None) -> None:
+    """From the recipe file's data, before the recipe schema is loaded (pydantic's import is most of a validate
+    run): an engine_overrides key the engine does not know, or one that would move its output, is refused at
+    once. Plugin options pass here (whether their plugin is on is checked with the schema); anything malformed
+    is left to the schema's own error."""
+    name = engine_name or data.get("engine", NAMES[0])
+    overrides = data.get("engine_overrides")
+    if name not in NAMES or not isinstance(overrides, dict):
+        return
+    engine = get_engine(name)
+    check_overrides(engine, overrides, plugins=list(engine.known().get("plugin_keys", {})))
 
 
 def accepted_keys(engine: Engine, plugins: Any = ()) -> list[str]:
@@ -105,15 +118,6 @@ def check_eval_set(plan: Plan) -> None:
     if plan.val_files and plan.recipe.training.val_size:
         raise RecipeError("datagen's validation split is already the eval set", where="training.val_size",
                           hint="set it to 0, or datagen.split.val to 0 to hold out a slice of train instead")
-
-
-def check_targets(plan: Plan) -> None:
-    targets = plan.recipe.method.target_modules
-    if plan.recipe.method.kind != "full" and isinstance(targets, list):
-        for name in targets:
-            if name not in KNOWN_LORA_TARGETS:
-                raise RecipeError(f"'{name}' is not a known projection module", where="method.target_modules",
-                                  hint=did_you_mean(name, KNOWN_LORA_TARGETS))
 
 
 def sample_records(path: Path, limit: int | None = SAMPLE_RECORDS) -> list[dict[str, Any]]:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import filecmp
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import render as R
 from ..errors import DataError
 from ..fsutil import atomic_write
-from ..plan import Plan
+
+if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
+    from ..plan import Plan
 
 DATA = "data"  # training files, copied in
 OUTPUT = "output"  # where the engine writes checkpoints and the adapter when run by hand

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
 from .. import render as R
 from ..errors import EngineError
-from ..plan import Plan
 from .base import Progress
 from .folder import OUTPUT
+
+if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
+    from ..plan import Plan
 
 
 def training_values(plan: Plan) -> dict[str, object]:

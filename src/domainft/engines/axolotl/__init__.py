@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import render as R
 from ...chat_formats import alpaca_formats
 from ...errors import RecipeError, did_you_mean
-from ...plan import Plan
 from .. import checks as V
 from ..base import Engine, Launch, Progress, move_up
 from ..folder import README, data_layout, deepspeed_rel, readme
 from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_args, training_values
 from ..venv import Spec
+
+if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
+    from ...plan import Plan
 
 CONFIG = "axolotl.yml"
 PREPARED = "prepared"  # `axolotl preprocess` writes the tokenized data here (relative to the rendered folder)

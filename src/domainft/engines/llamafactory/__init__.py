@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import render as R
 from ...errors import RecipeError, did_you_mean
-from ...plan import Plan
 from .. import checks as V
 from ..base import Engine, Launch, Progress
 from ..folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
 from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_env, training_values
 from ..venv import Spec
+
+if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
+    from ...plan import Plan
 
 TRAIN_YAML = "train.yaml"
 MERGE_YAML = "merge.yaml"

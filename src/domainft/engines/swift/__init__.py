@@ -12,19 +12,21 @@ import shlex
 import shutil
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ... import render as R
 from ...errors import RecipeError, did_you_mean
-from ...plan import Plan
 from ...resources import folder
 from .. import checks as V
 from ..base import Engine, Launch, Progress, move_up
 from ..folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
 from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_env, training_values
 from ..venv import Spec
+
+if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
+    from ...plan import Plan
 
 CONFIG = "sft.yaml"
 # Model and dataset ids go to the Hugging Face hub (offline: its cache), not to ModelScope's.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .metrics import strip_think
+from .paired import Paired, paired_rows
 
 SAMPLES_PER_TASK = 3
 # The metric that decides "better" per task kind; the others are shown beside it.
@@ -16,12 +17,15 @@ PRIMARY = ("rouge_l_char", "rouge_l", "acc", "acc_norm", "keyword_recall")
 
 
 def compare(base: dict, tuned: dict) -> dict[str, dict[str, Any]]:
-    """{task: {n, primary, metrics: {metric: {base, tuned, delta, base_stderr, tuned_stderr, higher_is_better}}}}."""
+    """{task: {n, primary, seen_text, metrics: {metric: {base, tuned, delta, base_stderr, tuned_stderr,
+    higher_is_better, paired}}}}; `paired` (tuned against base item by item, from the samples files) or None."""
     out: dict[str, dict[str, Any]] = {}
     b_res, t_res = base["results"]["results"], tuned["results"]["results"]
     better = tuned["results"].get("higher_is_better", {})
     n_samples = tuned["results"].get("n-samples", {})
+    configs = tuned["results"].get("configs", {})
     for task in sorted(set(b_res) & set(t_res)):
+        b_rows, t_rows = _rows(base, task), _rows(tuned, task)
         metrics: dict[str, dict[str, Any]] = {}
         for key, value in t_res[task].items():
             name, _, filt = key.partition(",")
@@ -30,47 +34,93 @@ def compare(base: dict, tuned: dict) -> dict[str, dict[str, Any]]:
             base_value = b_res[task].get(key)
             if not _is_number(base_value):
                 continue
+            higher = better.get(task, {}).get(name, True)
+            pair = paired_rows(b_rows, t_rows, name, higher_is_better=higher) if b_rows and t_rows else None
             metrics[name] = {
                 "base": base_value,
                 "tuned": value,
                 "delta": value - base_value,
                 "base_stderr": _number_or_none(b_res[task].get(f"{name}_stderr,{filt}")),
                 "tuned_stderr": _number_or_none(t_res[task].get(f"{name}_stderr,{filt}")),
-                "higher_is_better": better.get(task, {}).get(name, True),
+                "higher_is_better": higher,
+                "paired": pair.as_dict() if pair else None,
             }
         if not metrics:
             continue  # a group without an aggregate
         primary = next((m for m in PRIMARY if m in metrics), next(iter(metrics)))
         n = n_samples.get(task, {})
-        out[task] = {"n": n.get("effective", n.get("original")), "primary": primary, "metrics": metrics}
+        seen = ((configs.get(task) or {}).get("metadata") or {}).get("text") == "seen"
+        out[task] = {"n": n.get("effective", n.get("original")), "primary": primary, "seen_text": seen,
+                     "metrics": metrics}
     return out
 
 
+def _rows(run: dict, task: str) -> list[dict]:
+    path = run.get("samples", {}).get(task)
+    return _read_jsonl(path) if path and Path(path).exists() else []
+
+
 def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
-    """One honest sentence per task on its primary metric, and a noise caveat."""
+    """One honest sentence per task on its primary metric (paired over the same items when the per-item scores
+    are there), then every metric that got worse beyond noise, and the caveats that apply."""
     lines = []
     for task, info in tasks.items():
         m = info["metrics"][info["primary"]]
-        gain = m["delta"] if m["higher_is_better"] else -m["delta"]
-        noise = _noise(m)
-        where = f"on {task} ({info['primary']}: base {m['base']:.3f}, tuned {m['tuned']:.3f}, n={info['n']})"
-        if gain > 0 and (noise is None or gain > noise):
-            lines.append(f"The tuned model beats the base model {where}.")
-        elif gain > 0:
-            lines.append(f"The tuned model scores higher {where}, but by less than twice the standard error: "
-                         "this may be noise.")
-        elif gain == 0:
-            lines.append(f"The tuned model ties with the base model {where}: it does not beat it.")
-        else:
-            lines.append(f"The tuned model does not beat the base model {where}.")
+        label = f"{task} (seen text)" if info.get("seen_text") else task
+        where = f"on {label} ({info['primary']}: base {m['base']:.3f}, tuned {m['tuned']:.3f}, n={info['n']})"
+        lines.append(_paired_sentence(where, m) if m.get("paired") else _unpaired_sentence(where, m))
+    worse = [f"{task} {name} {m['base']:.3f} → {m['tuned']:.3f}" + (f" ({_interval(m['paired'])})" if m.get("paired") else "")
+             for task, info in tasks.items() for name, m in info["metrics"].items() if _worse(m)]
+    if worse:
+        lines.append("Worse after tuning, beyond noise: " + "; ".join(worse) + ".")
     if any(not line.startswith("The tuned model beats") for line in lines):
         lines.append("Where tuning did not help, likely causes are too few training steps or pairs, a base model "
                      "too small to hold the facts, or items the training data does not cover: compare the sample "
                      "answers below with the training pairs.")
+    if any(info.get("seen_text") for info in tasks.values()):
+        lines.append("Tasks marked seen text ask about passages of the training documents: a gain there can be "
+                     "memorisation. A held-out task scores questions on passages kept out of training.")
     if tasks and any((info["n"] or 0) < 30 for info in tasks.values()):
         lines.append("Few items were scored (see n): treat small differences as noise, and rerun without --limit "
                      "for numbers to trust.")
     return lines
+
+
+def _paired_sentence(where: str, m: dict[str, Any]) -> str:
+    p = Paired(**m["paired"])
+    detail = _interval(m["paired"])
+    if p.better(m["higher_is_better"]):
+        return f"The tuned model beats the base model {where}: {detail}."
+    if p.worse(m["higher_is_better"]):
+        return f"The tuned model does not beat the base model {where}; it does worse: {detail}."
+    return f"The tuned model does not beat the base model {where}: the difference is inside noise, {detail}."
+
+
+def _unpaired_sentence(where: str, m: dict[str, Any]) -> str:
+    """Without per-item scores: the two standard errors, which overstate the noise of a paired comparison."""
+    gain = m["delta"] if m["higher_is_better"] else -m["delta"]
+    noise = _noise(m)
+    if gain > 0 and (noise is None or gain > noise):
+        return f"The tuned model beats the base model {where}."
+    if gain > 0:
+        return (f"The tuned model scores higher {where}, but by less than twice the standard error: "
+                "this may be noise.")
+    if gain == 0:
+        return f"The tuned model ties with the base model {where}: it does not beat it."
+    return f"The tuned model does not beat the base model {where}."
+
+
+def _interval(p: dict[str, Any]) -> str:
+    return (f"{p['mean_diff']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}], "
+            f"{p['wins']} wins / {p['losses']} losses / {p['ties']} ties")
+
+
+def _worse(m: dict[str, Any]) -> bool:
+    if m.get("paired"):
+        return Paired(**m["paired"]).worse(m["higher_is_better"])
+    loss = -m["delta"] if m["higher_is_better"] else m["delta"]
+    noise = _noise(m)
+    return loss > 0 and noise is not None and loss > noise
 
 
 def side_by_side(base: dict, tuned: dict, tasks: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -160,13 +210,21 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("heldout_task"):
         lines += [f"`{report['heldout_task']}` scores datagen's held-out test split of this run.", ""]
     lines += ["## Verdict", "", *[f"- {s}" for s in report["verdict"]], "", "## Scores", "",
-              "| task | metric | n | base | tuned | delta |", "|---|---|---:|---:|---:|---:|"]
+              "| task | metric | n | base | tuned | delta | paired 95% interval | wins / losses / ties |",
+              "|---|---|---:|---:|---:|---:|---|---|"]
     for task, info in report["tasks"].items():
+        shown = f"{task} *(seen text)*" if info.get("seen_text") else task
         for name, m in info["metrics"].items():
             label = f"**{name}**" if name == info["primary"] else name
-            lines.append(f"| {task} | {label} | {info['n']} | {_fmt(m['base'], m['base_stderr'])} | "
-                         f"{_fmt(m['tuned'], m['tuned_stderr'])} | {m['delta']:+.3f} |")
-    lines += ["", "Bold: the metric the verdict uses. ± is lm-eval's standard error.", "", "![base vs tuned](report.png)", ""]
+            p = m.get("paired")
+            interval = f"[{p['low']:+.3f}, {p['high']:+.3f}]" if p else ""
+            counts = f"{p['wins']} / {p['losses']} / {p['ties']}" if p else ""
+            lines.append(f"| {shown} | {label} | {info['n']} | {_fmt(m['base'], m['base_stderr'])} | "
+                         f"{_fmt(m['tuned'], m['tuned_stderr'])} | {m['delta']:+.3f} | {interval} | {counts} |")
+    lines += ["", "Bold: the metric the verdict uses. ± is lm-eval's standard error of each run alone; the paired "
+              "interval is a bootstrap over the items both models answered (tuned minus base), and wins / losses / "
+              "ties count those items. Seen text: items about passages of the training documents.", "",
+              "![base vs tuned](report.png)", ""]
     if report.get("loss_plot"):
         loss = os.path.relpath(report["loss_plot"], report.get("eval_dir") or ".")  # ../train/<engine>/loss.png
         lines += ["## Training loss", "", f"Train and eval loss against steps: [{loss}]({loss})", "",
@@ -193,30 +251,42 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def plot(tasks: dict[str, dict[str, Any]], out: Path, *, title: str) -> None:
+    """Left: base and tuned scores. Right: tuned minus base with the paired 95 % interval (when per-item scores
+    were there), so a difference inside noise is seen as one."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers
     import matplotlib.pyplot as plt
 
-    labels, base_vals, tuned_vals = [], [], []
+    labels, base_vals, tuned_vals, deltas, lows, highs = [], [], [], [], [], []
     for task, info in tasks.items():
         for name, m in info["metrics"].items():
             labels.append(f"{task}\n{name}")
             base_vals.append(m["base"])
             tuned_vals.append(m["tuned"])
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(labels) + 2), 4.5))
-    xs = range(len(labels))
+            p = m.get("paired")
+            deltas.append(p["mean_diff"] if p else m["delta"])
+            lows.append(p["mean_diff"] - p["low"] if p else 0.0)
+            highs.append(p["high"] - p["mean_diff"] if p else 0.0)
+    width_in = max(6.0, 1.3 * len(labels) + 2)
+    fig, (ax, dx) = plt.subplots(1, 2, figsize=(2 * width_in, 4.5))
+    xs = list(range(len(labels)))
     width = 0.38
     ax.bar([x - width / 2 for x in xs], base_vals, width, label="base", color="#9aa5b1")
     ax.bar([x + width / 2 for x in xs], tuned_vals, width, label="tuned", color="#2f80ed")
     for x, (b, t) in enumerate(zip(base_vals, tuned_vals)):
         ax.text(x - width / 2, b, f"{b:.2f}", ha="center", va="bottom", fontsize=7)
         ax.text(x + width / 2, t, f"{t:.2f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(list(xs), labels, fontsize=7)
+    ax.set_xticks(xs, labels, fontsize=7)
     ax.set_ylim(0, max([1.0, *base_vals, *tuned_vals]) * 1.1)
     ax.set_ylabel("score")
     ax.set_title(title)
     ax.legend()
+    dx.errorbar(xs, deltas, yerr=[lows, highs], fmt="o", color="#2f80ed", capsize=4)
+    dx.axhline(0, color="#9aa5b1", linewidth=1)
+    dx.set_xticks(xs, labels, fontsize=7)
+    dx.set_ylabel("tuned − base")
+    dx.set_title("paired difference, 95% interval")
     fig.tight_layout()
     fig.savefig(out, dpi=120, format="png")
     plt.close(fig)

@@ -146,6 +146,7 @@ def heldout_task(plan: Plan, tasks: Iterable[str]) -> Path | None:
         "include": str(base_yaml),
         "task": f"{qa_task}{HELDOUT_SUFFIX}",
         "dataset_kwargs": {"data_file": str(test_split)},
+        "metadata": {"version": 1.0, "text": "held-out"},  # not the hand-written set's "seen"
     }
     _write_if_changed(out, header + yaml.safe_dump(body, allow_unicode=True, sort_keys=False))
     return out

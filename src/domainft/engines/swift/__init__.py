@@ -35,6 +35,9 @@ LAST = "last-checkpoint"  # ms-swift links the newest checkpoint under this name
 # training.attention -> ms-swift's attn_impl; None leaves the engine's own choice ("auto").
 SWIFT_ATTENTION = {"auto": None, "sdpa": "sdpa", "eager": "eager", "fa2": "flash_attn"}
 TORCH_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# The conversation fields and roles ms-swift's loader reads (OpenAI messages or ShareGPT from/value).
+SHAREGPT_TAGS = {"role_tag": ("role", "from"), "content_tag": ("content", "value"), "user_tag": ("user", "human"),
+                 "assistant_tag": ("assistant", "gpt"), "system_tag": ("system",)}
 # What a checkpoint holds only to resume: not copied beside the final adapter.
 RESUME_ONLY = ("optimizer.pt", "scheduler.pt", "rng_state", "training_args.bin")
 
@@ -153,6 +156,13 @@ class Swift(Engine):
                 or "set engine_overrides.template to an ms-swift template, or add it to "
                    "templates/swift/chat_templates.yaml",
             )
+
+        if r.dataset.format == "sharegpt":
+            tags = r.dataset.tag_map()
+            for tag, value in tags.items():
+                if value not in SHAREGPT_TAGS[tag]:
+                    raise RecipeError(f"ms-swift reads no '{value}' as {tag} in conversations",
+                                      where=f"dataset.tags.{tag}", hint=f"it reads {' or '.join(SHAREGPT_TAGS[tag])}")
 
     def check_files(self, plan: Plan, files: dict[str, str]) -> None:
         V.check_rendered_keys(self, self.config(files), CONFIG)

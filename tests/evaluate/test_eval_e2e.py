@@ -82,7 +82,10 @@ def test_run_eval_base_vs_tuned_writes_the_report(tmp_path, tiny_model):
     assert report["verdict"]
     assert (plan.eval_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = report_md.read_text(encoding="utf-8")
-    assert "| coal_safety_qa | **rouge_l_char** |" in text and "## Sample answers" in text
+    assert "| coal_safety_qa *(seen text)* | **rouge_l_char** |" in text and "## Sample answers" in text
+    assert "| coal_safety_qa_heldout | **rouge_l_char** |" in text  # the held-out split is not seen text
+    paired = report["tasks"]["coal_safety_qa"]["metrics"]["rouge_l_char"]["paired"]
+    assert paired["n"] == report["tasks"]["coal_safety_qa"]["n"] and paired["low"] <= paired["mean_diff"] <= paired["high"]
     for label in ("base", "tuned"):
         assert list((plan.eval_dir / "lm_eval" / label).rglob("samples_coal_safety_qa_*.jsonl"))
     assert "peft=" in " ".join(report["commands"]["tuned"]) and "peft=" not in " ".join(report["commands"]["base"])

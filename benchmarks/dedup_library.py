@@ -81,25 +81,12 @@ class LibNearIndex:
         self.lsh.insert(idx, _sketch(text) if sketch is None else sketch, check_duplication=False)
         return idx
 
+    def sketch(self, text: str) -> MinHash:
+        return _sketch(text)
+
 
 def lib_dedup(records: list[dict[str, Any]], threshold: float) -> tuple[list[dict[str, Any]], Counter]:
-    counts: Counter = Counter()
-    exact: set[str] = set()
-    index = LibNearIndex(threshold)
-    kept = []
-    for record in records:
-        text = pair_text(record)
-        if text in exact:
-            counts["exact"] += 1
-            continue
-        exact.add(text)
-        sketch = _sketch(text)
-        if threshold < 1 and index.query(text, sketch) is not None:
-            counts["near"] += 1
-            continue
-        index.add(text, sketch)
-        kept.append(record)
-    return kept, counts
+    return clean.dedup(records, threshold, index_cls=LibNearIndex)
 
 
 _VALIDATORS: dict[str, Draft202012Validator] = {}

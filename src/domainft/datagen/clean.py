@@ -83,12 +83,18 @@ class NearIndex:
             self.buckets[key].append(idx)
         return idx
 
+    def sketch(self, text: str) -> list[bytes]:
+        """What query and add take, computed once per text."""
+        return _band_keys(text)
 
-def dedup(records: list[dict[str, Any]], threshold: float) -> tuple[list[dict[str, Any]], Counter]:
-    """Keep the first of each exact or near-duplicate group (normalized question + answer)."""
+
+def dedup(records: list[dict[str, Any]], threshold: float, index_cls: type = NearIndex
+          ) -> tuple[list[dict[str, Any]], Counter]:
+    """Keep the first of each exact or near-duplicate group (normalized question + answer). `index_cls`: another
+    index with the same methods (benchmarks/dedup_library.py measures datasketch's this way)."""
     counts: Counter = Counter()
     exact: set[str] = set()
-    index = NearIndex(threshold)
+    index = index_cls(threshold)
     kept = []
     for record in records:
         text = pair_text(record)
@@ -96,7 +102,7 @@ def dedup(records: list[dict[str, Any]], threshold: float) -> tuple[list[dict[st
             counts["exact"] += 1
             continue
         exact.add(text)
-        keys = _band_keys(text)
+        keys = index.sketch(text)
         if threshold < 1 and index.query(text, keys) is not None:
             counts["near"] += 1
             continue

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import process
+from ..chat_formats import alpaca_formats, chat_format
 from ..errors import DataError, EngineError, RecipeError, did_you_mean
 from . import NAMES, get_engine
 from .base import Engine
+from .venv import require_engine
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
     from ..plan import Plan
@@ -214,8 +216,6 @@ except Exception as exc:
 
 def deep_check(engine: Engine, config: dict[str, Any], file: str, timeout: float = 300) -> None:
     """Run the engine's own config validator in its venv; one-line EngineError on rejection."""
-    from .venv import require_engine
-
     venv = require_engine(engine.name)
     body = "\n".join("    " + ln for ln in engine.deep_check_code.splitlines())
     done = process.run([str(venv / "bin" / "python"), "-c", _WRAP.format(body=body)], input_text=json.dumps(config),
@@ -261,8 +261,6 @@ def engine_template_text(plan: Plan) -> list[str]:
     """The text the engine writes around turns for this recipe (LLaMA-Factory's template, Axolotl's alpaca
     format; none where the tokenizer's own template formats the data), plus the stop tokens of the chat-template
     family used by eval, chat and the Modelfile."""
-    from ..chat_formats import chat_format
-
     fmt = chat_format(plan.recipe.model.chat_template)
     return get_engine(plan.engine).written_template_text(plan) + list(fmt.stop if fmt else ())
 
@@ -318,8 +316,6 @@ def length_report(plan: Plan) -> str | None:
     """How many training examples are longer than training.cutoff_len in the model's own tokens, and what the
     engines do with them; None when nothing is cut, or the data or the tokenizer is not here yet (alpaca data;
     the text is formatted with the chat template's own turns, so the count is the engine's)."""
-    from ..chat_formats import alpaca_formats
-
     r = plan.recipe
     tokenizer_file = Path(plan.model_path) / "tokenizer.json"
     files = [p for p in plan.train_files if p.is_file()]

@@ -10,7 +10,7 @@ import pytest
 from domainft.engines import get_engine
 from domainft.engines.runner import run_launch
 from domainft.engines.base import Launch, Progress
-from domainft.engines.runner import last_checkpoint
+from domainft.engines.base import last_checkpoint
 from domainft.errors import EngineError
 
 WRAPPER_VENV = Path(sys.executable).parent.parent

@@ -116,6 +116,12 @@ class Engine(ABC):
         return _known(self.name)
 
 
+def last_checkpoint(train_dir: Path) -> Path | None:
+    """The highest-numbered `checkpoint-N` folder in train_dir, or None."""
+    found = [p for p in Path(train_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
 def move_up(nested: Path) -> None:
     """Move what an engine wrote into `nested` up into its parent folder (engines that merge into a subfolder)."""
     if nested.is_dir():

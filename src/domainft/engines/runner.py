@@ -14,7 +14,7 @@ from ..fsutil import atomic_write
 from ..manifest import sha256_file
 from ..plan import Plan
 from . import get_engine
-from .base import Engine, Launch
+from .base import Engine, Launch, last_checkpoint
 from .checks import validate
 from .folder import write_folder
 from .loss_plot import write_loss_plot
@@ -52,11 +52,6 @@ def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | N
             raise EngineError(f"cannot start {launch.argv[0]}: {exc.strerror}", where=venv) from None
     if done.returncode != 0:
         raise EngineError(f"{engine.name} {label} failed (exit {done.returncode}): {done.error()}", where=log_path)
-
-
-def last_checkpoint(train_dir: Path) -> Path | None:
-    found = [p for p in Path(train_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
 def train(plan: Plan) -> Path:

@@ -20,7 +20,7 @@ from ... import render as R
 from ...errors import RecipeError, did_you_mean
 from ...resources import folder
 from .. import checks as V
-from ..base import Engine, Launch, Progress, move_up
+from ..base import Engine, Launch, Progress, last_checkpoint, move_up
 from ..folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
 from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_env, training_values
 from ..venv import Spec
@@ -195,8 +195,7 @@ class Swift(Engine):
     def after_train(self, train_dir: Path) -> None:
         """The final adapter (or weights) beside the checkpoints, where eval and export look for it, as the
         other engines leave it."""
-        last = max((p for p in Path(train_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), default=None)
+        last = last_checkpoint(train_dir)
         if last is None:
             return
         for item in last.iterdir():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from typing import TYPE_CHECKING
 
 from .. import render as R
@@ -58,14 +59,15 @@ def deepspeed_files(plan: Plan) -> dict[str, str]:
     return {f"ds_zero{stage}.json": R.render_template(f"deepspeed/zero{stage}.json.j2")}
 
 
-def torchrun_env(plan: Plan, node_rank: str | None = None) -> dict[str, str]:
+def torchrun_env(plan: Plan, node_rank: str | None = None, *, force_torchrun: bool = True) -> dict[str, str]:
     """FORCE_TORCHRUN and its rendezvous, when several processes (or DeepSpeed) are asked for.
-    `node_rank`: what to write for NODE_RANK (the README's `$NODE_RANK`); by default this node's, from the environment."""
+    `node_rank`: what to write for NODE_RANK (the README's `$NODE_RANK`); by default this node's, from the environment.
+    `force_torchrun` False: the rendezvous alone, for engines that start torchrun themselves when NPROC_PER_NODE is set."""
     dist = plan.recipe.distributed
     if dist.nnodes * dist.nproc_per_node == 1 and not dist.deepspeed:
         return {}
     return {
-        "FORCE_TORCHRUN": "1",
+        **({"FORCE_TORCHRUN": "1"} if force_torchrun else {}),
         "NNODES": str(dist.nnodes),
         # Each node is started by hand (or by a scheduler) with its own rank in the environment.
         "NODE_RANK": node_rank if node_rank is not None else this_node_rank(dist.nnodes),
@@ -73,6 +75,14 @@ def torchrun_env(plan: Plan, node_rank: str | None = None) -> dict[str, str]:
         "MASTER_ADDR": dist.master_addr,
         "MASTER_PORT": str(dist.master_port),
     }
+
+
+def readme_env(plan: Plan, *, force_torchrun: bool = True) -> str:
+    """torchrun_env as a prefix for a README command: `$NODE_RANK` left to the shell with several nodes, every
+    recipe value shell-quoted (a README command must never run what a recipe smuggles into it)."""
+    rank = "$NODE_RANK" if plan.recipe.distributed.nnodes > 1 else "0"
+    env = torchrun_env(plan, node_rank=rank, force_torchrun=force_torchrun)
+    return " ".join(f"{k}={v if v == '$NODE_RANK' else shlex.quote(v)}" for k, v in env.items())
 
 
 def this_node_rank(nnodes: int) -> str:

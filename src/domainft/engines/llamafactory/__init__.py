@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,7 @@ from ...errors import RecipeError, did_you_mean
 from .. import checks as V
 from ..base import Engine, Launch, Progress
 from ..folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
-from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_env, training_values
+from ..hf import deepspeed_files, parse_trainer_progress, readme_env, tidy_yaml, torchrun_env, training_values
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -119,10 +118,7 @@ class LlamaFactory(Engine):
         return files
 
     def _train_command(self, plan: Plan) -> str:
-        env = torchrun_env(plan, node_rank="$NODE_RANK" if plan.recipe.distributed.nnodes > 1 else "0")
-        # Recipe values are shell-quoted: a README command must never run what a recipe smuggles into it.
-        prefix = " ".join(f"{k}={v if v == '$NODE_RANK' else shlex.quote(v)}" for k, v in env.items())
-        return f"{prefix} llamafactory-cli train {TRAIN_YAML}".strip()
+        return f"{readme_env(plan)} llamafactory-cli train {TRAIN_YAML}".strip()
 
     def _notes(self, plan: Plan) -> list[str]:
         if plan.recipe.distributed.nnodes == 1:

@@ -8,7 +8,6 @@ look the model up online (`check_model: false`); it writes into a fixed folder o
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 from functools import cache
 from pathlib import Path
@@ -22,7 +21,7 @@ from ...resources import folder
 from .. import checks as V
 from ..base import Engine, Launch, Progress, last_checkpoint, move_up
 from ..folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
-from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_env, training_values
+from ..hf import deepspeed_files, parse_trainer_progress, readme_env, tidy_yaml, torchrun_env, training_values
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -118,9 +117,8 @@ class Swift(Engine):
             ))
         }
         files.update(deepspeed_files(plan))
-        env = torchrun_env(plan, node_rank="$NODE_RANK" if r.distributed.nnodes > 1 else "0")
-        env.pop("FORCE_TORCHRUN", None)  # ms-swift starts torchrun itself when NPROC_PER_NODE is set
-        prefix = " ".join([HUB, *(f"{k}={v if v == '$NODE_RANK' else shlex.quote(v)}" for k, v in env.items())])
+        # ms-swift starts torchrun itself when NPROC_PER_NODE is set
+        prefix = f"{HUB} {readme_env(plan, force_torchrun=False)}".strip()
         adapter = f"{OUTPUT}/{LAST}"
         steps = [("Train (checkpoints go to `output/`, the newest linked as `output/last-checkpoint`)",
                   [f"{prefix} swift sft {CONFIG}"])]
@@ -188,9 +186,7 @@ class Swift(Engine):
         argv = ["swift", "sft", CONFIG, "--output_dir", str(plan.train_dir.resolve())]
         if resume_from is not None:
             argv += ["--resume_from_checkpoint", str(Path(resume_from).resolve())]
-        env = torchrun_env(plan)
-        env.pop("FORCE_TORCHRUN", None)
-        return Launch(argv, {"USE_HF": "1", **env}, plan.render_dir)
+        return Launch(argv, {"USE_HF": "1", **torchrun_env(plan, force_torchrun=False)}, plan.render_dir)
 
     def after_train(self, train_dir: Path) -> None:
         """The final adapter (or weights) beside the checkpoints, where eval and export look for it, as the

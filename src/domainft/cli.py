@@ -63,11 +63,15 @@ EngineOpt = Annotated[Optional[str], typer.Option("--engine", "-e", help=f"{' | 
 RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default: runs/<recipe name>).")]
 
 
-def _plan(recipe_path: Path, overrides: list[str] | None, engine: str | None = None, run_dir: Path | None = None):
+def _plan(recipe_path: Path, overrides: list[str] | None, engine: str | None = None, run_dir: Path | None = None,
+          read: tuple[dict, object] | None = None):
+    """`read`: the recipe file's data and YAML node when already read (recipe_file.read_recipe_data)."""
     from .plan import make_plan
-    from .recipe import load_recipe
+    from .recipe import recipe_from_dict
+    from .recipe_file import read_recipe_data
 
-    recipe = load_recipe(recipe_path, overrides)
+    data, node = read or read_recipe_data(recipe_path, overrides)
+    recipe = recipe_from_dict(data, source=Path(recipe_path), node=node)
     if engine is not None and engine not in ENGINES:
         from .errors import did_you_mean
 
@@ -111,8 +115,9 @@ def validate(
     from .engines.checks import validate as validate_plan
     from .recipe_file import read_recipe_data
 
-    check_engine_keys(read_recipe_data(recipe, set_)[0], engine)  # before the schema: no pydantic import
-    plan = _plan(recipe, set_, engine)
+    read = read_recipe_data(recipe, set_)
+    check_engine_keys(read[0], engine)  # before the schema: no pydantic import
+    plan = _plan(recipe, set_, engine, read=read)
     validate_plan(plan, deep=deep)
     if note := length_report(plan):
         print(f"note: {note}", file=sys.stderr)

@@ -18,7 +18,7 @@ import pytest
 from helpers import RECIPES, run_cli
 
 DEMO = RECIPES / "demo-coal-smollm2.yaml"
-STAGES = ["extract", "datagen", "render", "train", "eval", "export"]
+STAGES = ["extract", "datagen", "render", "train", "export", "eval"]
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +68,29 @@ def test_demo_runs_every_stage_and_answers_from_the_gguf(demo_run):
     assert "../train/llamafactory/loss.png" in (run_dir / "eval" / "report.md").read_text(encoding="utf-8")
     fractions = json.loads((run_dir / "datagen" / "summary.json").read_text())["clean"]["fractions"]
     assert abs(fractions["val"] - 0.10) <= 0.05 and abs(fractions["test"] - 0.15) <= 0.05, fractions
+
+
+def test_report_scores_the_q4_k_m_gguf_and_its_answers_are_what_chat_gives(demo_run, tmp_path):
+    """base, tuned and q4_k_m on the same items by lm-eval; the GGUF's per-item answers equal `domainft chat`'s on
+    that GGUF with greedy decoding (the same system prompt, answer length and repetition penalty)."""
+    run_dir, _, _, first = demo_run
+    assert first.code == 0
+    report = json.loads((run_dir / "eval" / "report.json").read_text(encoding="utf-8"))
+    assert report["gguf_labels"] == ["q4_k_m"]
+    qa = report["tasks"]["coal_safety_qa"]
+    assert qa["metrics"]["rouge_l_char"]["gguf"]["q4_k_m"]["paired"]["n"] == qa["n"] == 5
+    assert "| task | metric | n | base | tuned | q4_k_m |" in (run_dir / "eval" / "report.md").read_text(encoding="utf-8")
+    rows = [json.loads(line) for path in (run_dir / "eval" / "lm_eval" / "q4_k_m").rglob("samples_coal_safety_qa_2*")
+            for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 5 and any(r["filtered_resps"][0].strip() for r in rows)
+    questions = tmp_path / "questions.json"
+    questions.write_text(json.dumps([r["doc"]["question"] for r in rows], ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "results.json"
+    chat = run_cli("chat", DEMO, "--run-dir", run_dir, "--backend", "gguf", "--questions", questions, "-o", out,
+                   "-s", "sampling.temperature=0", "-s", "sampling.max_new_tokens=64")
+    assert chat.code == 0, chat.stderr[-2000:]
+    answers = [r["answer"] for r in json.loads(out.read_text(encoding="utf-8"))["results"]]
+    assert answers == [r["filtered_resps"][0] for r in rows]
 
 
 def test_rerun_with_nothing_changed_does_no_work(demo_run):

@@ -48,7 +48,7 @@ def _adapter(base, out):
     get_peft_model(model, config).save_pretrained(out)
 
 
-def _eval_plan(tmp_path, tiny_model):
+def _eval_plan(tmp_path, tiny_model, **sections):
     """A coal recipe on the tiny Llama with a PEFT adapter and a one-item held-out split."""
     (tmp_path / "docs").mkdir()
     recipe = recipe_from_dict({
@@ -58,6 +58,7 @@ def _eval_plan(tmp_path, tiny_model):
         "extract": {"inputs": [str(tmp_path / "docs")]},
         "datagen": {"provider": "extractive"},
         "eval": {"limit": 2, "max_new_tokens": 8},
+        **sections,
     })
     plan = make_plan(recipe, run_dir=tmp_path / "run")
     _adapter(tiny_model, plan.adapter_dir)
@@ -109,13 +110,16 @@ def _per_item(root):
 
 
 def test_printed_lm_eval_commands_give_the_same_items_and_scores(tmp_path, tiny_model):
-    """`domainft eval --print-commands`, run by hand in a shell, reproduces domainft eval item for item."""
+    """`domainft eval --print-commands`, run by hand in a shell, reproduces domainft eval item for item: base, tuned,
+    and the exported GGUF behind a llama_cpp.server the script starts and stops itself."""
     from domainft.evaluate.run import hand_commands
 
-    plan = _eval_plan(tmp_path, tiny_model)
+    plan = _eval_plan(tmp_path, tiny_model, export={"quantizations": ["q8_0"]})
+    _export_gguf(plan, tiny_model)
     run_eval(plan, limit=None)
     script = hand_commands(plan)
-    assert script.count("\nlm_eval run ") == 2 and "--system_instruction" in script
+    assert script.count("\nlm_eval run ") == 3 and "--system_instruction" in script
+    assert "-m llama_cpp.server" in script
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"  # lm_eval from the wrapper's venv
     elsewhere = tmp_path / "elsewhere"
@@ -123,8 +127,83 @@ def test_printed_lm_eval_commands_give_the_same_items_and_scores(tmp_path, tiny_
     proc = subprocess.run(["bash", "-eu", "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for label in ("base", "tuned"):
+    expected = {"coal_safety_mc", "coal_safety_qa", "coal_safety_qa_heldout"}
+    for label, tasks in (("base", expected), ("tuned", expected), ("q8_0", expected - {"coal_safety_mc"})):
         ours = _per_item(plan.eval_dir / "lm_eval" / label)
         by_hand = _per_item(plan.eval_dir / "by_hand" / label)
-        assert set(ours) == {"coal_safety_mc", "coal_safety_qa", "coal_safety_qa_heldout"}, ours.keys()
+        assert set(ours) == tasks, ours.keys()
         assert by_hand == ours, label
+    assert (plan.eval_dir / "by_hand" / "q8_0.server.log").exists()
+
+
+def _export_gguf(plan, tiny_model, quant="q8_0"):
+    """What `domainft export` leaves for eval: the adapter merged (PEFT), llama.cpp's converter, its quantizer,
+    and export.json naming the file (the engine's merge is tested in the engine and export suites)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from domainft.export.gguf import convert_hf_to_gguf, quantize
+
+    merged = plan.export_dir / "merged"
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), plan.adapter_dir)
+    model.merge_and_unload().save_pretrained(merged)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(merged)
+    logs = plan.run_dir / "logs"
+    f16 = convert_hf_to_gguf(merged, plan.export_dir / "e2e-eval-f16.gguf", log_path=logs / "convert.log")
+    path = quantize(f16, plan.export_dir / f"e2e-eval-{quant}.gguf", quant, log_path=logs / "quantize.log")
+    files = [{"path": p.name, "kind": "gguf", "quant": q, "bytes": p.stat().st_size, "sha256": ""}
+             for p, q in ((f16, "f16"), (path, quant))]
+    (plan.export_dir / "export.json").write_text(json.dumps({"files": files}), encoding="utf-8")
+    return path
+
+
+def test_gguf_is_scored_by_lm_eval_through_llama_cpp_server_and_answers_as_chat_does(tmp_path, tiny_model, cli):
+    """The exported GGUF gets its own column, scored by lm-eval's local-chat-completions against a llama_cpp.server
+    that domainft starts on a free loopback port and stops; its per-item answers are what `domainft chat` gives on
+    that GGUF with greedy decoding. Rerun: every lm-eval run is reused; a new GGUF reruns only the GGUF's."""
+    import socket
+
+    plan = _eval_plan(tmp_path, tiny_model, export={"quantizations": ["q8_0"]})
+    gguf = _export_gguf(plan, tiny_model)
+
+    run_eval(plan, limit=None)
+    report = json.loads((plan.eval_dir / "report.json").read_text(encoding="utf-8"))
+    assert report["gguf_labels"] == ["q8_0"]
+    qa = report["tasks"]["coal_safety_qa"]
+    g = qa["metrics"]["rouge_l_char"]["gguf"]["q8_0"]
+    assert 0.0 <= g["value"] <= 1.0 and g["paired"]["n"] == qa["n"] == 2  # same items as base and tuned
+    assert "q8_0" in report["tasks"]["coal_safety_qa_heldout"]["metrics"]["rouge_l_char"]["gguf"]
+    assert report["tasks"]["coal_safety_mc"]["gguf_missing"] == ["q8_0"]  # multiple choice: no GGUF score
+    assert any(line.startswith("q8_0 ") for line in report["verdict"]), report["verdict"]
+    text = (plan.eval_dir / "report.md").read_text(encoding="utf-8")
+    assert "| task | metric | n | base | tuned | q8_0 |" in text and "## Quantization" in text
+    assert "| q8_0 |" in text.split("## Sample answers")[1]  # the GGUF's answer beside base and tuned
+    command = " ".join(report["commands"]["q8_0"])
+    assert "local-chat-completions" in command and "--apply_chat_template" in command
+    # The server ran from domainft and is gone: its log is in the run folder and its port is closed.
+    log = (plan.eval_dir / "lm_eval" / "q8_0.server.log").read_text(encoding="utf-8")
+    port = int(log.split("--port ")[1].split()[0])
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+    # The GGUF's answers, item for item, are what `domainft chat` says on that GGUF with greedy decoding.
+    rows = [json.loads(line) for path in (plan.eval_dir / "lm_eval" / "q8_0").rglob("samples_coal_safety_qa_2*.jsonl")
+            for line in path.read_text(encoding="utf-8").splitlines()]
+    questions = tmp_path / "questions.json"
+    questions.write_text(json.dumps([r["doc"]["question"] for r in rows], ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "chat.json"
+    result = cli("chat", str(gguf), "--questions", str(questions), "-o", str(out), "-s", "sampling.temperature=0",
+                 "-s", "sampling.max_new_tokens=8", "-s", "model.system_prompt=你是煤矿安全专家。")
+    assert result.code == 0, result.stderr[-2000:]
+    chat = [r["answer"] for r in json.loads(out.read_text(encoding="utf-8"))["results"]]
+    assert chat == [r["filtered_resps"][0] for r in rows]
+
+    # Unchanged: nothing is scored again. A new GGUF: only its run reruns.
+    run_eval(plan, limit=None)
+    again = json.loads((plan.eval_dir / "report.json").read_text(encoding="utf-8"))
+    assert all(run["reused"] for run in again["runs"].values())
+    _export_gguf(plan, tiny_model)
+    run_eval(plan, limit=None)
+    third = json.loads((plan.eval_dir / "report.json").read_text(encoding="utf-8"))
+    assert {label: run["reused"] for label, run in third["runs"].items()} == {"base": True, "tuned": True,
+                                                                               "q8_0": False}

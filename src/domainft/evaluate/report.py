@@ -1,4 +1,5 @@
-"""Base vs tuned: report.json (numbers), report.md (a table, deltas, sample answers) and report.png."""
+"""Base vs tuned (and each GGUF vs tuned): report.json (numbers), report.md (tables, deltas, sample answers) and
+report.png."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ SAMPLES_PER_TASK = 3
 PRIMARY = ("rouge_l_char", "rouge_l", "acc", "acc_norm", "keyword_recall")
 
 
-def compare(base: dict, tuned: dict) -> dict[str, dict[str, Any]]:
-    """{task: {n, primary, seen_text, metrics: {metric: {base, tuned, delta, base_stderr, tuned_stderr,
-    higher_is_better, paired}}}}; `paired` (tuned against base item by item, from the samples files) or None."""
+def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = ()) -> dict[str, dict[str, Any]]:
+    """{task: {n, primary, seen_text, gguf_missing, metrics: {metric: {base, tuned, delta, base_stderr, tuned_stderr,
+    higher_is_better, paired, gguf}}}}; `paired` (tuned against base item by item, from the samples files) or None;
+    `gguf` {label: {value, stderr, paired}} with each GGUF paired against the tuned HF model."""
     out: dict[str, dict[str, Any]] = {}
     b_res, t_res = base["results"]["results"], tuned["results"]["results"]
     better = tuned["results"].get("higher_is_better", {})
@@ -44,6 +46,7 @@ def compare(base: dict, tuned: dict) -> dict[str, dict[str, Any]]:
                 "tuned_stderr": _number_or_none(t_res[task].get(f"{name}_stderr,{filt}")),
                 "higher_is_better": higher,
                 "paired": pair.as_dict() if pair else None,
+                "gguf": _gguf_scores(ggufs, task, key, name, t_rows, higher, tuned_value=value),
             }
         if not metrics:
             continue  # a group without an aggregate
@@ -51,13 +54,34 @@ def compare(base: dict, tuned: dict) -> dict[str, dict[str, Any]]:
         n = n_samples.get(task, {})
         seen = ((configs.get(task) or {}).get("metadata") or {}).get("text") == "seen"
         out[task] = {"n": n.get("effective", n.get("original")), "primary": primary, "seen_text": seen,
+                     "gguf_missing": [g["label"] for g in ggufs if task not in g["results"]["results"]],
                      "metrics": metrics}
     return out
 
 
+def _gguf_scores(ggufs, task: str, key: str, name: str, t_rows: list[dict], higher: bool, *,
+                 tuned_value: float) -> dict[str, dict[str, Any]]:
+    """Each GGUF's score on one task and metric, and the GGUF paired against the tuned HF model on the same items."""
+    out = {}
+    for g in ggufs:
+        value = g["results"]["results"].get(task, {}).get(key)
+        if not _is_number(value):
+            continue
+        g_rows = _rows(g, task)
+        pair = paired_rows(t_rows, g_rows, name, higher_is_better=higher) if t_rows and g_rows else None
+        stderr = g["results"]["results"][task].get(key.replace(",", "_stderr,", 1))
+        out[g["label"]] = {"value": value, "stderr": _number_or_none(stderr), "delta": value - tuned_value,
+                           "paired": pair.as_dict() if pair else None}
+    return out
+
+
 def _rows(run: dict, task: str) -> list[dict]:
-    path = run.get("samples", {}).get(task)
-    return _read_jsonl(path) if path and Path(path).exists() else []
+    """The run's per-item rows of one task, read once per run and task."""
+    cache = run.setdefault("_rows", {})
+    if task not in cache:
+        path = run.get("samples", {}).get(task)
+        cache[task] = _read_jsonl(path) if path and Path(path).exists() else []
+    return cache[task]
 
 
 def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
@@ -73,7 +97,8 @@ def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
              for task, info in tasks.items() for name, m in info["metrics"].items() if _worse(m)]
     if worse:
         lines.append("Worse after tuning, beyond noise: " + "; ".join(worse) + ".")
-    if any(not line.startswith("The tuned model beats") for line in lines):
+    lines += _gguf_lines(tasks)
+    if any(line.startswith("The tuned model") and not line.startswith("The tuned model beats") for line in lines):
         lines.append("Where tuning did not help, likely causes are too few training steps or pairs, a base model "
                      "too small to hold the facts, or items the training data does not cover: compare the sample "
                      "answers below with the training pairs.")
@@ -83,6 +108,37 @@ def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
     if tasks and any((info["n"] or 0) < 30 for info in tasks.values()):
         lines.append("Few items were scored (see n): treat small differences as noise, and rerun without --limit "
                      "for numbers to trust.")
+    return lines
+
+
+def _gguf_lines(tasks: dict[str, dict[str, Any]]) -> list[str]:
+    """Per GGUF: one sentence per task on its primary metric against the tuned HF model on the same items, then every
+    metric quantization made worse beyond noise."""
+    lines, worse = [], []
+    labels = list(dict.fromkeys(q for info in tasks.values() for m in info["metrics"].values() for q in m.get("gguf", {})))
+    for label in labels:
+        for task, info in tasks.items():
+            m = info["metrics"][info["primary"]]
+            g = m.get("gguf", {}).get(label)
+            if g is None:
+                continue
+            where = f"on {task} ({info['primary']}: tuned {m['tuned']:.3f}, {label} {g['value']:.3f})"
+            p = g.get("paired")
+            if p is None:
+                lines.append(f"{label} vs the tuned HF model {where}: {g['delta']:+.3f}, no per-item scores to pair.")
+            elif Paired(**p).worse(m["higher_is_better"]):
+                lines.append(f"{label} loses to the tuned HF model {where}, beyond noise: {_interval(p)}.")
+            elif Paired(**p).better(m["higher_is_better"]):
+                lines.append(f"{label} beats the tuned HF model {where}: {_interval(p)}.")
+            else:
+                lines.append(f"{label} matches the tuned HF model {where}, inside noise: {_interval(p)}.")
+        worse += [f"{label} {task} {name} {m['tuned']:.3f} → {m['gguf'][label]['value']:.3f} "
+                  f"({_interval(m['gguf'][label]['paired'])})"
+                  for task, info in tasks.items() for name, m in info["metrics"].items()
+                  if (m.get("gguf", {}).get(label) or {}).get("paired")
+                  and Paired(**m["gguf"][label]["paired"]).worse(m["higher_is_better"])]
+    if worse:
+        lines.append("Worse after quantization (GGUF vs tuned HF), beyond noise: " + "; ".join(worse) + ".")
     return lines
 
 
@@ -123,27 +179,28 @@ def _worse(m: dict[str, Any]) -> bool:
     return loss > 0 and noise is not None and loss > noise
 
 
-def side_by_side(base: dict, tuned: dict, tasks: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """A few items per task with what each model answered."""
+def side_by_side(base: dict, tuned: dict, tasks: dict[str, dict[str, Any]], ggufs: list[dict] | tuple = ()
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """A few items per task with what each model answered (each GGUF too, where it was scored on the task)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for task in tasks:
-        b_path, t_path = base["samples"].get(task), tuned["samples"].get(task)
-        if not b_path or not t_path:
-            continue
-        b_rows = {row["doc_id"]: row for row in _read_jsonl(b_path)}
+        b_rows = {row["doc_id"]: row for row in _rows(base, task)}
+        g_rows = {g["label"]: {row["doc_id"]: row for row in _rows(g, task)} for g in ggufs}
         rows = []
-        for t_row in _read_jsonl(t_path):
+        for t_row in _rows(tuned, task):
             b_row = b_rows.get(t_row["doc_id"])
             if b_row is None:
                 continue
-            rows.append(_sample_pair(b_row, t_row, tasks[task]["primary"]))
+            others = {label: by_id[t_row["doc_id"]] for label, by_id in g_rows.items() if t_row["doc_id"] in by_id}
+            rows.append(_sample_pair(b_row, t_row, others, tasks[task]["primary"]))
             if len(rows) == SAMPLES_PER_TASK:
                 break
-        out[task] = rows
+        if rows:
+            out[task] = rows
     return out
 
 
-def _sample_pair(b_row: dict, t_row: dict, primary: str) -> dict[str, Any]:
+def _sample_pair(b_row: dict, t_row: dict, g_rows: dict[str, dict], primary: str) -> dict[str, Any]:
     doc = t_row["doc"]
     pair = {"doc_id": t_row["doc_id"], "question": doc.get("question", ""), "source": doc.get("source", "")}
     if "choices" in doc:  # multiple choice: the option each model ranked first
@@ -153,6 +210,8 @@ def _sample_pair(b_row: dict, t_row: dict, primary: str) -> dict[str, Any]:
         pair["reference"] = doc.get("answer", "")
         pair["base"], pair["tuned"] = _answer(b_row), _answer(t_row)
     pair["base_score"], pair["tuned_score"] = b_row.get(primary), t_row.get(primary)
+    # GGUF runs score generate_until tasks only, so their rows are free answers.
+    pair["gguf"] = {label: {"answer": _answer(row), "score": row.get(primary)} for label, row in g_rows.items()}
     return pair
 
 
@@ -174,18 +233,20 @@ def _chosen(row: dict, doc: dict) -> str:
 # ---------------------------------------------------------------- writing
 
 
-def write_report(eval_dir: Path, *, base: dict, tuned: dict, meta: dict[str, Any]) -> Path:
-    tasks = compare(base, tuned)
+def write_report(eval_dir: Path, *, base: dict, tuned: dict, meta: dict[str, Any], ggufs: list[dict] | tuple = ()
+                 ) -> Path:
+    tasks = compare(base, tuned, ggufs)
     report = {
         **meta,
         "eval_dir": str(eval_dir),
+        "gguf_labels": [g["label"] for g in ggufs],
         "tasks": tasks,
         "verdict": verdict(tasks),
-        "samples": side_by_side(base, tuned, tasks),
+        "samples": side_by_side(base, tuned, tasks, ggufs),
         "runs": {
             r["label"]: {"results": str(r["results_path"]), "seconds": round(r["seconds"], 1), "reused": r["reused"],
                          "samples": {t: str(p) for t, p in r["samples"].items()}}
-            for r in (base, tuned)
+            for r in (base, tuned, *ggufs)
         },
     }
     eval_dir.mkdir(parents=True, exist_ok=True)
@@ -209,9 +270,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if report.get("heldout_task"):
         lines += [f"`{report['heldout_task']}` scores datagen's held-out test split of this run.", ""]
+    ggufs = report.get("gguf_labels") or []
+    if ggufs:
+        lines += [f"Exported GGUF{'s' if len(ggufs) > 1 else ''} {', '.join(f'`{g}`' for g in ggufs)}: served by "
+                  "llama_cpp.server on 127.0.0.1 and scored by lm-eval (local-chat-completions) on the same items "
+                  "with the same system prompt and greedy decoding.", ""]
     lines += ["## Verdict", "", *[f"- {s}" for s in report["verdict"]], "", "## Scores", "",
-              "| task | metric | n | base | tuned | delta | paired 95% interval | wins / losses / ties |",
-              "|---|---|---:|---:|---:|---:|---|---|"]
+              "| task | metric | n | base | tuned | " + "".join(f"{g} | " for g in ggufs)
+              + "delta | paired 95% interval | wins / losses / ties |",
+              "|---|---|---:|---:|---:|" + "---:|" * len(ggufs) + "---:|---|---|"]
     for task, info in report["tasks"].items():
         shown = f"{task} *(seen text)*" if info.get("seen_text") else task
         for name, m in info["metrics"].items():
@@ -219,12 +286,30 @@ def render_markdown(report: dict[str, Any]) -> str:
             p = m.get("paired")
             interval = f"[{p['low']:+.3f}, {p['high']:+.3f}]" if p else ""
             counts = f"{p['wins']} / {p['losses']} / {p['ties']}" if p else ""
+            quant = "".join(f"{_fmt(g['value'], g['stderr'])} | " if (g := m.get("gguf", {}).get(q)) else "— | "
+                            for q in ggufs)
             lines.append(f"| {shown} | {label} | {info['n']} | {_fmt(m['base'], m['base_stderr'])} | "
-                         f"{_fmt(m['tuned'], m['tuned_stderr'])} | {m['delta']:+.3f} | {interval} | {counts} |")
+                         f"{_fmt(m['tuned'], m['tuned_stderr'])} | {quant}{m['delta']:+.3f} | {interval} | {counts} |")
     lines += ["", "Bold: the metric the verdict uses. ± is lm-eval's standard error of each run alone; the paired "
               "interval is a bootstrap over the items both models answered (tuned minus base), and wins / losses / "
-              "ties count those items. Seen text: items about passages of the training documents.", "",
-              "![base vs tuned](report.png)", ""]
+              "ties count those items. Seen text: items about passages of the training documents.", ""]
+    if ggufs:
+        lines += ["## Quantization: each GGUF against the tuned HF model", "",
+                  "| task | metric | GGUF | tuned | GGUF score | delta | paired 95% interval | wins / losses / ties |",
+                  "|---|---|---|---:|---:|---:|---|---|"]
+        for task, info in report["tasks"].items():
+            for name, m in info["metrics"].items():
+                for q, g in (m.get("gguf") or {}).items():
+                    p = g.get("paired")
+                    lines.append(f"| {task} | {name} | {q} | {m['tuned']:.3f} | {g['value']:.3f} | {g['delta']:+.3f} | "
+                                 + (f"[{p['low']:+.3f}, {p['high']:+.3f}] | {p['wins']} / {p['losses']} / {p['ties']} |"
+                                    if p else " | |"))
+        missing = sorted({t for t, info in report["tasks"].items() if info.get("gguf_missing")})
+        lines += ["", "Paired over the items both answered (GGUF minus tuned): quantization damage shows here."]
+        if missing:
+            lines += [f"Not scored on GGUF: {', '.join(missing)} ({report.get('gguf_note') or 'not run'})."]
+        lines.append("")
+    lines += ["![base vs tuned](report.png)", ""]
     if report.get("loss_plot"):
         loss = os.path.relpath(report["loss_plot"], report.get("eval_dir") or ".")  # ../train/<engine>/loss.png
         lines += ["## Training loss", "", f"Train and eval loss against steps: [{loss}]({loss})", "",
@@ -241,6 +326,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| reference | {_cell(row['reference'])} | |",
                 f"| base | {_cell(row['base'])} | {_score(row['base_score'])} |",
                 f"| tuned | {_cell(row['tuned'])} | {_score(row['tuned_score'])} |",
+                *[f"| {q} | {_cell(g['answer'])} | {_score(g['score'])} |" for q, g in row.get("gguf", {}).items()],
                 "",
             ]
     lines += ["## Runs", "", "Raw lm-eval results and per-item samples (every prompt and answer):", ""]
@@ -259,11 +345,15 @@ def plot(tasks: dict[str, dict[str, Any]], out: Path, *, title: str) -> None:
     import matplotlib.pyplot as plt
 
     labels, base_vals, tuned_vals, deltas, lows, highs = [], [], [], [], [], []
+    quants = list(dict.fromkeys(q for info in tasks.values() for m in info["metrics"].values() for q in m.get("gguf", {})))
+    gguf_vals: dict[str, list[float]] = {q: [] for q in quants}
     for task, info in tasks.items():
         for name, m in info["metrics"].items():
             labels.append(f"{task}\n{name}")
             base_vals.append(m["base"])
             tuned_vals.append(m["tuned"])
+            for q in quants:
+                gguf_vals[q].append((m.get("gguf", {}).get(q) or {}).get("value", math.nan))
             p = m.get("paired")
             deltas.append(p["mean_diff"] if p else m["delta"])
             lows.append(p["mean_diff"] - p["low"] if p else 0.0)
@@ -271,14 +361,17 @@ def plot(tasks: dict[str, dict[str, Any]], out: Path, *, title: str) -> None:
     width_in = max(6.0, 1.3 * len(labels) + 2)
     fig, (ax, dx) = plt.subplots(1, 2, figsize=(2 * width_in, 4.5))
     xs = list(range(len(labels)))
-    width = 0.38
-    ax.bar([x - width / 2 for x in xs], base_vals, width, label="base", color="#9aa5b1")
-    ax.bar([x + width / 2 for x in xs], tuned_vals, width, label="tuned", color="#2f80ed")
-    for x, (b, t) in enumerate(zip(base_vals, tuned_vals)):
-        ax.text(x - width / 2, b, f"{b:.2f}", ha="center", va="bottom", fontsize=7)
-        ax.text(x + width / 2, t, f"{t:.2f}", ha="center", va="bottom", fontsize=7)
+    series = [("base", base_vals, "#9aa5b1"), ("tuned", tuned_vals, "#2f80ed"),
+              *[(q, gguf_vals[q], c) for q, c in zip(quants, ("#f2994a", "#27ae60", "#9b51e0", "#eb5757"))]]
+    width = 0.8 / len(series)
+    for k, (name, values, color) in enumerate(series):
+        offset = (k - (len(series) - 1) / 2) * width
+        ax.bar([x + offset for x in xs], values, width, label=name, color=color)
+        for x, v in zip(xs, values):
+            if not math.isnan(v):
+                ax.text(x + offset, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(xs, labels, fontsize=7)
-    ax.set_ylim(0, max([1.0, *base_vals, *tuned_vals]) * 1.1)
+    ax.set_ylim(0, max([1.0, *base_vals, *tuned_vals, *[v for q in quants for v in gguf_vals[q] if not math.isnan(v)]]) * 1.1)
     ax.set_ylabel("score")
     ax.set_title(title)
     ax.legend()

@@ -1,7 +1,9 @@
-"""Stage eval: lm-eval on the base model and on base + adapter, then a report a person can read.
+"""Stage eval: lm-eval on the base model, on base + adapter and on each exported GGUF, then a report.
 
 lm-eval runs as a subprocess (`python -m lm_eval` from this interpreter) with the task folders of
 eval_tasks/ as its include path, so what runs here is exactly what a user gets from plain `lm_eval`.
+A GGUF is served by `python -m llama_cpp.server` on 127.0.0.1 and scored by lm-eval's own
+`local-chat-completions` model: the server applies the GGUF's chat template, as `domainft chat` and Ollama do.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .. import process
 from ..errors import EngineError, UserError, did_you_mean
 from ..plan import Plan
 from ..resources import folder
+from ..llama_server import server_argv, serving
 from .report import write_report
 
 HELDOUT_SUFFIX = "_heldout"
@@ -37,14 +40,22 @@ OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
 }
-_TQDM = re.compile(r"(Running \w+ requests)\S*\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
+_TQDM = re.compile(r"(Running \w+ requests|Requesting API)\S*\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
+
+
+# In a GGUF run's command line until the server is up and its port known; the fingerprint never sees the port.
+SERVER_URL = "http://127.0.0.1:PORT/v1"
+# Why multiple-choice tasks have no GGUF score (said in the report and the README).
+GGUF_MC_GAP = ("multiple-choice tasks need prompt log-probabilities: llama_cpp.server's completions endpoint takes "
+               "text only, and lm-eval sends chat-templated prompts for those only as token ids")
 
 
 @dataclass(frozen=True)
 class LmEvalRun:
-    label: str  # "base" or "tuned"
+    label: str  # "base", "tuned", or a GGUF's quantization ("q4_k_m")
     argv: list[str]
     out_dir: Path
+    gguf: Path | None = None  # served by llama_cpp.server for this run; argv holds SERVER_URL until then
 
 
 # ---------------------------------------------------------------- task names
@@ -54,16 +65,25 @@ def task_configs(tasks_dir: Path | None = None) -> dict[str, tuple[Path, dict]]:
     """Task and group names defined under eval_tasks/ -> (their YAML file, its config): a fast scan, no lm-eval
     import (lm-eval's `!function` tags read as None)."""
     tasks_dir = tasks_dir or folder("eval_tasks")
-    loader = type("_TagTolerantLoader", (yaml.SafeLoader,), {})
-    loader.add_multi_constructor("!", lambda _loader, _suffix, _node: None)
     found: dict[str, tuple[Path, dict]] = {}
     for path in sorted(tasks_dir.rglob("*.yaml")):
-        cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (SafeLoader subclass)
+        cfg = _read_task_yaml(path)
         if isinstance(cfg, dict):
             name = cfg.get("group") if "group" in cfg else cfg.get("task")
             if isinstance(name, str):
                 found[name] = (path, cfg)
     return found
+
+
+class _TagTolerantLoader(yaml.SafeLoader):
+    pass
+
+
+_TagTolerantLoader.add_multi_constructor("!", lambda _loader, _suffix, _node: None)
+
+
+def _read_task_yaml(path: Path) -> dict | None:
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_TagTolerantLoader)  # noqa: S506 (SafeLoader subclass)
 
 
 def known_tasks(tasks_dir: Path | None = None) -> dict[str, Path]:
@@ -117,6 +137,48 @@ def resolve_tasks(plan: Plan) -> list[str]:
                 hint=did_you_mean(name, known) or f"tasks in eval_tasks/: {', '.join(sorted(known))}",
             )
     return [str(recipe.resolve(t).resolve()) if t.endswith(".yaml") else t for t in tasks]
+
+
+def generation_tasks(tasks: Iterable[str], tasks_dir: Path | None = None) -> list[str]:
+    """The generate_until tasks among `tasks` (groups expanded, task YAML files followed through `include`): the
+    ones a GGUF behind llama_cpp.server can be scored on."""
+    configs = task_configs(tasks_dir)
+    out: list[str] = []
+
+    def output_type(cfg: dict, path: Path) -> str | None:
+        if "output_type" in cfg or "include" not in cfg:
+            return cfg.get("output_type")
+        included = (path.parent / str(cfg["include"])).resolve()
+        return output_type(_read_task_yaml(included) or {}, included)
+
+    def visit(name: str) -> None:
+        if name.endswith(".yaml"):
+            path = Path(name)
+            cfg = _read_task_yaml(path) or {}
+            if output_type(cfg, path) == "generate_until":
+                out.append(name)
+            return
+        path, cfg = configs[name]
+        if "group" in cfg:
+            for member in cfg.get("task") or []:
+                visit(member if isinstance(member, str) else member.get("task", ""))
+        elif output_type(cfg, path) == "generate_until":
+            out.append(name)
+
+    for name in tasks:
+        visit(name)
+    return list(dict.fromkeys(out))
+
+
+def exported_ggufs(plan: Plan) -> list[tuple[str, Path]]:
+    """(quantization, file) for each GGUF the last export wrote that the recipe asks for, in the recipe's order;
+    the f16 intermediate only when it is one of them."""
+    record = plan.export_dir / "export.json"
+    if not record.exists():
+        return []
+    files = {f["quant"]: plan.export_dir / f["path"] for f in json.loads(record.read_text(encoding="utf-8"))["files"]
+             if f["kind"] == "gguf"}
+    return [(q, files[q]) for q in plan.recipe.export.quantizations if q in files and files[q].exists()]
 
 
 def heldout_task(plan: Plan, tasks: Iterable[str]) -> Path | None:
@@ -217,6 +279,39 @@ def lm_eval_argv(
     return argv
 
 
+def gguf_argv(plan: Plan, *, label: str, tasks: list[str], limit: int | None, out_root: Path,
+              url: str = SERVER_URL) -> list[str]:
+    """lm-eval on a GGUF behind llama_cpp.server (`url`): lm-eval's `local-chat-completions` model, the same
+    tasks, items, system instruction, answer length and greedy decoding as the HF runs. The server applies the
+    GGUF's own chat template (the tokenizer's, written in by the converter), as `domainft chat` does."""
+    recipe = plan.recipe
+    args = {"model": label, "base_url": f"{url}/chat/completions", "tokenizer_backend": "none",
+            "num_concurrent": "1", "max_retries": "3", "timeout": "600"}
+    if recipe.model.enable_thinking:
+        args["think_end_token"] = "</think>"
+    kwargs = {"do_sample": "False", "max_gen_toks": str(recipe.eval.max_new_tokens),
+              # llama_cpp.server's own default is 1.1: send the recipe's, which `domainft chat` uses too.
+              "repeat_penalty": str(recipe.sampling.repetition_penalty)}
+    argv = [
+        sys.executable, "-m", "lm_eval", "run",
+        "--model", "local-chat-completions",
+        "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
+        "--tasks", ",".join(tasks),
+        "--include_path", str(folder("eval_tasks")),
+        "--apply_chat_template",
+        "--log_samples",
+        "--output_path", str(out_root / label),
+        "--batch_size", "1",
+        "--gen_kwargs", ",".join(f"{k}={v}" for k, v in kwargs.items()),
+        "--seed", str(recipe.training.seed),
+    ]
+    if recipe.model.system_prompt:
+        argv += ["--system_instruction", recipe.model.system_prompt]
+    if limit is not None:
+        argv += ["--limit", str(limit)]
+    return argv
+
+
 def lm_eval_env(work_dir: Path) -> dict[str, str]:
     return {**process.clean_env(work_dir, also=ENV_ALSO), **OFFLINE_ENV}
 
@@ -225,9 +320,11 @@ def lm_eval_env(work_dir: Path) -> dict[str, str]:
 
 
 def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None) -> Path:
-    """Evaluate base and base + adapter with lm-eval; write report.{json,md,png} into plan.eval_dir.
+    """Evaluate base, base + adapter and each exported GGUF with lm-eval; write report.{json,md,png} into
+    plan.eval_dir.
 
-    `limit` (items per task) and `backend` ("hf" or "vllm") default to recipe.eval. Returns report.md.
+    `limit` (items per task) and `backend` ("hf" or "vllm") default to recipe.eval. GGUFs are those in the run's
+    export.json (recipe.eval.gguf switches them off). Returns report.md.
     """
     recipe = plan.recipe
     backend = backend or recipe.eval.backend
@@ -245,12 +342,14 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
                                             out_root=plan.eval_dir / "lm_eval")
     outputs = {}
     for run in runs:
-        outputs[run.label] = _run_lm_eval(run, fingerprint=_fingerprint(run, adapter if run.label == "tuned" else None,
-                                                                          heldout))
+        weights = [run.gguf] if run.gguf else _files(adapter) if run.label == "tuned" else []
+        outputs[run.label] = _run_lm_eval(run, fingerprint=_fingerprint(run, weights, heldout))
+    ggufs = [outputs[run.label] for run in runs if run.gguf]
     return write_report(
         plan.eval_dir,
         base=outputs["base"],
         tuned=outputs["tuned"],
+        ggufs=ggufs,
         meta={
             "recipe": recipe.name,
             "recipe_hash": plan.recipe_hash,
@@ -260,6 +359,8 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
             "limit": limit,
             "heldout_task": heldout.stem if heldout else None,
             "loss_plot": str(adapter / "loss.png") if (adapter / "loss.png").exists() else None,
+            "ggufs": {run.label: str(run.gguf) for run in runs if run.gguf},
+            "gguf_note": GGUF_MC_GAP if ggufs else None,
             "commands": {run.label: run.argv[1:] for run in runs},
         },
     )
@@ -267,8 +368,9 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
 
 def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: str, adapter: Path,
                  out_root: Path) -> tuple[list[LmEvalRun], Path | None, str]:
-    """The two lm-eval runs (base, then base + adapter) on the same tasks and items, writing under out_root;
-    with the held-out task over datagen's test split when there is one, and the base model's path."""
+    """The lm-eval runs on the same tasks and items, writing under out_root: base, then base + adapter, then each
+    exported GGUF (its generate_until tasks); with the held-out task over datagen's test split when there is one,
+    and the base model's path."""
     heldout = heldout_task(plan, tasks)
     if heldout is not None:
         tasks = [*tasks, str(heldout)]
@@ -280,6 +382,11 @@ def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: st
                   out_root / label)
         for label, ad in (("base", None), ("tuned", adapter))
     ]
+    gen_tasks = generation_tasks(tasks) if plan.recipe.eval.gguf else []
+    if gen_tasks:
+        runs += [LmEvalRun(quant, gguf_argv(plan, label=quant, tasks=gen_tasks, limit=limit, out_root=out_root),
+                           out_root / quant, gguf=path)
+                 for quant, path in exported_ggufs(plan)]
     return runs, heldout, base_path
 
 
@@ -288,7 +395,8 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
     """A shell script with the exact `lm_eval` command lines `domainft eval` runs, for a person to run by hand.
 
     Same tasks, items, model arguments, chat template, system instruction and generation settings; results go to
-    eval/by_hand/<label> so they sit beside domainft's own (eval/lm_eval/<label>) instead of replacing them.
+    eval/by_hand/<label> so they sit beside domainft's own (eval/lm_eval/<label>) instead of replacing them. Each
+    exported GGUF is served by `python -m llama_cpp.server` on a free loopback port for its run, then stopped.
     """
     import shlex
 
@@ -298,18 +406,39 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
     adapter = Path(adapter).resolve() if adapter is not None else plan.adapter_dir
     runs, heldout, _ = lm_eval_runs(plan, tasks=resolve_tasks(plan), limit=limit, backend=backend, adapter=adapter,
                                     out_root=plan.eval_dir / "by_hand")
+    labels = ",".join(run.label for run in runs)
     lines = [
         f"# lm-eval by hand for recipe {recipe.name}: the runs `domainft eval` makes (chat template, system "
         "instruction, greedy decoding,",
-        f"# limit {limit}), base model first, then base + the adapter in {adapter}.",
+        f"# limit {limit}), base model first, then base + the adapter in {adapter}"
+        + (", then each exported GGUF behind llama_cpp.server." if any(r.gguf for r in runs) else "."),
         "# Needs lm_eval on PATH with the eval_tasks' own packages (domainft's venv: source .venv/bin/activate).",
-        f"# lm-eval writes results_*.json and samples_*.jsonl under {plan.eval_dir / 'by_hand'}/{{base,tuned}}/.",
+        f"# lm-eval writes results_*.json and samples_*.jsonl under {plan.eval_dir / 'by_hand'}/{{{labels}}}/.",
     ]
     if heldout is not None:
         lines.append(f"# {heldout.name} is written by domainft: the QA task over this run's held-out test split.")
+    lines.append("set -e")
     lines.append("export " + " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items() if k != "PYTHONUNBUFFERED"))
     for run in runs:
-        lines.append(shlex.join(["lm_eval", *run.argv[3:]]))
+        argv = ["lm_eval", *run.argv[3:]]
+        if run.gguf is None:
+            lines.append(shlex.join(argv))
+            continue
+        log = plan.eval_dir / "by_hand" / f"{run.label}.server.log"
+        server = ["python", *server_argv(run.gguf, port="$PORT", alias=run.label, seed=recipe.training.seed)[1:]]
+        lines += [
+            f"# {run.label}: serve {run.gguf.name} on a free port, wait until it answers, score it, stop it.",
+            "PORT=$(python -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); "
+            "print(s.getsockname()[1])')",
+            " ".join(shlex.quote(a) if a != "$PORT" else '"$PORT"' for a in server)
+            + f" > {shlex.quote(str(log))} 2>&1 &",
+            "SERVER=$!",
+            "until python -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/v1/models')\" "
+            "2> /dev/null; do sleep 1; done",
+            " ".join('"' + a.replace(SERVER_URL, "http://127.0.0.1:$PORT/v1") + '"' if SERVER_URL in a
+                     else shlex.quote(a) for a in argv),
+            "kill $SERVER; wait $SERVER || true",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -333,12 +462,16 @@ def _trained_output(plan: Plan) -> Path:
     return out
 
 
-def _fingerprint(run: LmEvalRun, adapter: Path | None, heldout: Path | None) -> str:
-    """What a run's results depend on beyond its command line: the weights, the tasks, the held-out data."""
+def _files(folder_path: Path) -> list[Path]:
+    return sorted(p for p in folder_path.iterdir() if p.is_file())
+
+
+def _fingerprint(run: LmEvalRun, weights: list[Path], heldout: Path | None) -> str:
+    """What a run's results depend on beyond its command line (a GGUF server's port aside): the weights (adapter
+    files, or the GGUF), the tasks, the held-out data."""
     parts: list[str] = [json.dumps(run.argv[1:])]
     files = sorted(p for p in folder("eval_tasks").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    if adapter is not None:
-        files += sorted(p for p in adapter.iterdir() if p.is_file())
+    files += weights
     if heldout is not None:
         files += [heldout, Path(yaml.safe_load(heldout.read_text())["dataset_kwargs"]["data_file"])]
     for path in files:
@@ -364,7 +497,14 @@ def _run_lm_eval(run: LmEvalRun, *, fingerprint: str) -> dict:
     run.out_dir.mkdir(parents=True, exist_ok=True)
     log_path = run.out_dir.parent / f"{run.label}.log"
     started = time.monotonic()
-    done = _stream(run, log_path)
+    if run.gguf is None:
+        done = _stream(run.label, run.argv, run.out_dir, log_path)
+    else:
+        # The server's whole output stays beside lm-eval's log: eval/lm_eval/<quant>.server.log.
+        with serving(run.gguf, log_path=run.out_dir.parent / f"{run.label}.server.log", alias=run.label,
+                     seed=_seed(run.argv)) as served:
+            argv = [a.replace(SERVER_URL, served.url) for a in run.argv]
+            done = _stream(run.label, argv, run.out_dir, log_path)
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise EngineError(f"lm-eval failed on the {run.label} model (exit {done.returncode}): {done.error(1)}",
@@ -376,7 +516,11 @@ def _run_lm_eval(run: LmEvalRun, *, fingerprint: str) -> dict:
     return _collect(run, results, seconds, reused=False)
 
 
-def _stream(run: LmEvalRun, log_path: Path) -> process.Finished:
+def _seed(argv: list[str]) -> int:
+    return int(argv[argv.index("--seed") + 1])
+
+
+def _stream(label: str, argv: list[str], out_dir: Path, log_path: Path) -> process.Finished:
     """Run lm-eval, teeing its output to a log and its tqdm bars into one rich progress bar."""
     from rich.progress import (
         BarColumn,
@@ -389,15 +533,15 @@ def _stream(run: LmEvalRun, log_path: Path) -> process.Finished:
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=_console(), transient=False) as progress:
-        bar = progress.add_task(f"eval {run.label}: loading model", total=None)
+        bar = progress.add_task(f"eval {label}: loading model", total=None)
 
         def show(line: str) -> None:
             match = _TQDM.search(line)
             if match:
-                progress.update(bar, description=f"eval {run.label}: {match[1].lower()}",
+                progress.update(bar, description=f"eval {label}: {match[1].lower()}",
                                 completed=int(match[2]), total=int(match[3]))
 
-        return process.run(run.argv, env=lm_eval_env(run.out_dir), cwd=run.out_dir, log_path=log_path, on_line=show)
+        return process.run(argv, env=lm_eval_env(out_dir), cwd=out_dir, log_path=log_path, on_line=show)
 
 
 def _collect(run: LmEvalRun, results: Path, seconds: float, *, reused: bool) -> dict:

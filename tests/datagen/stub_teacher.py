@@ -4,6 +4,10 @@ Its good answers are a pure function of the prompt (so reruns give the same pair
 `fault_rate` a call instead gets HTTP 500, HTTP 429, a stall, or a 200 whose content is torn JSON; with
 NETWORK_FAULTS also a connection reset mid-response, or a slow-loris reply (headers at once, then the body
 one byte every `trickle_s`: each read comes in time, the whole reply never does).
+
+Asked as a judge (the request's schema has a `reason` and integer scores), it answers judge-shaped JSON: each
+score a pure function of the prompt and the criterion's name (0..3), or `judge_score` for all when set (a
+score outside the scale, on demand).
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ def good_reply(messages: list[dict]) -> str:
     return json.dumps({"pairs": pairs}, ensure_ascii=False)
 
 
+def judge_reply(messages: list[dict], schema: dict, fixed: int | None = None) -> str:
+    user = messages[-1]["content"]
+    reply: dict = {}
+    for name, prop in schema.get("properties", {}).items():
+        if prop.get("type") == "integer":
+            reply[name] = fixed if fixed is not None else int(hashlib.sha256(f"{name}\0{user}".encode()).hexdigest(), 16) % 4
+    reply["reason"] = f"stub verdict {hashlib.sha256(user.encode()).hexdigest()[:8]}"
+    return json.dumps(reply, ensure_ascii=False)
+
+
+def is_judge_request(request: dict) -> bool:
+    schema = (request.get("response_format") or {}).get("schema") or {}
+    return "reason" in schema.get("properties", {})
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default listen backlog (5) drops bursts of concurrent connects
@@ -42,8 +61,11 @@ class _Server(ThreadingHTTPServer):
 
 class Stub:
     def __init__(self, fault_rate: float = 0.0, latency_s: float = 0.0, stall_s: float = 5.0, seed: int = 0,
-                 faults: tuple[str, ...] = FAULTS, trickle_s: float = 0.2, loris_s: float = 60.0):
+                 faults: tuple[str, ...] = FAULTS, trickle_s: float = 0.2, loris_s: float = 60.0,
+                 judge_score: int | None = None):
         self.fault_rate, self.latency_s, self.stall_s, self.faults = fault_rate, latency_s, stall_s, faults
+        self.judge_score = judge_score
+        self.prompts: list[str] = []  # the user message of every call that got a good answer
         self.trickle_s, self.loris_s = trickle_s, loris_s
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
@@ -131,7 +153,13 @@ class Stub:
                     return self._send(429, {"error": {"message": "injected rate limit"}}, {"Retry-After": "0.2"})
                 if fault == "stall":
                     time.sleep(stub.stall_s)
-                content = good_reply(request["messages"])
+                if is_judge_request(request):
+                    content = judge_reply(request["messages"], request["response_format"]["schema"], stub.judge_score)
+                else:
+                    content = good_reply(request["messages"])
+                if fault is None:
+                    with stub.lock:
+                        stub.prompts.append(request["messages"][-1]["content"])
                 if fault == "malformed":
                     content = content[: len(content) // 2]
                 body = {

@@ -1,6 +1,7 @@
 """Teachers behind one interface: `zhipuai` (GLM-4), `openai` (any OpenAI-compatible server), `extractive`.
 
-A provider turns one chunk into one reply. Faults worth another try (429, 5xx, timeouts, dropped
+A provider sends one chat (`chat`: messages in, JSON-constrained reply out), which datagen (`complete`: one chunk
+into one reply) and the LLM judge both use. Faults worth another try (429, 5xx, timeouts, dropped
 connections) raise `Transient`; faults no retry can fix (bad key, unknown model) raise `TeacherError`.
 Keys come from the environment only and are never logged.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from abc import ABC, abstractmethod
+from abc import ABC
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from ..errors import TeacherError
 from ..extract import Chunk
 from ..extract.chunks import split_span
 from ..extract.structure import _CLAUSE, _CN_ARTICLE, detect_headings, is_title_like
-from ..recipe import DatagenConfig
+from ..recipe import TeacherConfig
 from .prompts import PromptSpec
 
 
@@ -47,8 +48,14 @@ class Provider(ABC):
     async def check(self) -> None:
         """Fail fast (TeacherError) when the teacher cannot work at all: no key, nothing listening."""
 
-    @abstractmethod
-    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int) -> Reply: ...
+    async def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, temperature: float,
+                   max_tokens: int) -> Reply:
+        """One chat completion; the reply constrained to JSON (to `schema` where the server can)."""
+        raise NotImplementedError(f"the {self.name} provider has no chat")
+
+    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int) -> Reply:
+        return await self.chat(_messages(chunk, spec, n_pairs), schema=spec.request_schema(n_pairs),
+                               temperature=spec.temperature, max_tokens=spec.max_tokens)
 
     async def aclose(self) -> None:
         pass
@@ -79,9 +86,9 @@ class OpenAIProvider(Provider):
     """Any OpenAI-compatible /chat/completions: vLLM, Ollama, `python -m llama_cpp.server`, hosted APIs."""
 
     name = "openai"
-    where = "datagen.base_url"
 
-    def __init__(self, cfg: DatagenConfig):
+    def __init__(self, cfg: TeacherConfig, section: str = "datagen"):
+        self.where = f"{section}.base_url"
         self.url = (cfg.base_url or "").rstrip("/")
         self.model = cfg.model
         self.timeout_s = cfg.timeout_s
@@ -89,7 +96,7 @@ class OpenAIProvider(Provider):
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
             if not key:
-                raise TeacherError(f"environment variable {cfg.api_key_env} is not set", where="datagen.api_key_env")
+                raise TeacherError(f"environment variable {cfg.api_key_env} is not set", where=f"{section}.api_key_env")
             headers["Authorization"] = f"Bearer {key}"
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.timeout_s, connect=min(10.0, cfg.timeout_s)),
@@ -107,13 +114,12 @@ class OpenAIProvider(Provider):
         except httpx.HTTPError:
             pass  # some servers have no /models, or answer it slowly: the real calls will tell
 
-    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int) -> Reply:
-        body: dict[str, Any] = {
-            "model": self.model, "messages": _messages(chunk, spec, n_pairs),
-            "temperature": spec.temperature, "max_tokens": spec.max_tokens,
-        }
+    async def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, temperature: float,
+                   max_tokens: int) -> Reply:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
+                                "max_tokens": max_tokens}
         if self.json_mode:
-            body["response_format"] = {"type": "json_object", "schema": spec.request_schema(n_pairs)}
+            body["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
         try:
             # httpx's timeout bounds each read, not the reply: a server trickling bytes (slow loris) would hold
             # a worker for as long as it liked. This deadline covers the whole call.
@@ -149,14 +155,14 @@ class ZhipuProvider(Provider):
     """GLM-4 family through the zhipuai SDK (its own retries off: ours back off with jitter)."""
 
     name = "zhipuai"
-    where = "datagen.model"
     ENV = "ZHIPUAI_API_KEY"
 
-    def __init__(self, cfg: DatagenConfig):
+    def __init__(self, cfg: TeacherConfig, section: str = "datagen"):
+        self.where = f"{section}.model"
         env = cfg.api_key_env or self.ENV
         key = os.environ.get(env)
         if not key:
-            raise TeacherError(f"environment variable {env} is not set", where="datagen.api_key_env")
+            raise TeacherError(f"environment variable {env} is not set", where=f"{section}.api_key_env")
         from zhipuai import ZhipuAI
 
         kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0, "timeout": cfg.timeout_s}
@@ -165,13 +171,14 @@ class ZhipuProvider(Provider):
         self.client = ZhipuAI(**kwargs)
         self.model = cfg.model
 
-    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int) -> Reply:
+    async def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, temperature: float,
+                   max_tokens: int) -> Reply:
         import zhipuai
 
-        def call() -> Any:
+        def call() -> Any:  # GLM takes json_object without a schema: the prompt carries the shape
             return self.client.chat.completions.create(
-                model=self.model, messages=_messages(chunk, spec, n_pairs), temperature=max(spec.temperature, 0.01),
-                max_tokens=spec.max_tokens, response_format={"type": "json_object"},
+                model=self.model, messages=messages, temperature=max(temperature, 0.01),
+                max_tokens=max_tokens, response_format={"type": "json_object"},
             )
 
         try:
@@ -252,9 +259,10 @@ def extractive_pairs(chunk: Chunk, spec: PromptSpec, n_pairs: int) -> list[dict[
     return [p for p in pairs if len(p["question"]) <= spec.question_max_chars][:n_pairs]
 
 
-def make_provider(cfg: DatagenConfig) -> Provider:
+def make_provider(cfg: TeacherConfig, section: str = "datagen") -> Provider:
+    """The provider for a teacher or judge section; `section` (a dotted recipe key) is where its errors point."""
     if cfg.provider == "openai":
-        return OpenAIProvider(cfg)
+        return OpenAIProvider(cfg, section)
     if cfg.provider == "zhipuai":
-        return ZhipuProvider(cfg)
+        return ZhipuProvider(cfg, section)
     return ExtractiveProvider()

@@ -1,0 +1,263 @@
+"""An LLM judge: items in, a score per item out, on a rubric, through datagen's providers and retry policy.
+
+Cached: each verdict is appended (and flushed) to a JSONL keyed by the sha256 of what decides it (the item's
+text, the rubric, the judge model and server), so an unchanged item is never judged twice, a run killed midway
+resumes where it stopped, and a torn last line is dropped. A failure (retries spent, a reply that does not
+parse, a score outside the scale) comes back as *not judged* with its reason: never a score, never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+from ..datagen.prompts import BadReply, parse_json_reply
+from ..datagen.providers import Provider, Transient, make_provider
+from ..datagen.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
+from ..recipe import TeacherConfig
+from .rubric import Rubric
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    """`id` names the item in the result; `fields` fill the rubric's template and are all of what is judged."""
+
+    id: str
+    fields: dict[str, str]
+
+
+@dataclass
+class Verdict:
+    id: str
+    score: float | None = None  # overall (the rubric's `combine` of the criteria); None: not judged
+    scores: dict[str, int] = field(default_factory=dict)  # per criterion
+    reason: str = ""  # the judge's
+    failure: str | None = None  # why it was not judged
+    cached: bool = False
+
+    @property
+    def judged(self) -> bool:
+        return self.failure is None
+
+
+@dataclass
+class JudgeOutcome:
+    verdicts: dict[str, Verdict]  # by item id, in the order the items came
+    judged: int = 0  # scored in this run
+    cached: int = 0  # scored by an earlier run
+    failed: int = 0
+    retries: int = 0
+    tokens: int | None = None
+    errors: dict[str, int] = field(default_factory=dict)  # transient faults and bad replies by kind
+
+    def failed_reasons(self) -> dict[str, int]:
+        return dict(Counter(v.failure for v in self.verdicts.values() if v.failure))
+
+
+def cache_key(item: JudgeItem, rubric: Rubric, cfg: TeacherConfig) -> str:
+    """sha256 of everything that decides a verdict; the item's id is not in it (the same text is the same item)."""
+    parts = [item.fields, rubric.text_hash(), cfg.provider, cfg.model, (cfg.base_url or "").rstrip("/")]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class VerdictCache:
+    """Append-only JSONL of successful verdicts, one flushed line each."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            data = path.read_bytes()
+            for line in data.split(b"\n")[:-1]:  # the last piece is "" or a line torn by a kill
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("key"), str):
+                    self.entries[entry["key"]] = entry
+            if data and not data.endswith(b"\n"):  # cut the torn tail so the next append starts a fresh line
+                with open(path, "r+b") as fh:
+                    fh.truncate(data.rfind(b"\n") + 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def add(self, key: str, verdict: Verdict, model: str | None) -> None:
+        entry = {"key": key, "score": verdict.score, "scores": verdict.scores, "reason": verdict.reason,
+                 "model": model}
+        self.fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self.fh.flush()
+        self.entries[key] = entry
+
+    def close(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+
+
+def parse_verdict(text: str, rubric: Rubric) -> tuple[dict[str, int], float, str]:
+    """Scores per criterion, the overall score and the reason from one reply; BadReply when unusable."""
+    try:  # a raw newline inside the reason (small models write one) is still a readable verdict
+        reply = json.loads(text.strip(), strict=False)
+    except ValueError:
+        reply = parse_json_reply(text)
+    # Shape only: the length caps in the schema steer a constrained server, a longer reason is still a reason.
+    if (not isinstance(reply, dict) or not isinstance(reply.get("reason"), str)
+            or any(key not in reply for key in rubric.schema_.get("required", []))):
+        raise BadReply("schema")
+    scores: dict[str, int] = {}
+    for criterion in rubric.criteria:
+        value = reply[criterion.name]
+        if isinstance(value, bool) or not isinstance(value, int) or value not in rubric.scale:
+            raise BadReply("score_out_of_scale")
+        scores[criterion.name] = value
+    overall = min(scores.values()) if rubric.combine == "min" else sum(scores.values()) / len(scores)
+    return scores, overall, str(reply["reason"]).strip()
+
+
+class _Judging:
+    def __init__(self, cfg: TeacherConfig, rubric: Rubric, provider: Provider, cache: VerdictCache, where: str):
+        self.cfg, self.rubric, self.provider, self.cache = cfg, rubric, provider, cache
+        self.limiter = RateLimiter(cfg.rate_limit_per_s)
+        self.wait = backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
+        self.reachability = Reachability(UNREACHABLE_S, "judge", where)
+        self.errors: Counter = Counter()
+        self.retries = 0
+        self.tokens: int | None = None
+        self.judged = 0
+
+    async def one(self, item: JudgeItem, key: str) -> Verdict:
+        attempts = AsyncRetrying(
+            stop=stop_after_attempt(self.cfg.max_retries + 1), wait=self.wait, reraise=True,
+            retry=retry_if_exception_type((Transient, BadReply)), before_sleep=self._count_retry,
+        )
+        tries = self.cfg.max_retries + 1
+        try:
+            async for attempt in attempts:
+                with attempt:
+                    scores, overall, reason = await self._attempt(item)
+        except Transient as exc:
+            return Verdict(item.id, failure=f"{exc.kind} after {tries} attempts")
+        except BadReply as exc:
+            return Verdict(item.id, failure=f"{exc.reason} after {tries} attempts")
+        verdict = Verdict(item.id, score=overall, scores=scores, reason=reason)
+        self.cache.add(key, verdict, self.cfg.model)
+        self.judged += 1
+        return verdict
+
+    async def _attempt(self, item: JudgeItem) -> tuple[dict[str, int], float, str]:
+        await self.limiter.acquire()
+        try:
+            reply = await self.provider.chat(self.rubric.messages(item.fields), schema=self.rubric.schema_,
+                                             temperature=self.rubric.temperature, max_tokens=self.rubric.max_tokens)
+            if reply.tokens is not None:
+                self.tokens = (self.tokens or 0) + reply.tokens
+            result = parse_verdict(reply.text or "", self.rubric)
+        except Transient as exc:
+            self.errors[exc.kind] += 1
+            self.reachability.fault(exc.kind, getattr(self.provider, "url", None) or str(self.cfg.model))
+            raise
+        except BadReply as exc:
+            self.reachability.answered()
+            self.errors[f"reply_{exc.reason}"] += 1
+            raise
+        self.reachability.answered()
+        return result
+
+    def _count_retry(self, state) -> None:
+        self.retries += 1
+
+
+def judge_items(items: Iterable[JudgeItem], cfg: TeacherConfig, rubric: Rubric, cache_path: Path, *,
+                where: str = "eval.judge", progress: bool = True, console=None, label: str = "judge") -> JudgeOutcome:
+    """Judge each item on the rubric with cfg's provider (cfg.concurrency at once, rate-limited, retried);
+    verdicts already in the cache at cache_path are reused. `where` is the recipe section, for errors.
+
+    Raises TeacherError (one line, `where` pointing at the key) when the judge cannot work at all: no key,
+    nothing listening at the start, or every connection refused for UNREACHABLE_S (verdicts so far are kept)."""
+    items = list(items)
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("judge item ids must be unique")
+    cache = VerdictCache(cache_path)
+    outcome = JudgeOutcome(verdicts={})
+    todo: list[tuple[JudgeItem, str]] = []
+    for item in items:
+        key = cache_key(item, rubric, cfg)
+        if (entry := cache.entries.get(key)) is not None:
+            outcome.verdicts[item.id] = Verdict(item.id, score=entry["score"], scores=entry["scores"],
+                                                reason=entry["reason"], cached=True)
+        else:
+            outcome.verdicts[item.id] = Verdict(item.id, failure="pending")  # replaced when judged
+            todo.append((item, key))
+    outcome.cached = len(items) - len(todo)
+    try:
+        if todo:
+            provider = make_provider(cfg, where)
+            judging = _Judging(cfg, rubric, provider, cache, f"{where}.base_url")
+            try:
+                asyncio.run(_judge_all(judging, provider, todo, outcome, progress, console, label))
+            finally:
+                outcome.judged, outcome.retries, outcome.tokens = judging.judged, judging.retries, judging.tokens
+                outcome.errors = dict(judging.errors)
+    finally:
+        cache.close()
+    outcome.failed = sum(not v.judged for v in outcome.verdicts.values())
+    return outcome
+
+
+async def _judge_all(judging: _Judging, provider: Provider, todo: list[tuple[JudgeItem, str]],
+                     outcome: JudgeOutcome, progress: bool, console, label: str) -> None:
+    try:
+        await provider.check()
+        queue: asyncio.Queue[tuple[JudgeItem, str]] = asyncio.Queue()
+        for entry in todo:
+            queue.put_nowait(entry)
+
+        async def worker(tick) -> None:
+            while not queue.empty():
+                item, key = queue.get_nowait()
+                outcome.verdicts[item.id] = await judging.one(item, key)
+                tick()
+
+        async def run(tick) -> None:
+            workers = [asyncio.create_task(worker(tick)) for _ in range(min(judging.cfg.concurrency, len(todo)))]
+            try:
+                await asyncio.gather(*workers)
+            finally:  # a fatal error in one worker ends the others (their done items are cached)
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+
+        if not progress:
+            await run(lambda: None)
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        started = time.monotonic()
+        columns = (
+            TextColumn(label), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.1f} items/s · {task.fields[failed]} not judged · "
+                       "{task.fields[errors]} errors"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("items", total=len(todo), rate=0.0, failed=0, errors=0)
+
+            def tick() -> None:
+                done = bar.tasks[0].completed + 1
+                bar.update(task, advance=1, rate=done / max(time.monotonic() - started, 1e-6),
+                           failed=done - judging.judged, errors=sum(judging.errors.values()))
+
+            await run(tick)
+    finally:
+        await provider.aclose()

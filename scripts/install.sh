@@ -25,6 +25,22 @@ else
   echo "up to date"
 fi
 
+step "chromium (Debian's package: the review page's browser test drives it headless)"
+# Playwright's own browser download needs a host we cannot reach; the distribution's package comes from its
+# registry. CJK fonts so the page's screenshots show the Chinese sample documents.
+browser_pkgs="chromium fonts-wqy-microhei"
+if [ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi wenquanyi; then
+  echo "up to date"
+elif ! command -v apt-get >/dev/null; then
+  echo "no apt-get: install Chromium as /usr/bin/chromium by hand, or the browser test skips"
+elif [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $browser_pkgs
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $browser_pkgs
+else
+  echo "not root and no password-less sudo: run 'sudo apt-get install $browser_pkgs', or the browser test skips"
+fi
+
 step "llama.cpp: llama-cpp-python + HF->GGUF converter (first time: ~10 min source build)"
 bash scripts/llamacpp_tools.sh .venv
 

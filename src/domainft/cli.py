@@ -403,6 +403,35 @@ def run(
 
 
 @app.command()
+def review(
+    recipe: RecipeArg,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).", min=0, max=65535)] = 0,
+    export: Annotated[Optional[Path], typer.Option(
+        "--export", help="Write the pairs a person accepted or edited to this JSONL file, and exit.")] = None,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Read every generated pair beside its source and accept, reject or edit it in a local page; the next run
+    trains on the decisions (journal: RUN_DIR/review/journal.jsonl)."""
+    plan = _plan(recipe, set_, run_dir=run_dir)
+    if plan.recipe.datagen is None:
+        raise UserError("the recipe has no datagen section: there are no generated pairs to review", where=recipe)
+    if export is not None:
+        from .review.pairs import export_reviewed
+
+        count = export_reviewed(plan, export)
+        print(f"{count} reviewed pair{'s' if count != 1 else ''} written to {export}")
+        return
+    from .review.web import serve  # the web stack loads only here: the other commands stay fast
+
+    def announce(url: str) -> None:
+        print(f"review {plan.recipe.name}: {url}  (Ctrl+C to stop; decisions go to {plan.review_journal})",
+              flush=True)
+
+    serve(plan, port=port, announce=announce)
+
+
+@app.command()
 def status(run_folder: Annotated[Path, typer.Argument(help="A run folder (runs/<name>).")]) -> None:
     """Show a run's manifest: stages, status, timings, outputs."""
     from .lineage import status_table

@@ -67,6 +67,28 @@ def _add_stage(parent: Tree, manifest: Manifest, stage: str, seen: set[str]) -> 
     seen.add(stage)
     for key, rec in sorted(record.inputs.items()):
         child = node.add(f"{key}  sha256 {rec.sha256[:16]}")
+        if Path(key).parts[-2:] == ("review", "journal.jsonl"):
+            _add_review(child, manifest.abs(key), rec.size)
         upstream = manifest.producer_of(manifest.abs(key))
         if upstream is not None and upstream[0] != stage:
             _add_stage(child, manifest, upstream[0], seen)
+
+
+REVIEW_DECISIONS_SHOWN = 10
+
+
+def _add_review(parent: Tree, journal: Path, size: int) -> None:
+    """The decisions the stage read: the journal is append-only, so they are its first `size` bytes."""
+    from .review.journal import Journal, describe
+
+    try:
+        entries = Journal(journal).read(limit_bytes=size)
+        later = len(Journal(journal).read()) - len(entries)
+    except (OSError, UserError) as exc:
+        parent.add(f"[red]review journal unreadable: {exc}[/red]")
+        return
+    branch = parent.add(describe(entries) + (f"; {later} more since, not yet applied" if later > 0 else ""))
+    for entry in entries[-REVIEW_DECISIONS_SHOWN:]:
+        branch.add(f"{entry['action']} {entry['pair_id']} by {entry.get('user', '?')} at {entry.get('ts', '?')}")
+    if len(entries) > REVIEW_DECISIONS_SHOWN:
+        branch.add(f"… {len(entries) - REVIEW_DECISIONS_SHOWN} earlier")

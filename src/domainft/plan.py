@@ -71,6 +71,15 @@ class Plan:
     def adapter_dir(self) -> Path:
         return self.train_dir
 
+    @property
+    def review_dir(self) -> Path:
+        return self.run_dir / "review"
+
+    @property
+    def review_journal(self) -> Path:
+        """People's decisions on the generated pairs (`domainft review`), append-only; datagen applies them."""
+        return self.review_dir / "journal.jsonl"
+
     # ---- data
     @property
     def document_inputs(self) -> list[Path]:

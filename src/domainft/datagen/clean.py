@@ -20,6 +20,7 @@ from rapidfuzz import fuzz
 
 from ..errors import DataError
 from ..fsutil import atomic_write_jsonl
+from ..review.journal import apply_review, fold, pair_id
 from .prompts import is_cjk
 
 ALPACA_KEYS = ("instruction", "input", "output")
@@ -208,22 +209,44 @@ class CleanReport:
     counts: dict[str, int] = field(default_factory=dict)
     fractions: dict[str, float] = field(default_factory=dict)
     documents: dict[str, int] = field(default_factory=dict)
+    review: dict[str, Any] = field(default_factory=dict)  # what people's decisions (review/journal.jsonl) changed
+
+
+SPLIT_RECORD = "splits.jsonl"  # which pair went to which split, and why a pair went to none
 
 
 def clean_and_split(
     records: list[dict[str, Any]], out_dir: Path, *, threshold: float, val: float, test: float, seed: int,
-    unit: str = "auto",
+    unit: str = "auto", review: list[dict[str, Any]] | None = None, accepted_only: bool = False,
 ) -> CleanReport:
-    """Dedup, split by document (or section), check contamination, then write train/val/test.jsonl (alpaca keys)."""
+    """Dedup, split by document (or section), apply people's review decisions, check contamination, then write
+    train/val/test.jsonl (alpaca keys) and splits.jsonl.
+
+    The split is made before the decisions apply, so a rejection or an edit never moves any other pair to
+    another split: it only removes or rewrites that one pair where it already was."""
     kept, dups = dedup(records, threshold)
     splits, unit = split_by_document(kept, val, test, seed, unit)
+    placed = {pid: name for name, rows in splits.items() for r in rows if (pid := pair_id(r))}
+    dropped: dict[str, str] = {}
+    if review or accepted_only:
+        for name in SPLITS:
+            splits[name], gone = apply_review(splits[name], review or [], accepted_only)
+            dropped.update(gone)
     check_contamination(splits["train"], {s: splits[s] for s in ("val", "test")}, threshold, out_dir)
     for split, rows in splits.items():
         _write_jsonl(out_dir / f"{split}.jsonl", [{k: r[k] for k in ALPACA_KEYS} for r in rows])
+    _write_jsonl(out_dir / SPLIT_RECORD, [
+        {"pair_id": pid, "split": placed.get(pid),
+         "dropped": dropped.get(pid) or (None if pid in placed else "duplicate")}
+        for r in records if (pid := pair_id(r))])
+    states, stale = fold(review or [], {pid: r for r in records if (pid := pair_id(r))})
+    by_status = {status: sum(s.status == status for s in states.values()) for status in ("accepted", "edited", "rejected")}
     return CleanReport(
         pairs_in=len(records), duplicates={"exact": dups["exact"], "near": dups["near"]}, split_unit=unit,
         counts={s: len(rows) for s, rows in splits.items()}, fractions=achieved_fractions(splits),
         documents={s: len({_unit(r, False) for r in rows}) for s, rows in splits.items()},
+        review={"decisions": len(review or []), "stale_decisions": stale, "accepted_only": accepted_only,
+                **by_status, "dropped": len(dropped)},
     )
 
 

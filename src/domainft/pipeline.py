@@ -96,6 +96,21 @@ def _datagen_prompt_file(plan: Plan) -> list[Path]:
     return [candidate] if candidate.exists() else [plan.recipe.resolve(spec)]
 
 
+def _curate_rubric_file(plan: Plan) -> list[Path]:
+    """The curation judge's rubric: an edit re-rates the pairs (unchanged verdicts come from its cache)."""
+    curate = plan.recipe.datagen.curate if plan.recipe.datagen else None
+    if curate is None:
+        return []
+    from .judge.rubric import rubric_path
+
+    return [rubric_path(curate.rubric, home="datagen", base_dir=plan.recipe.base_dir)]
+
+
+def _review_journal(plan: Plan) -> list[Path]:
+    """People's decisions on the pairs: a new one reruns the split, and so render and train."""
+    return [plan.review_journal] if plan.review_journal.exists() else []
+
+
 def _top_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) if path.is_dir() else []
 
@@ -110,15 +125,37 @@ def datagen_unfinished(plan: Plan) -> str | None:
     import json
 
     try:
-        failed = json.loads((plan.datagen_dir / "summary.json").read_text(encoding="utf-8")).get("failed", 0)
+        summary = json.loads((plan.datagen_dir / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return f"{failed} chunk(s) failed last time" if failed else None
+    if summary.get("failed"):
+        return f"{summary['failed']} chunk(s) failed last time"
+    if (summary.get("curate") or {}).get("unrated"):  # the judge could not rate them: ask it again
+        return f"{summary['curate']['unrated']} pair(s) unrated by the curation judge last time"
+    return None
 
 
 def _train_outputs(plan: Plan) -> list[Path]:
     return [p for p in _top_files(plan.train_dir) if p.suffix in {".safetensors", ".json", ".bin", ".model"}
             and not p.name.startswith(("trainer_state", "all_results", "train_results", "eval_results"))]
+
+
+def _eval_task_files(plan: Plan) -> list[Path]:
+    """The tasks' YAML, data and utils.py, and the judge's rubric: an edit rescores (unchanged runs are reused)."""
+    files = [p for p in files_under([folder("eval_tasks")]) if "__pycache__" not in p.parts]
+    if plan.recipe.eval.judge is not None:
+        from .judge.rubric import rubric_path
+
+        files.append(rubric_path(plan.recipe.eval.judge.rubric, home="eval_tasks", base_dir=plan.recipe.base_dir).resolve())
+    return list(dict.fromkeys(files))
+
+
+def _eval_ggufs(plan: Plan) -> list[Path]:
+    if not plan.recipe.eval.gguf:
+        return []
+    from .evaluate.run import exported_ggufs
+
+    return [path for _, path in exported_ggufs(plan)]
 
 
 STAGES: tuple[Stage, ...] = (
@@ -133,8 +170,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "datagen", "chunks -> QA pairs, deduplicated and split",
         enabled=lambda p: p.recipe.datagen is not None,
-        params=lambda p: _recipe_part(p, "datagen", "domain"),
-        inputs=lambda p: [p.extract_dir / "chunks.jsonl", *_datagen_prompt_file(p)],
+        params=lambda p: _recipe_part(p, "datagen", "domain", "review"),
+        inputs=lambda p: [p.extract_dir / "chunks.jsonl", *_datagen_prompt_file(p), *_curate_rubric_file(p),
+                          *_review_journal(p)],
         outputs=lambda p: [p.datagen_dir / f for f in ("train.jsonl", "val.jsonl", "test.jsonl")],
         run=_run_datagen,
         unfinished=datagen_unfinished,
@@ -158,20 +196,23 @@ STAGES: tuple[Stage, ...] = (
         run=_run_train,
     ),
     Stage(
-        "eval", "lm-eval, base vs tuned -> report",
-        enabled=lambda p: True,
-        params=lambda p: _recipe_part(p, "eval", "sampling", "model", "domain"),
-        inputs=lambda p: [*_train_outputs(p), *[f for f in p.eval_split_files.values()]],
-        outputs=lambda p: [p.eval_dir / f for f in ("report.json", "report.md", "report.png")],
-        run=_run_eval,
-    ),
-    Stage(
         "export", "merge -> GGUF -> quantize -> Modelfile",
         enabled=lambda p: True,
         params=lambda p: _recipe_part(p, "export", "sampling", "model"),
         inputs=_train_outputs,
         outputs=lambda p: _top_files(p.export_dir),
         run=_run_export,
+    ),
+    Stage(
+        # After export: each GGUF it wrote is scored too, and a new GGUF reruns only what changed (lm-eval runs
+        # whose weights and tasks are unchanged are reused).
+        "eval", "lm-eval, base vs tuned vs each GGUF -> report",
+        enabled=lambda p: True,
+        params=lambda p: _recipe_part(p, "eval", "sampling", "model", "domain"),
+        inputs=lambda p: [*_train_outputs(p), *[f for f in p.eval_split_files.values()], *_eval_ggufs(p),
+                          *_eval_task_files(p)],
+        outputs=lambda p: [p.eval_dir / f for f in ("report.json", "report.md", "report.png")],
+        run=_run_eval,
     ),
 )
 

@@ -104,32 +104,66 @@ class SplitConfig(Section):
         "(documents, unless they cannot meet the fractions within 5 points; then sections).")
 
 
-class DatagenConfig(Section):
-    """A teacher LLM (or the offline extractive mode) writes QA pairs per chunk."""
+class TeacherConfig(Section):
+    """An LLM behind an API: who it is, how hard to press it, how long to wait. Datagen's teacher and the judges
+    share these keys."""
 
-    provider: Literal["extractive", "openai", "zhipuai"] = "extractive"
-    prompts: str | None = Field(None, description="A file in datagen/ (without .yaml) or a path to a prompt YAML; "
-                                "default: the domain's own, datagen/<domain>.yaml.")
-    model: str | None = Field(None, description="Teacher model name, e.g. glm-4-flash, qwen2.5:7b.")
+    provider: Literal["extractive", "openai", "zhipuai"] = Field(
+        "extractive", description="extractive (offline, no model), openai (any OpenAI-compatible server) or zhipuai "
+        "(GLM-4 family; key from ZHIPUAI_API_KEY).")
+    model: str | None = Field(None, description="Model name, e.g. glm-4-flash, qwen2.5:7b.")
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the key.")
-    concurrency: int = Field(8, ge=1, le=256, description="Teacher requests in flight at once.")
+    concurrency: int = Field(8, ge=1, le=256, description="Requests in flight at once.")
     rate_limit_per_s: PositiveFloat | None = Field(None, description="Requests per second at most (None: no limit).")
-    max_retries: int = Field(5, ge=0, le=50, description="Retries per chunk on 429/5xx/timeouts (exponential backoff).")
-    timeout_s: PositiveFloat = Field(60.0, description="Seconds before one teacher request is abandoned and retried.")
+    max_retries: int = Field(5, ge=0, le=50, description="Retries per item on 429/5xx/timeouts/bad replies "
+                             "(exponential backoff).")
+    timeout_s: PositiveFloat = Field(60.0, description="Seconds before one request is abandoned and retried.")
+
+    @model_validator(mode="after")
+    def _server_needs_url(self) -> TeacherConfig:
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError("provider 'openai' needs base_url")
+        if self.provider != "extractive" and not self.model:
+            raise ValueError(f"provider '{self.provider}' needs model")
+        return self
+
+
+class JudgeConfig(TeacherConfig):
+    """An LLM judge that scores answers on a rubric (a YAML file of data: prompt, criteria, scale, reply schema)."""
+
+    provider: Literal["openai", "zhipuai"] = Field(
+        "openai", description="openai (any OpenAI-compatible server; set base_url) or zhipuai (GLM-4 family).")
+    model: str = Field(description="Judge model name (required), e.g. glm-4-plus, qwen2.5:14b.")
+    rubric: str = Field("judge_rubric", description="A rubric in eval_tasks/ (without .yaml) or a path to a "
+                        "rubric YAML, relative to the recipe.")
+
+
+class CurateConfig(JudgeConfig):
+    """Rate each generated pair before dedup and split; pairs under the threshold are set aside, not trained on."""
+
+    rubric: str = Field("curate_rubric", description="A rubric in datagen/ (without .yaml) or a path to a rubric "
+                        "YAML, relative to the recipe.")
+    threshold: int = Field(2, ge=0, description="Pairs whose overall score (the rubric's `combine` of its "
+                           "criteria) is below this are set aside in datagen/set_aside.jsonl.")
+
+
+class DatagenConfig(TeacherConfig):
+    """A teacher LLM (or the offline extractive mode) writes QA pairs per chunk."""
+
+    prompts: str | None = Field(None, description="A file in datagen/ (without .yaml) or a path to a prompt YAML; "
+                                "default: the domain's own, datagen/<domain>.yaml.")
     pairs_per_chunk: int | None = Field(None, ge=1, le=50, description="Overrides the prompt file's value.")
     pairs_per_document: int | None = Field(
         None, ge=1, description="Pairs per document instead, spread over its chunks by length (CoalQA asks 10-20).")
     max_chunks: int | None = Field(None, ge=1, description="Use only the first N chunks (smoke runs).")
     dedup_threshold: float = Field(0.9, gt=0, le=1, description="Similarity at or above which pairs are duplicates.")
     split: SplitConfig = Field(SplitConfig(), description="Held-out fractions, split by document or section.")
+    curate: CurateConfig | None = Field(None, description="An LLM judge rates each pair (faithful to its chunk, "
+                                        "useful, self-contained); off when absent.")
 
     @model_validator(mode="after")
-    def _server_needs_url(self) -> DatagenConfig:
-        if self.provider == "openai" and not self.base_url:
-            raise ValueError("provider 'openai' needs base_url")
-        if self.provider != "extractive" and not self.model:
-            raise ValueError(f"provider '{self.provider}' needs model")
+    def _one_pair_count(self) -> DatagenConfig:
         if self.pairs_per_chunk and self.pairs_per_document:
             raise ValueError("set pairs_per_chunk or pairs_per_document, not both")
         return self
@@ -257,6 +291,10 @@ class EvalConfig(Section):
     backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval model backend; vllm on a GPU is faster.")
     batch_size: int = Field(1, ge=1, description="lm-eval batch size.")
     max_new_tokens: int = Field(256, ge=1, description="Answer length for generate_until tasks.")
+    gguf: bool = Field(True, description="Also score each exported GGUF (served by llama_cpp.server on 127.0.0.1) "
+                       "on the generate_until tasks.")
+    judge: JudgeConfig | None = Field(None, description="An LLM judge grades free answers against the reference "
+                                      "(0..1 beside ROUGE-L); off when absent.")
 
 
 class SamplingConfig(Section):
@@ -276,6 +314,13 @@ class ExportConfig(Section):
     lora_gguf: bool = Field(False, description="Also write the adapter alone as a GGUF LoRA.")
 
 
+class ReviewConfig(Section):
+    """How people's decisions in `domainft review` (review/journal.jsonl) shape the splits."""
+
+    accepted_only: bool = Field(False, description="Train and evaluate only on pairs a person accepted or edited; "
+                                "off: every pair but the rejected ones.")
+
+
 class Recipe(Section):
     """What to train, on what, with which engine, and how to ship it."""
 
@@ -285,6 +330,7 @@ class Recipe(Section):
     model: ModelConfig = ModelConfig()
     extract: ExtractConfig = ExtractConfig()
     datagen: DatagenConfig | None = None
+    review: ReviewConfig = ReviewConfig()
     dataset: DatasetConfig = DatasetConfig()
     method: MethodConfig = MethodConfig()
     training: TrainingConfig = TrainingConfig()

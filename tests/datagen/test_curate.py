@@ -157,3 +157,28 @@ def test_kill_9_during_curation_then_rerun_rates_only_what_is_left(tmp_path):
     assert summary["rated"] == pairs and summary["set_aside"] == len(_lines(run_dir / "datagen" / "set_aside.jsonl"))
     trained_on = _split_texts(run_dir / "datagen")
     assert not trained_on & {(r["instruction"], r["output"]) for r in _lines(run_dir / "datagen" / "set_aside.jsonl")}
+
+
+def test_a_person_accepting_a_set_aside_pair_overrides_the_judge(coal_plan):
+    """The judge sets a pair aside; a person accepts (or edits) it in review: it trains again, counted in the summary.
+    A person rejecting a pair the judge kept takes it out. The judge is not asked again for either."""
+    from domainft.review.journal import Journal
+
+    with Stub() as stub:
+        plan = coal_plan(max_chunks=10, curate=_curate(stub.url))
+        run_datagen(plan, progress=False)
+        out = plan.datagen_dir
+        pairs = {f"{p['source']['chunk_id']}#{p['source']['index']}": p for p in _lines(out / "pairs.jsonl")}
+        set_aside = [r["pair_id"] for r in _lines(out / "set_aside.jsonl")]
+        assert len(set_aside) >= 2
+        journal = Journal(plan.review_journal)
+        journal.decide(pairs[set_aside[0]], "accept")
+        journal.decide(pairs[set_aside[1]], "edit", instruction="改过的问题？", output="改过的答案。")
+        calls = stub.calls
+        summary = run_datagen(plan, progress=False)
+        assert stub.calls == calls  # decisions need no judge
+        trained_on = _split_texts(out)
+        first = pairs[set_aside[0]]
+        assert (first["instruction"], first["output"]) in trained_on
+        assert ("改过的问题？", "改过的答案。") in trained_on
+        assert summary.clean["restored_from_set_aside"] == 2

@@ -61,6 +61,8 @@ COVERED = {
     "distributed.master_addr": "recipe_with", "eval.tasks": "recipe_with", "extract.inputs": "test_datagen",
     "datagen.prompts": "test_datagen", "datagen.model": "test_datagen", "datagen.base_url": "test_datagen",
     "datagen.api_key_env": "test_datagen",
+    **{f"{section}.{key}": "test_judges" for section in ("datagen.curate", "eval.judge")
+       for key in ("model", "base_url", "api_key_env", "rubric")},
 }
 # A free-text option each engine knows (its value is only a label).
 FREE_OPTION = {"llamafactory": "run_name", "axolotl": "mlflow_run_name"}
@@ -504,3 +506,26 @@ def test_datagen_carries_payloads_as_data(tmp_path):
     assert any(payload in p["output"] for p in pairs)
     manifest = json.loads((plan.run_dir / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["recipe"]["datagen"]["model"] == payload
+
+
+def test_judges_carry_payloads_as_data(tmp_path):
+    """Judge settings keep payloads verbatim, and a pair, answer or source holding them reaches the judge as text:
+    the rubric's template is rendered in the sandbox, its fields never are."""
+    from domainft.judge import load_rubric
+
+    payload = PAYLOADS["expr"] + PAYLOADS["popen"] + PAYLOADS["yaml-seq"] + PAYLOADS["raw"]
+    judge = {"provider": "openai", "model": payload, "base_url": payload, "api_key_env": payload}
+    for home, name, section, fields in (("datagen", "curate_rubric", "curate", ("question", "answer", "source", "title", "heading")),
+                                         ("eval_tasks", "judge_rubric", "judge",
+                                          ("question", "answer", "reference", "source"))):
+        rubric_file = tmp_path / f"{fs_name(PAYLOADS['expr'])} {name}.yaml"
+        shutil.copy(Path(__file__).parents[2] / home / f"{name}.yaml", rubric_file)
+        rubric = load_rubric(str(rubric_file), home=home, base_dir=None, fields=fields, where=section)
+        text = rubric.render({field: payload for field in fields})
+        assert text.count(payload) >= 2 and "{{ 7*7 }}" in text and "\n49" not in text
+        data = {"name": "t-judge", "datagen": {"provider": "extractive"}, "extract": {"inputs": [str(tmp_path)]}}
+        target = data["datagen"] if section == "curate" else data.setdefault("eval", {})
+        target[section] = {**judge, "rubric": str(rubric_file)}
+        recipe = recipe_from_dict(data)
+        got = recipe.datagen.curate if section == "curate" else recipe.eval.judge
+        assert (got.model, got.base_url, got.api_key_env, got.rubric) == (payload, payload, payload, str(rubric_file))

@@ -18,15 +18,11 @@ from ..errors import RecipeError
 from ..extract import Chunk
 from ..fsutil import atomic_write
 from ..recipe import CurateConfig
+from ..review.journal import pair_id
 
 # What the rubric's template may use, per pair.
 CURATE_FIELDS = ("question", "answer", "source", "title", "heading")
 CACHE_NAME = "curate_cache.jsonl"
-
-
-def pair_id(record: dict[str, Any]) -> str:
-    """`<chunk_id>#<index>`: a pair's name in curation.jsonl, set_aside.jsonl and the review page."""
-    return f"{record['source']['chunk_id']}#{record['source']['index']}"
 
 
 def load_curate_rubric(cfg: CurateConfig, base_dir: Path | None):

@@ -18,27 +18,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from ..errors import DataError, RecipeError, TeacherError
 from ..extract import Chunk, read_chunks
 from ..fsutil import atomic_write
 from ..plan import Plan
 from ..recipe import DatagenConfig
+from ..review.journal import Journal, fold, pair_id
 from .clean import clean_and_split
+from .curate import curate_pairs, load_curate_rubric
 from .prompts import BadReply, PromptSpec, check_pairs, load_prompts, parse_json_reply
 from .providers import Provider, Transient, make_provider
-
-BACKOFF_INITIAL_S = 0.5
-BACKOFF_MAX_S = 30.0
-# A teacher that refuses every connection for this long, with no reply of any kind in between, is gone: the run
-# stops (what is done is kept). Anything shorter, and any reset or error reply, is a fault of one request.
-UNREACHABLE_S = 60.0
+from .retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
 
 
 @dataclass
@@ -56,31 +48,13 @@ class DatagenSummary:
     seconds: float = 0.0
     failed_chunks: list[dict[str, str]] = field(default_factory=list)
     clean: dict[str, Any] = field(default_factory=dict)
+    curate: dict[str, Any] | None = None  # the judge's ratings (datagen.curate); None when off
     provider: str = ""
     model: str | None = None
     restarted: str | None = None  # why earlier output was set aside
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2)
-
-
-class RateLimiter:
-    """At most `rate` call starts per second, spread evenly (no bursts)."""
-
-    def __init__(self, rate: float | None):
-        self.interval = 1.0 / rate if rate else 0.0
-        self.next = 0.0
-        self.lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        if not self.interval:
-            return
-        async with self.lock:
-            now = time.monotonic()
-            wait = self.next - now
-            self.next = max(now, self.next) + self.interval
-        if wait > 0:
-            await asyncio.sleep(wait)
 
 
 class Store:
@@ -205,13 +179,6 @@ def _set_aside_if_stale(out: Path, fingerprint: str) -> str | None:
     return reason
 
 
-def _wait(state) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, Transient) and exc.retry_after is not None:
-        return min(exc.retry_after, BACKOFF_MAX_S)
-    return wait_exponential_jitter(multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S, jitter=BACKOFF_INITIAL_S)(state)
-
-
 class _Run:
     def __init__(self, cfg: DatagenConfig, spec: PromptSpec, n_pairs: dict[str, int], provider: Provider,
                  store: Store):
@@ -224,11 +191,13 @@ class _Run:
         self.failed: list[dict[str, str]] = []
         self.new_pairs = 0
         self.fatal: TeacherError | None = None
-        self.refused_since: float | None = None  # first refused connection since the teacher last answered
+        # Read here, not at import: tests shorten them on this module.
+        self.wait = backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
+        self.reachability = Reachability(UNREACHABLE_S, "teacher", "datagen.base_url")
 
     async def one(self, chunk: Chunk) -> None:
         attempts = AsyncRetrying(
-            stop=stop_after_attempt(self.cfg.max_retries + 1), wait=_wait, reraise=True,
+            stop=stop_after_attempt(self.cfg.max_retries + 1), wait=self.wait, reraise=True,
             retry=retry_if_exception_type((Transient, BadReply)), before_sleep=self._count_retry,
         )
         try:
@@ -253,29 +222,14 @@ class _Run:
             pairs, rejected = check_pairs(raw, self.spec, chunk, self.n_pairs[chunk.id])
         except Transient as exc:
             self.errors[exc.kind] += 1
-            self._note_reachability(exc.kind)
+            self.reachability.fault(exc.kind, getattr(self.provider, "url", None) or str(self.cfg.model))
             raise
         except BadReply as exc:
-            self.refused_since = None
+            self.reachability.answered()
             self.rejected[f"reply_{exc.reason}"] += 1
             raise
-        self.refused_since = None
+        self.reachability.answered()
         return pairs, rejected, reply.tokens
-
-    def _note_reachability(self, kind: str) -> None:
-        """Stop the run only when every connection has been refused for UNREACHABLE_S: a reset or an error reply
-        shows the teacher is there, and a timeout says nothing either way."""
-        if kind == "timeout":
-            return
-        if kind != "refused":
-            self.refused_since = None
-            return
-        now = time.monotonic()
-        self.refused_since = self.refused_since or now
-        if now - self.refused_since >= UNREACHABLE_S:
-            where = getattr(self.provider, "url", None) or self.cfg.model
-            raise TeacherError(f"lost the teacher at {where}: every connection refused for {UNREACHABLE_S:.0f} s; "
-                               "what was done is kept, rerun to continue", where="datagen.base_url")
 
     def _count_retry(self, state) -> None:
         self.retries += 1
@@ -314,6 +268,8 @@ def run_datagen(plan: Plan, *, progress: bool = True, console=None) -> DatagenSu
     if cfg is None:
         raise RecipeError("the recipe has no datagen section", where="datagen")
     spec = load_prompts(plan.prompts, plan.recipe.base_dir)
+    if cfg.curate is not None:
+        load_curate_rubric(cfg.curate, plan.recipe.base_dir)
     chunks = read_chunks(plan.extract_dir / "chunks.jsonl")
     n_pairs = pairs_for_chunks(chunks, cfg.pairs_per_document, cfg.pairs_per_chunk or spec.pairs_per_chunk)
     if cfg.max_chunks:
@@ -351,8 +307,14 @@ def _run_locked(plan, cfg, spec, n_pairs, chunks, out, progress, console) -> Dat
     summary.errors = dict(run.errors)
     summary.retries = run.retries
     summary.tokens = run.tokens
+    set_aside: set[str] = set()
+    if run.fatal is None and cfg.curate is not None:
+        try:
+            set_aside, summary.curate = _curate(plan, cfg, chunks, out, progress, console)
+        except TeacherError as exc:  # the judge is gone: the pairs are kept, summary.json says so
+            run.fatal = exc
     if run.fatal is None:
-        summary.clean = _clean(plan, cfg, chunks, out)
+        summary.clean = _clean(plan, cfg, chunks, out, set_aside)
     summary.pairs = store.pair_count
     summary.seconds = round(time.monotonic() - started, 2)
     _write_atomic(out / "summary.json", summary.to_json() + "\n")
@@ -396,16 +358,41 @@ async def _generate(run: _Run, provider: Provider, todo: list[Chunk], progress: 
         await provider.aclose()
 
 
-def _clean(plan: Plan, cfg: DatagenConfig, chunks: list[Chunk], out: Path) -> dict[str, Any]:
+def _pairs_in_order(chunks: list[Chunk], out: Path) -> list[dict[str, Any]]:
     # Chunk order, then pair order: the splits do not depend on which worker finished first.
     order = {c.id: i for i, c in enumerate(chunks)}
     records = [r for r in _read_jsonl(out / "pairs.jsonl") if r["source"]["chunk_id"] in order]
     records.sort(key=lambda r: (order[r["source"]["chunk_id"]], r["source"]["index"]))
+    return records
+
+
+def _curate(plan: Plan, cfg: DatagenConfig, chunks: list[Chunk], out: Path, progress: bool,
+            console) -> tuple[set[str], dict[str, Any]]:
+    """The judge rates every pair before dedup and split; returns the ids set aside (datagen/curate.py)."""
+    return curate_pairs(_pairs_in_order(chunks, out), {c.id: c for c in chunks}, cfg.curate, out,
+                        base_dir=plan.recipe.base_dir, progress=progress, console=console)
+
+
+def _clean(plan: Plan, cfg: DatagenConfig, chunks: list[Chunk], out: Path,
+           set_aside: set[str] = frozenset()) -> dict[str, Any]:
+    review = Journal(plan.review_journal).read()
+    records = _pairs_in_order(chunks, out)
+    restored = overridden_by_review(set_aside, records, review)
+    records = [r for r in records if pair_id(r) not in set_aside - restored]  # set aside by curation: not trained on
     report = clean_and_split(
         records, out, threshold=cfg.dedup_threshold, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed,
-        unit=cfg.split.unit,
+        unit=cfg.split.unit, review=review, accepted_only=plan.recipe.review.accepted_only,
     )
-    return asdict(report)
+    return {**asdict(report), "restored_from_set_aside": len(restored)}
+
+
+def overridden_by_review(set_aside: set[str], records: list[dict[str, Any]], review: list[dict[str, Any]]) -> set[str]:
+    """Pairs the judge set aside that a person then accepted or edited in `domainft review`: a person's decision
+    overrides the judge's, so they go back to the split."""
+    if not set_aside or not review:
+        return set()
+    states, _ = fold(review, {pid: r for r in records if (pid := pair_id(r)) in set_aside})
+    return {pid for pid, state in states.items() if state.status in ("accepted", "edited")}
 
 
 def _write_atomic(path: Path, text: str) -> None:

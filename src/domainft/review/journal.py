@@ -29,6 +29,7 @@ EDITABLE = ("instruction", "output")
 
 
 def pair_id(record: dict[str, Any]) -> str | None:
+    """`<chunk_id>#<index>`: a pair's name in curation.jsonl, set_aside.jsonl, the journal and the review page."""
     source = record.get("source") or {}
     if source.get("chunk_id") is None or source.get("index") is None:
         return None

@@ -207,3 +207,24 @@ def test_gguf_is_scored_by_lm_eval_through_llama_cpp_server_and_answers_as_chat_
     third = json.loads((plan.eval_dir / "report.json").read_text(encoding="utf-8"))
     assert {label: run["reused"] for label, run in third["runs"].items()} == {"base": True, "tuned": True,
                                                                                "q8_0": False}
+
+
+def test_eval_judge_through_a_real_llama_cpp_server_sits_beside_rouge(tmp_path, tiny_model, smollm2_server):
+    """eval.judge in a recipe: domainft eval grades each free answer through a real llama_cpp.server (SmolLM2; the
+    grades mean little, the path is the point), the report names the judge model, and a rerun grades nothing."""
+    plan = _eval_plan(tmp_path, tiny_model, eval={
+        "limit": 2, "max_new_tokens": 8,
+        "judge": {"provider": "openai", "model": "smollm2", "base_url": smollm2_server, "concurrency": 2},
+    })
+    run_eval(plan, limit=None)
+    report = json.loads((plan.eval_dir / "report.json").read_text(encoding="utf-8"))
+    judged = report["tasks"]["coal_safety_qa"]["metrics"]["judge"]
+    assert judged["judge_model"] == "smollm2" and 0.0 <= judged["tuned"] <= 1.0
+    assert "judge" not in report["tasks"]["coal_safety_mc"]["metrics"]  # multiple choice is not graded
+    assert "graded each free answer" in (plan.eval_dir / "report.md").read_text(encoding="utf-8")
+    cache = plan.eval_dir / "judge" / "judge_cache.jsonl"
+    lines = cache.read_text(encoding="utf-8").splitlines()
+    assert lines
+
+    run_eval(plan, limit=None)  # unchanged answers: every grade from the cache
+    assert cache.read_text(encoding="utf-8").splitlines() == lines

@@ -116,3 +116,45 @@ def test_report_shows_the_paired_interval_and_the_label(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["tasks"]["qa"]["metrics"]["rouge_l_char"]["paired"]["wins"] == 20
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gguf_loss_beyond_noise_and_a_match_are_said_against_the_tuned_model(tmp_path):
+    """Each GGUF is paired against the tuned HF model: a clear quantization loss is named, a match is inside noise."""
+    from domainft.evaluate.report import render_markdown, side_by_side
+
+    tuned_scores = [0.5 + 0.02 * (i % 5) for i in range(20)]
+    base = _run(tmp_path, "base", {"qa": {"rouge_l_char": BASE}})
+    tuned = _run(tmp_path, "tuned", {"qa": {"rouge_l_char": tuned_scores}})
+    q4 = _run(tmp_path, "q4_k_m", {"qa": {"rouge_l_char": [s - 0.3 for s in tuned_scores]}})
+    q8 = _run(tmp_path, "q8_0", {"qa": {"rouge_l_char": tuned_scores}})
+    tasks = compare(base, tuned, [q4, q8])
+    g = tasks["qa"]["metrics"]["rouge_l_char"]["gguf"]
+    assert g["q4_k_m"]["paired"]["losses"] == 20 and g["q8_0"]["paired"]["ties"] == 20
+    lines = verdict(tasks)
+    assert any(line.startswith("q4_k_m loses to the tuned HF model on qa") and "beyond noise" in line for line in lines)
+    assert any(line.startswith("q8_0 matches the tuned HF model on qa") and "inside noise" in line for line in lines)
+    assert any(line.startswith("Worse after quantization") and "q4_k_m qa rouge_l_char" in line for line in lines)
+    report = {"recipe": "r", "tasks": tasks, "verdict": lines, "gguf_labels": ["q4_k_m", "q8_0"],
+              "samples": side_by_side(base, tuned, tasks, [q4, q8]), "runs": {}}
+    text = render_markdown(report)
+    assert "| task | metric | n | base | tuned | q4_k_m | q8_0 |" in text
+    assert "| qa | rouge_l_char | q4_k_m | " in text and "| q8_0 | x |" in text
+
+
+def test_judge_grades_are_a_metric_beside_rouge_and_failures_are_not_zeros(tmp_path):
+    """judge_runs' shape: per run and task, grades per item on 0..1 and the items it could not grade."""
+    base = _run(tmp_path, "base", {"qa": {"rouge_l_char": BASE}})
+    tuned = _run(tmp_path, "tuned", {"qa": {"rouge_l_char": BASE}})
+    judged = {
+        "base": {"qa": {"mean": 0.0, "n_judged": 19, "n_failed": 1, "items": {i: 0.0 for i in range(19)},
+                        "failed": [{"doc_id": 19, "reason": "http_500 after 6 attempts"}], "judge_model": "glm-4"}},
+        "tuned": {"qa": {"mean": 1.0, "n_judged": 20, "n_failed": 0, "items": {i: 1.0 for i in range(20)},
+                         "failed": [], "judge_model": "glm-4"}},
+    }
+    tasks = compare(base, tuned, [], judged)
+    judge = tasks["qa"]["metrics"]["judge"]
+    assert judge["base"] == 0.0 and judge["tuned"] == 1.0  # the failed item is left out, not a zero
+    assert judge["paired"]["n"] == 19 and judge["paired"]["wins"] == 19 and judge["judge_model"] == "glm-4"
+    assert tasks["qa"]["primary"] == "rouge_l_char"  # the judge sits beside ROUGE-L, it does not replace it
+    lines = verdict(tasks)
+    assert any("The judge (glm-4) could not grade some answers (qa: 1 base)" in line for line in lines), lines

@@ -92,7 +92,12 @@ def item_scores(rows: list[dict[str, Any]], metric: str) -> dict[Any, float]:
 def paired_rows(reference_rows: list[dict[str, Any]], other_rows: list[dict[str, Any]], metric: str, *,
                 higher_is_better: bool = True) -> Paired | None:
     """Paired statistics over the items both runs scored on `metric`; None when they share none."""
-    ref, oth = item_scores(reference_rows, metric), item_scores(other_rows, metric)
+    return paired_items(item_scores(reference_rows, metric), item_scores(other_rows, metric),
+                        higher_is_better=higher_is_better)
+
+
+def paired_items(ref: dict[Any, float], oth: dict[Any, float], *, higher_is_better: bool = True) -> Paired | None:
+    """Paired statistics over the item ids both score maps share; None when they share none."""
     shared = sorted(set(ref) & set(oth), key=str)
     if not shared:
         return None

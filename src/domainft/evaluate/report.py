@@ -10,17 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from .metrics import strip_think
-from .paired import Paired, paired_rows
+from .paired import Paired, paired_items, paired_rows
 
 SAMPLES_PER_TASK = 3
 # The metric that decides "better" per task kind; the others are shown beside it.
 PRIMARY = ("rouge_l_char", "rouge_l", "acc", "acc_norm", "keyword_recall")
 
 
-def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = ()) -> dict[str, dict[str, Any]]:
+def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dict | None = None
+            ) -> dict[str, dict[str, Any]]:
     """{task: {n, primary, seen_text, gguf_missing, metrics: {metric: {base, tuned, delta, base_stderr, tuned_stderr,
     higher_is_better, paired, gguf}}}}; `paired` (tuned against base item by item, from the samples files) or None;
-    `gguf` {label: {value, stderr, paired}} with each GGUF paired against the tuned HF model."""
+    `gguf` {label: {value, stderr, paired}} with each GGUF paired against the tuned HF model. With `judged` (from
+    evaluate.judged.judge_runs), free-answer tasks gain a `judge` metric: the judge's mean score on 0..1 over the
+    answers it graded, with `judge_model` and `judge_failed` (per run, the items it could not grade)."""
     out: dict[str, dict[str, Any]] = {}
     b_res, t_res = base["results"]["results"], tuned["results"]["results"]
     better = tuned["results"].get("higher_is_better", {})
@@ -48,6 +51,8 @@ def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = ()) -> dict[str
                 "paired": pair.as_dict() if pair else None,
                 "gguf": _gguf_scores(ggufs, task, key, name, t_rows, higher, tuned_value=value),
             }
+        if judged and metrics:
+            metrics.update(_judge_metric(judged, task, [g["label"] for g in ggufs]))
         if not metrics:
             continue  # a group without an aggregate
         primary = next((m for m in PRIMARY if m in metrics), next(iter(metrics)))
@@ -57,6 +62,25 @@ def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = ()) -> dict[str
                      "gguf_missing": [g["label"] for g in ggufs if task not in g["results"]["results"]],
                      "metrics": metrics}
     return out
+
+
+def _judge_metric(judged: dict, task: str, gguf_labels: list[str]) -> dict[str, dict[str, Any]]:
+    """The judge's grades as one more metric of a task: base, tuned, each GGUF, paired like the others."""
+    b, t = (judged.get(label, {}).get(task) for label in ("base", "tuned"))
+    if not b or not t or b["mean"] is None or t["mean"] is None:
+        return {}
+    pair = paired_items(b["items"], t["items"])
+    gguf = {}
+    for label in gguf_labels:
+        g = judged.get(label, {}).get(task)
+        if g and g["mean"] is not None:
+            g_pair = paired_items(t["items"], g["items"])
+            gguf[label] = {"value": g["mean"], "stderr": None, "delta": g["mean"] - t["mean"],
+                           "paired": g_pair.as_dict() if g_pair else None}
+    failed = {label: runs[task]["failed"] for label, runs in judged.items() if task in runs and runs[task]["failed"]}
+    return {"judge": {"base": b["mean"], "tuned": t["mean"], "delta": t["mean"] - b["mean"], "base_stderr": None,
+                      "tuned_stderr": None, "higher_is_better": True, "paired": pair.as_dict() if pair else None,
+                      "gguf": gguf, "judge_model": t["judge_model"], "judge_failed": failed}}
 
 
 def _gguf_scores(ggufs, task: str, key: str, name: str, t_rows: list[dict], higher: bool, *,
@@ -98,6 +122,12 @@ def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
     if worse:
         lines.append("Worse after tuning, beyond noise: " + "; ".join(worse) + ".")
     lines += _gguf_lines(tasks)
+    unjudged = [f"{task}: {len(items)} {label}" for task, info in tasks.items()
+                for label, items in (info["metrics"].get("judge") or {}).get("judge_failed", {}).items()]
+    if unjudged:
+        model = next(info["metrics"]["judge"]["judge_model"] for info in tasks.values() if "judge" in info["metrics"])
+        lines.append(f"The judge ({model}) could not grade some answers ({'; '.join(unjudged)}): they are left out of "
+                     "its means, not scored as zero; report.json lists each with the reason.")
     if any(line.startswith("The tuned model") and not line.startswith("The tuned model beats") for line in lines):
         lines.append("Where tuning did not help, likely causes are too few training steps or pairs, a base model "
                      "too small to hold the facts, or items the training data does not cover: compare the sample "
@@ -233,9 +263,9 @@ def _chosen(row: dict, doc: dict) -> str:
 # ---------------------------------------------------------------- writing
 
 
-def write_report(eval_dir: Path, *, base: dict, tuned: dict, meta: dict[str, Any], ggufs: list[dict] | tuple = ()
-                 ) -> Path:
-    tasks = compare(base, tuned, ggufs)
+def write_report(eval_dir: Path, *, base: dict, tuned: dict, meta: dict[str, Any], ggufs: list[dict] | tuple = (),
+                 judged: dict | None = None) -> Path:
+    tasks = compare(base, tuned, ggufs, judged)
     report = {
         **meta,
         "eval_dir": str(eval_dir),
@@ -293,6 +323,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "Bold: the metric the verdict uses. ± is lm-eval's standard error of each run alone; the paired "
               "interval is a bootstrap over the items both models answered (tuned minus base), and wins / losses / "
               "ties count those items. Seen text: items about passages of the training documents.", ""]
+    judge = next((info["metrics"]["judge"] for info in report["tasks"].values() if "judge" in info["metrics"]), None)
+    if judge:
+        lines += [f"judge: `{judge['judge_model']}` graded each free answer against the reference and its source on "
+                  f"the rubric `{report.get('judge_rubric') or 'judge_rubric'}`, shown on 0..1 (grade / top grade) "
+                  "beside ROUGE-L; answers it could not grade are left out of its mean.", ""]
     if ggufs:
         lines += ["## Quantization: each GGUF against the tuned HF model", "",
                   "| task | metric | GGUF | tuned | GGUF score | delta | paired 95% interval | wins / losses / ties |",

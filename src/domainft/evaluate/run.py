@@ -345,11 +345,19 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
         weights = [run.gguf] if run.gguf else _files(adapter) if run.label == "tuned" else []
         outputs[run.label] = _run_lm_eval(run, fingerprint=_fingerprint(run, weights, heldout))
     ggufs = [outputs[run.label] for run in runs if run.gguf]
+    judged = None
+    if recipe.eval.judge is not None:
+        from .judged import judge_runs
+
+        # Cached by question, answer, rubric and judge: only answers that changed are graded again.
+        judged = judge_runs(plan, {label: out["samples"] for label, out in outputs.items()}, plan.eval_dir / "judge",
+                            console=_console())
     return write_report(
         plan.eval_dir,
         base=outputs["base"],
         tuned=outputs["tuned"],
         ggufs=ggufs,
+        judged=judged,
         meta={
             "recipe": recipe.name,
             "recipe_hash": plan.recipe_hash,
@@ -361,13 +369,14 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
             "loss_plot": str(adapter / "loss.png") if (adapter / "loss.png").exists() else None,
             "ggufs": {run.label: str(run.gguf) for run in runs if run.gguf},
             "gguf_note": GGUF_MC_GAP if ggufs else None,
+            "judge_rubric": recipe.eval.judge.rubric if recipe.eval.judge else None,
             "commands": {run.label: run.argv[1:] for run in runs},
         },
     )
 
 
 def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: str, adapter: Path,
-                 out_root: Path) -> tuple[list[LmEvalRun], Path | None, str]:
+                 out_root: Path, with_ggufs: bool = True) -> tuple[list[LmEvalRun], Path | None, str]:
     """The lm-eval runs on the same tasks and items, writing under out_root: base, then base + adapter, then each
     exported GGUF (its generate_until tasks); with the held-out task over datagen's test split when there is one,
     and the base model's path."""
@@ -382,7 +391,7 @@ def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: st
                   out_root / label)
         for label, ad in (("base", None), ("tuned", adapter))
     ]
-    gen_tasks = generation_tasks(tasks) if plan.recipe.eval.gguf else []
+    gen_tasks = generation_tasks(tasks) if plan.recipe.eval.gguf and with_ggufs else []
     if gen_tasks:
         runs += [LmEvalRun(quant, gguf_argv(plan, label=quant, tasks=gen_tasks, limit=limit, out_root=out_root),
                            out_root / quant, gguf=path)
@@ -404,8 +413,9 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
     backend = backend or recipe.eval.backend
     limit = limit if limit is not None else recipe.eval.limit
     adapter = Path(adapter).resolve() if adapter is not None else plan.adapter_dir
+    # The run's GGUFs were exported from the run's adapter: another adapter gets no GGUF runs beside it.
     runs, heldout, _ = lm_eval_runs(plan, tasks=resolve_tasks(plan), limit=limit, backend=backend, adapter=adapter,
-                                    out_root=plan.eval_dir / "by_hand")
+                                    out_root=plan.eval_dir / "by_hand", with_ggufs=adapter == plan.adapter_dir)
     labels = ",".join(run.label for run in runs)
     lines = [
         f"# lm-eval by hand for recipe {recipe.name}: the runs `domainft eval` makes (chat template, system "
@@ -466,11 +476,21 @@ def _files(folder_path: Path) -> list[Path]:
     return sorted(p for p in folder_path.iterdir() if p.is_file())
 
 
+def _is_rubric(path: Path) -> bool:
+    """A judge rubric beside the tasks (a YAML with a `scale`, no task or group): lm-eval never reads it, so an edit
+    regrades answers without rerunning lm-eval."""
+    if path.suffix != ".yaml":
+        return False
+    cfg = _read_task_yaml(path)
+    return isinstance(cfg, dict) and "scale" in cfg and "task" not in cfg and "group" not in cfg
+
+
 def _fingerprint(run: LmEvalRun, weights: list[Path], heldout: Path | None) -> str:
     """What a run's results depend on beyond its command line (a GGUF server's port aside): the weights (adapter
     files, or the GGUF), the tasks, the held-out data."""
     parts: list[str] = [json.dumps(run.argv[1:])]
-    files = sorted(p for p in folder("eval_tasks").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files = sorted(p for p in folder("eval_tasks").rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts and not _is_rubric(p))
     files += weights
     if heldout is not None:
         files += [heldout, Path(yaml.safe_load(heldout.read_text())["dataset_kwargs"]["data_file"])]

@@ -27,3 +27,15 @@ def smollm2_model() -> Path:
     from domainft.models.embedded import materialize
 
     return materialize("embedded:smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(tmp_path_factory) -> str:
+    """A real `python -m llama_cpp.server` on 127.0.0.1 serving the embedded SmolLM2 GGUF as model `smollm2`
+    (teacher and judge tests share it); started and stopped by domainft's own launcher. Yields its /v1 URL."""
+    pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
+    from domainft.llama_server import serving
+    from domainft.models.embedded import smollm2_gguf
+
+    with serving(smollm2_gguf(), log_path=tmp_path_factory.mktemp("llama") / "server.log", alias="smollm2") as served:
+        yield served.url

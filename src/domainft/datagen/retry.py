@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from tenacity import wait_exponential_jitter
 
 from ..errors import TeacherError
+from .prompts import BadReply
 from .providers import Transient
 
 BACKOFF_INITIAL_S = 0.5
@@ -74,3 +77,19 @@ class Reachability:
         if now - self.refused_since >= self.unreachable_s:
             raise TeacherError(f"lost the {self.what} at {target}: every connection refused for "
                                f"{self.unreachable_s:.0f} s; what was done is kept, rerun to continue", where=self.where)
+
+    @contextmanager
+    def watching(self, target: str, errors: Counter, bad_replies: Counter) -> Iterator[None]:
+        """Around one call and the parsing of its reply: count a transient fault in `errors` and a reply that could
+        not be used in `bad_replies` (as reply_<reason>), note whether the server answered, re-raise for a retry."""
+        try:
+            yield
+        except Transient as exc:
+            errors[exc.kind] += 1
+            self.fault(exc.kind, target)
+            raise
+        except BadReply as exc:
+            self.answered()
+            bad_replies[f"reply_{exc.reason}"] += 1
+            raise
+        self.answered()

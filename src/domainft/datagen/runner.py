@@ -214,21 +214,13 @@ class _Run:
 
     async def _attempt(self, chunk: Chunk) -> tuple[list[dict[str, str]], Counter, int | None]:
         await self.limiter.acquire()
-        try:
+        target = getattr(self.provider, "url", None) or str(self.cfg.model)
+        with self.reachability.watching(target, self.errors, self.rejected):
             reply = await self.provider.complete(chunk, self.spec, self.n_pairs[chunk.id])
             if reply.tokens is not None:  # spent even when the reply is then rejected
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
             pairs, rejected = check_pairs(raw, self.spec, chunk, self.n_pairs[chunk.id])
-        except Transient as exc:
-            self.errors[exc.kind] += 1
-            self.reachability.fault(exc.kind, getattr(self.provider, "url", None) or str(self.cfg.model))
-            raise
-        except BadReply as exc:
-            self.reachability.answered()
-            self.rejected[f"reply_{exc.reason}"] += 1
-            raise
-        self.reachability.answered()
         return pairs, rejected, reply.tokens
 
     def _count_retry(self, state) -> None:

@@ -257,26 +257,14 @@ def lm_eval_argv(
     plan: Plan, *, label: str, tasks: list[str], limit: int | None, backend: str, base_path: str,
     adapter: Path | None, trained: Path, out_root: Path,
 ) -> list[str]:
-    recipe = plan.recipe
-    argv = [
-        sys.executable, "-m", "lm_eval", "run",
-        "--model", backend,
-        "--model_args", model_args(plan, backend=backend, base_path=base_path, adapter=adapter, trained=trained),
-        "--tasks", ",".join(tasks),
-        "--include_path", str(folder("eval_tasks")),
-        "--apply_chat_template",
-        "--log_samples",
-        "--output_path", str(out_root / label),
+    """lm-eval on the base model (adapter None) or base + adapter, through its hf or vllm model."""
+    return _argv(
+        plan, model=backend, label=label, tasks=tasks, limit=limit, out_root=out_root,
+        model_args=model_args(plan, backend=backend, base_path=base_path, adapter=adapter, trained=trained),
         # vLLM schedules its own batches; the hf backend takes the recipe's.
-        "--batch_size", "auto" if backend == "vllm" else str(recipe.eval.batch_size),
-        "--gen_kwargs", gen_kwargs(plan),
-        "--seed", str(recipe.training.seed),
-    ]
-    if recipe.model.system_prompt:
-        argv += ["--system_instruction", recipe.model.system_prompt]
-    if limit is not None:
-        argv += ["--limit", str(limit)]
-    return argv
+        batch_size="auto" if backend == "vllm" else str(plan.recipe.eval.batch_size),
+        gen_kwargs=gen_kwargs(plan),
+    )
 
 
 def gguf_argv(plan: Plan, *, label: str, tasks: list[str], limit: int | None, out_root: Path,
@@ -292,17 +280,27 @@ def gguf_argv(plan: Plan, *, label: str, tasks: list[str], limit: int | None, ou
     kwargs = {"do_sample": "False", "max_gen_toks": str(recipe.eval.max_new_tokens),
               # llama_cpp.server's own default is 1.1: send the recipe's, which `domainft chat` uses too.
               "repeat_penalty": str(recipe.sampling.repetition_penalty)}
+    return _argv(plan, model="local-chat-completions", label=label, tasks=tasks, limit=limit, out_root=out_root,
+                 model_args=",".join(f"{k}={v}" for k, v in args.items()), batch_size="1",
+                 gen_kwargs=",".join(f"{k}={v}" for k, v in kwargs.items()))
+
+
+def _argv(plan: Plan, *, model: str, model_args: str, label: str, tasks: list[str], limit: int | None,
+          out_root: Path, batch_size: str, gen_kwargs: str) -> list[str]:
+    """What every run shares: the tasks of eval_tasks/, the chat template, the recipe's system prompt, per-item
+    samples, the seed, and its own output folder."""
+    recipe = plan.recipe
     argv = [
         sys.executable, "-m", "lm_eval", "run",
-        "--model", "local-chat-completions",
-        "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
+        "--model", model,
+        "--model_args", model_args,
         "--tasks", ",".join(tasks),
         "--include_path", str(folder("eval_tasks")),
         "--apply_chat_template",
         "--log_samples",
         "--output_path", str(out_root / label),
-        "--batch_size", "1",
-        "--gen_kwargs", ",".join(f"{k}={v}" for k, v in kwargs.items()),
+        "--batch_size", batch_size,
+        "--gen_kwargs", gen_kwargs,
         "--seed", str(recipe.training.seed),
     ]
     if recipe.model.system_prompt:

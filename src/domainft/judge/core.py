@@ -156,22 +156,13 @@ class _Judging:
 
     async def _attempt(self, item: JudgeItem) -> tuple[dict[str, int], float, str]:
         await self.limiter.acquire()
-        try:
+        target = getattr(self.provider, "url", None) or str(self.cfg.model)
+        with self.reachability.watching(target, self.errors, self.errors):
             reply = await self.provider.chat(self.rubric.messages(item.fields), schema=self.rubric.schema_,
                                              temperature=self.rubric.temperature, max_tokens=self.rubric.max_tokens)
             if reply.tokens is not None:
                 self.tokens = (self.tokens or 0) + reply.tokens
-            result = parse_verdict(reply.text or "", self.rubric)
-        except Transient as exc:
-            self.errors[exc.kind] += 1
-            self.reachability.fault(exc.kind, getattr(self.provider, "url", None) or str(self.cfg.model))
-            raise
-        except BadReply as exc:
-            self.reachability.answered()
-            self.errors[f"reply_{exc.reason}"] += 1
-            raise
-        self.reachability.answered()
-        return result
+            return parse_verdict(reply.text or "", self.rubric)
 
     def _count_retry(self, state) -> None:
         self.retries += 1

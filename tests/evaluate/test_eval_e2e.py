@@ -193,7 +193,8 @@ def test_gguf_is_scored_by_lm_eval_through_llama_cpp_server_and_answers_as_chat_
     questions.write_text(json.dumps([r["doc"]["question"] for r in rows], ensure_ascii=False), encoding="utf-8")
     out = tmp_path / "chat.json"
     result = cli("chat", str(gguf), "--questions", str(questions), "-o", str(out), "-s", "sampling.temperature=0",
-                 "-s", "sampling.max_new_tokens=8", "-s", "model.system_prompt=你是煤矿安全专家。")
+                 "-s", "sampling.repetition_penalty=1.0", "-s", "sampling.max_new_tokens=8",
+                 "-s", "model.system_prompt=你是煤矿安全专家。")
     assert result.code == 0, result.stderr[-2000:]
     chat = [r["answer"] for r in json.loads(out.read_text(encoding="utf-8"))["results"]]
     assert chat == [r["filtered_resps"][0] for r in rows]

@@ -67,7 +67,8 @@ def test_command_line(tmp_path):
     assert flags["--include_path"] == str(folder("eval_tasks"))
     assert flags["--system_instruction"] == "你是煤矿安全专家。"
     assert flags["--limit"] == "5"
-    assert flags["--gen_kwargs"] == "do_sample=False,max_gen_toks=64,repetition_penalty=1.1"
+    # No repetition penalty for scoring, whatever sampling says: HF and llama.cpp apply it differently.
+    assert flags["--gen_kwargs"] == "do_sample=False,max_gen_toks=64"
     assert "--apply_chat_template" in argv and "--log_samples" in argv
     assert flags["--output_path"] == str(plan.eval_dir / "lm_eval" / "tuned")
     base = lm_eval_argv(plan, label="base", tasks=["coal_safety"], limit=None, backend="vllm", base_path="/m/base",

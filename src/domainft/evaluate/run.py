@@ -246,11 +246,11 @@ def model_args(plan: Plan, *, backend: str, base_path: str, adapter: Path | None
 
 
 def gen_kwargs(plan: Plan) -> str:
-    """Greedy decoding for scoring; length from eval.max_new_tokens, repetition penalty from sampling."""
-    kwargs = {"do_sample": "False", "max_gen_toks": str(plan.recipe.eval.max_new_tokens)}
-    if plan.recipe.sampling.repetition_penalty != 1.0:
-        kwargs["repetition_penalty"] = str(plan.recipe.sampling.repetition_penalty)
-    return ",".join(f"{k}={v}" for k, v in kwargs.items())
+    """Plain greedy decoding for scoring, length from eval.max_new_tokens. No repetition penalty on any model:
+    transformers applies it over the whole prompt and answer, llama.cpp over the last 64 tokens, so with one the
+    GGUF column would measure the sampler, not the quantization (on the demo, at 1.1 the two answer differently;
+    at 1.0 they give the same text)."""
+    return f"do_sample=False,max_gen_toks={plan.recipe.eval.max_new_tokens}"
 
 
 def lm_eval_argv(
@@ -277,9 +277,8 @@ def gguf_argv(plan: Plan, *, label: str, tasks: list[str], limit: int | None, ou
             "num_concurrent": "1", "max_retries": "3", "timeout": "600"}
     if recipe.model.enable_thinking:
         args["think_end_token"] = "</think>"
-    kwargs = {"do_sample": "False", "max_gen_toks": str(recipe.eval.max_new_tokens),
-              # llama_cpp.server's own default is 1.1: send the recipe's, which `domainft chat` uses too.
-              "repeat_penalty": str(recipe.sampling.repetition_penalty)}
+    # llama_cpp.server's own default repeat_penalty is 1.1: off, as for the HF runs (see gen_kwargs).
+    kwargs = {"do_sample": "False", "max_gen_toks": str(recipe.eval.max_new_tokens), "repeat_penalty": "1.0"}
     return _argv(plan, model="local-chat-completions", label=label, tasks=tasks, limit=limit, out_root=out_root,
                  model_args=",".join(f"{k}={v}" for k, v in args.items()), batch_size="1",
                  gen_kwargs=",".join(f"{k}={v}" for k, v in kwargs.items()))

@@ -34,9 +34,12 @@ if [ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi wenquanyi; then
 elif ! command -v apt-get >/dev/null; then
   echo "no apt-get: install Chromium as /usr/bin/chromium by hand, or the browser test skips"
 elif [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $browser_pkgs
+  # Only a test needs it: a failed install is said, not fatal to the demo.
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $browser_pkgs; } ||
+    echo "could not install $browser_pkgs: the browser test skips (fails under CI=true)"
 elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $browser_pkgs
+  { sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $browser_pkgs; } ||
+    echo "could not install $browser_pkgs: the browser test skips (fails under CI=true)"
 else
   echo "not root and no password-less sudo: run 'sudo apt-get install $browser_pkgs', or the browser test skips"
 fi

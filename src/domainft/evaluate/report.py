@@ -141,32 +141,36 @@ def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _gguf_labels(tasks: dict[str, dict[str, Any]]) -> list[str]:
+    """The GGUFs scored on any task, in the order they were run."""
+    return list(dict.fromkeys(q for info in tasks.values() for m in info["metrics"].values() for q in m.get("gguf", {})))
+
+
 def _gguf_lines(tasks: dict[str, dict[str, Any]]) -> list[str]:
     """Per GGUF: one sentence per task on its primary metric against the tuned HF model on the same items, then every
     metric quantization made worse beyond noise."""
     lines, worse = [], []
-    labels = list(dict.fromkeys(q for info in tasks.values() for m in info["metrics"].values() for q in m.get("gguf", {})))
-    for label in labels:
+    for label in _gguf_labels(tasks):
         for task, info in tasks.items():
-            m = info["metrics"][info["primary"]]
-            g = m.get("gguf", {}).get(label)
-            if g is None:
-                continue
-            where = f"on {task} ({info['primary']}: tuned {m['tuned']:.3f}, {label} {g['value']:.3f})"
-            p = g.get("paired")
-            if p is None:
-                lines.append(f"{label} vs the tuned HF model {where}: {g['delta']:+.3f}, no per-item scores to pair.")
-            elif Paired(**p).worse(m["higher_is_better"]):
-                lines.append(f"{label} loses to the tuned HF model {where}, beyond noise: {_interval(p)}.")
-            elif Paired(**p).better(m["higher_is_better"]):
-                lines.append(f"{label} beats the tuned HF model {where}: {_interval(p)}.")
-            else:
-                lines.append(f"{label} matches the tuned HF model {where}, inside noise: {_interval(p)}.")
-        worse += [f"{label} {task} {name} {m['tuned']:.3f} → {m['gguf'][label]['value']:.3f} "
-                  f"({_interval(m['gguf'][label]['paired'])})"
-                  for task, info in tasks.items() for name, m in info["metrics"].items()
-                  if (m.get("gguf", {}).get(label) or {}).get("paired")
-                  and Paired(**m["gguf"][label]["paired"]).worse(m["higher_is_better"])]
+            for name, m in info["metrics"].items():
+                g = m.get("gguf", {}).get(label)
+                if g is None:
+                    continue
+                p = g.get("paired")
+                loses = p is not None and Paired(**p).worse(m["higher_is_better"])
+                if loses:
+                    worse.append(f"{label} {task} {name} {m['tuned']:.3f} → {g['value']:.3f} ({_interval(p)})")
+                if name != info["primary"]:
+                    continue
+                where = f"on {task} ({name}: tuned {m['tuned']:.3f}, {label} {g['value']:.3f})"
+                if p is None:
+                    lines.append(f"{label} vs the tuned HF model {where}: {g['delta']:+.3f}, no per-item scores to pair.")
+                elif loses:
+                    lines.append(f"{label} loses to the tuned HF model {where}, beyond noise: {_interval(p)}.")
+                elif Paired(**p).better(m["higher_is_better"]):
+                    lines.append(f"{label} beats the tuned HF model {where}: {_interval(p)}.")
+                else:
+                    lines.append(f"{label} matches the tuned HF model {where}, inside noise: {_interval(p)}.")
     if worse:
         lines.append("Worse after quantization (GGUF vs tuned HF), beyond noise: " + "; ".join(worse) + ".")
     return lines
@@ -313,9 +317,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         shown = f"{task} *(seen text)*" if info.get("seen_text") else task
         for name, m in info["metrics"].items():
             label = f"**{name}**" if name == info["primary"] else name
-            p = m.get("paired")
-            interval = f"[{p['low']:+.3f}, {p['high']:+.3f}]" if p else ""
-            counts = f"{p['wins']} / {p['losses']} / {p['ties']}" if p else ""
+            interval, counts = _paired_cells(m.get("paired"))
             quant = "".join(f"{_fmt(g['value'], g['stderr'])} | " if (g := m.get("gguf", {}).get(q)) else "— | "
                             for q in ggufs)
             lines.append(f"| {shown} | {label} | {info['n']} | {_fmt(m['base'], m['base_stderr'])} | "
@@ -335,10 +337,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         for task, info in report["tasks"].items():
             for name, m in info["metrics"].items():
                 for q, g in (m.get("gguf") or {}).items():
-                    p = g.get("paired")
+                    interval, counts = _paired_cells(g.get("paired"))
                     lines.append(f"| {task} | {name} | {q} | {m['tuned']:.3f} | {g['value']:.3f} | {g['delta']:+.3f} | "
-                                 + (f"[{p['low']:+.3f}, {p['high']:+.3f}] | {p['wins']} / {p['losses']} / {p['ties']} |"
-                                    if p else " | |"))
+                                 f"{interval} | {counts} |")
         missing = sorted({t for t, info in report["tasks"].items() if info.get("gguf_missing")})
         lines += ["", "Paired over the items both answered (GGUF minus tuned): quantization damage shows here."]
         if missing:
@@ -380,7 +381,7 @@ def plot(tasks: dict[str, dict[str, Any]], out: Path, *, title: str) -> None:
     import matplotlib.pyplot as plt
 
     labels, base_vals, tuned_vals, deltas, lows, highs = [], [], [], [], [], []
-    quants = list(dict.fromkeys(q for info in tasks.values() for m in info["metrics"].values() for q in m.get("gguf", {})))
+    quants = _gguf_labels(tasks)
     gguf_vals: dict[str, list[float]] = {q: [] for q in quants}
     for task, info in tasks.items():
         for name, m in info["metrics"].items():
@@ -446,6 +447,13 @@ def _noise(m: dict[str, Any]) -> float | None:
     if m["base_stderr"] is None or m["tuned_stderr"] is None:
         return None
     return 2 * math.hypot(m["base_stderr"], m["tuned_stderr"])
+
+
+def _paired_cells(p: dict[str, Any] | None) -> tuple[str, str]:
+    """The 'paired 95% interval' and 'wins / losses / ties' cells of a table row (empty without per-item scores)."""
+    if not p:
+        return "", ""
+    return f"[{p['low']:+.3f}, {p['high']:+.3f}]", f"{p['wins']} / {p['losses']} / {p['ties']}"
 
 
 def _fmt(value: float, stderr: float | None) -> str:

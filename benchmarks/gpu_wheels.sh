@@ -13,23 +13,22 @@ DEST=.cache/gpu-wheels
 VENV=.cache/gpu-venv
 BUNDLE_MIB=60
 
-# LLaMA-Factory 0.9.5's train path and what it imports (found by importing it in its CPU venv), with the
-# wrapper's own few (pydantic, jinja2, rich), at the CPU lock's versions where it has them; torch, numpy, tokenizers,
-# safetensors, huggingface_hub come from the machine. bitsandbytes for QLoRA; liger-kernel for Liger.
+# LLaMA-Factory 0.9.5's train path and what it imports that the GPU machine's image lacks or holds at another
+# version (its package list: /work/.library/device/KINDS.md; it has torch 2.11 CUDA, pandas, pyarrow, scipy,
+# matplotlib, sentencepiece, tiktoken, protobuf, einops, aiohttp, xxhash, psutil, regex, jinja2, rich, pyyaml),
+# at the CPU lock's versions: one bundle of about 57 MiB. bitsandbytes for QLoRA; liger-kernel for Liger; pydantic
+# for domainft itself (`domainft validate` on the GPU machine). `av` (40 MiB) is left out: LLaMA-Factory imports it
+# only for video inputs.
 PKGS=(
   llamafactory==0.9.5 transformers==5.6.0 peft==0.18.1 trl==0.24.0 datasets==4.0.0 accelerate==1.11.0
-  bitsandbytes==0.50.2 liger-kernel==0.8.1 deepspeed==0.19.8
-  pyarrow dill==0.3.8 multiprocess==0.70.16 xxhash pandas python-dateutil pytz tzdata
-  omegaconf antlr4-python3-runtime==4.9.3 av==16.0.0 scipy matplotlib cycler kiwisolver fonttools pyparsing
-  contourpy pillow sentencepiece tiktoken protobuf einops fire termcolor tyro==0.8.14 docstring-parser shtab
-  aiohttp aiosignal frozenlist multidict propcache yarl aiohappyeyeballs attrs brotli opentelemetry-api
-  importlib-metadata zipp torchaudio==2.11.0 psutil regex
-  pydantic pydantic-core annotated-types typing-inspection jinja2 markupsafe rich markdown-it-py mdurl pygments
-  hjson ninja py-cpuinfo msgpack
+  bitsandbytes==0.50.2 liger-kernel==0.8.1
+  dill==0.3.8 multiprocess==0.70.16 omegaconf==2.4.0 fire==0.7.1 termcolor==3.3.0 tyro==0.8.14
+  docstring_parser==0.18.0 shtab==1.13.0 hjson==3.1.0 torchdata==0.11.0
+  pydantic==2.12.3 pydantic_core==2.41.4 annotated-types==0.8.0 typing-inspection==0.4.5
 )
 
-SDIST_ONLY=(antlr4-python3-runtime==4.9.3 deepspeed==0.19.8)
-LOCK=src/domainft/engines/locks/llamafactory.txt
+SDIST_ONLY=()
+LOCK=src/domainft/engines/llamafactory/lock.txt
 PY=${PY:-.venv/bin/python}  # a Python with pip and registry access (the wrapper venv)
 
 download() {
@@ -48,7 +47,7 @@ download() {
       2>/dev/null || echo "no cp312 wheel: $pkg"
   done
   # sdist-only packages: pure Python, built into wheels here.
-  DS_BUILD_OPS=0 $PY -m pip wheel --no-deps --no-build-isolation -w "$DEST/all" "${SDIST_ONLY[@]}" >/dev/null
+  [ ${#SDIST_ONLY[@]} -eq 0 ] || DS_BUILD_OPS=0 $PY -m pip wheel --no-deps --no-build-isolation -w "$DEST/all" "${SDIST_ONLY[@]}" >/dev/null
   # Greedy bundles under BUNDLE_MIB, largest first.
   python3 - "$DEST" "$BUNDLE_MIB" <<'PY'
 import shutil, sys

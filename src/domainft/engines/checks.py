@@ -100,13 +100,12 @@ def check_rendered_keys(engine: Engine, config: dict[str, Any], file: str) -> No
 
 def check_model(plan: Plan) -> None:
     """A local model folder must exist: otherwise the engine fails on it seconds into the launch (or later, on a
-    GPU machine). Hub ids are left to the engine; embedded models are made on first use."""
-    if plan.is_embedded:
+    GPU machine). Hub models are pulled (complete or not at all) by the model stage, and `validate` says when one
+    is not pulled yet; embedded models are made on first use."""
+    if plan.is_embedded or plan.is_hub:
         return
     base = plan.recipe.model.base
     path = Path(plan.model_path)
-    if not path.is_absolute():
-        return  # a hub id
     if not path.exists():
         raise RecipeError(f"model folder {path} does not exist", where="model.base",
                           hint="a local folder (relative to the recipe), a hub id, or embedded:smollm2")

@@ -84,14 +84,15 @@ class LocalHub:
         self.requests: list[dict] = []
         self.throttle_bps: float | None = None
         self.fail_status: int | None = None
-        self.served_bytes = 0  # file bytes written to clients
+        self.served_bytes = 0  # file bytes written to clients (a request's own: its log entry's "sent")
         self._server: ThreadingHTTPServer | None = None
 
     def add_repo(self, repo_id: str, folder: Path | None = None, *, files: dict[str, bytes] | None = None,
                  token: str | None = None) -> Repo:
-        data = dict(files or {})
+        data: dict[str, bytes | Path] = {}
         if folder is not None:
             data |= {p.name: p for p in sorted(Path(folder).iterdir()) if p.is_file()}
+        data |= files or {}  # added or replaced
         repo = Repo(repo_id, data, token)
         self.repos[repo_id] = repo
         return repo
@@ -139,8 +140,9 @@ class LocalHub:
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
         if token is None and "m_session_id=" in (h.headers.get("Cookie") or ""):
             token = h.headers["Cookie"].split("m_session_id=", 1)[1].split(";")[0]
-        self.requests.append({"method": h.command, "path": path, "query": split.query,
-                              "range": h.headers.get("Range"), "token": token is not None})
+        h.logged = {"method": h.command, "path": path, "query": split.query, "range": h.headers.get("Range"),
+                    "token": token is not None, "sent": 0}
+        self.requests.append(h.logged)
         if self.fail_status:
             return _reply(h, self.fail_status, b"the hub is down", head=head)
         if path.startswith("/api/v1/"):
@@ -214,7 +216,7 @@ class LocalHub:
         self._send_file(h, repo, name, head, {})
 
     def _send_file(self, h, repo: Repo, name: str, head: bool, headers: dict[str, str]) -> None:
-        start, status, size = 0, 200, repo.size(name)
+        start, status, size, log = 0, 200, repo.size(name), h.logged
         rng = h.headers.get("Range")
         if rng and (m := re.fullmatch(r"bytes=(\d+)-", rng.strip())):
             start = int(m.group(1))
@@ -234,6 +236,7 @@ class LocalHub:
             for chunk in repo.chunks(name, start, step):
                 h.wfile.write(chunk)
                 self.served_bytes += len(chunk)
+                log["sent"] += len(chunk)
                 if self.throttle_bps:
                     time.sleep(step / self.throttle_bps)
         except (BrokenPipeError, ConnectionResetError):  # the client was killed mid-file

@@ -34,6 +34,7 @@ def test_run_pulls_a_hub_model_once_trains_evaluates_exports_and_pins_its_commit
                                  "endpoint": hub.url}
     assert all(manifest["stages"][s]["status"] == "done" for s in ("model", "render", "train", "export", "eval"))
     assert (run / "export" / "hub-smollm2-q4_0.gguf").is_file() and (run / "eval" / "report.md").is_file()
+    assert list((run / "train" / "llamafactory" / "runs").rglob("events.out.tfevents.*")), "no TensorBoard log"
 
     # Every request was the pull's: the revision, the file list and each file once. No engine child, lm-eval or
     # the converter asked the hub for anything: they ran offline on the snapshot.

@@ -300,9 +300,10 @@ def check_chat_template(plan: Plan) -> None:
     template = engine.template_name(plan)
     fits = [name for name, texts in engine.chat_templates().items()
             if markers(texts) and not missing_markers(texts, tokens, own)]
-    fits.sort(key=lambda name: name.split("_")[0] not in model_dir.name.lower())  # the model's own family first
+    model = plan.recipe.model.base if plan.is_hub else model_dir.name  # a pulled snapshot's folder is its commit
+    fits.sort(key=lambda name: name.split("_")[0] not in model.lower())  # the model's own family first
     raise RecipeError(
-        f"chat template '{template}' does not match the tokenizer of {model_dir.name}: it writes {missing[0]}, "
+        f"chat template '{template}' does not match the tokenizer of {model}: it writes {missing[0]}, "
         "which that tokenizer has neither as a special token nor in its own chat template",
         where="model.chat_template",
         hint=f"templates that fit: {', '.join(fits[:6])}" if fits else None,

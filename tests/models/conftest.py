@@ -52,4 +52,4 @@ def hub_env(hub: LocalHub, hub_home: Path, tmp_path: Path) -> dict[str, str]:
     return {"HF_ENDPOINT": hub.url, "MODELSCOPE_ENDPOINT": hub.url, "DOMAINFT_HOME": str(hub_home),
             "HF_HOME": str(tmp_path / "hf-home"), "MODELSCOPE_HOME": str(tmp_path / "ms-home"),
             "MODELSCOPE_CACHE": str(tmp_path / "ms-cache"), "HF_TOKEN": "", "MODELSCOPE_API_TOKEN": "",
-            "HF_HUB_OFFLINE": "0"}
+            "HF_HUB_OFFLINE": "0", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}

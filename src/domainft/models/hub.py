@@ -215,7 +215,11 @@ def pull(hub: str, repo_id: str, revision: str | None = None, *, pin: str | None
         partial = target.with_name(target.name + PARTIAL)
         _check_disk(files, partial, repo_id, where)
         started = time.monotonic()
-        downloaded = client.download(repo_id, sha if hub == "huggingface" else asked, files, partial)
+        try:
+            downloaded = client.download(repo_id, sha if hub == "huggingface" else asked, files, partial)
+        except _Unreachable as exc:
+            raise HubError(f"lost {endpoint} while pulling '{repo_id}': {exc}", where=where,
+                           hint="rerun when the network is back: the pull resumes where it stopped") from None
         _verify(files, partial, repo_id, where)
         atomic_write_json(partial / MARK, {"hub": hub, "id": repo_id, "revision": revision, "sha": sha,
                                            "endpoint": endpoint, "files": [asdict(f) for f in files],
@@ -395,64 +399,66 @@ class _HFClient:
         return fetched
 
     def _errors(self, repo_id: str, revision: str):
-        return _translate_hf(self, repo_id, revision)
+        return _translated(_hf_error, self, repo_id, revision)
 
 
-class _translate_hf:
-    """huggingface_hub's and httpx's exceptions -> one-line HubError (or _Unreachable, for the offline fallback)."""
+@contextmanager
+def _translated(translate, client, repo_id: str, revision: str):
+    """A hub client's exceptions -> `translate` raises the one-line HubError (or _Unreachable, for the offline
+    fallback); what it does not know goes on as it was."""
+    try:
+        yield
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        translate(client, repo_id, revision, exc)
+        raise
 
-    def __init__(self, client: _HFClient, repo_id: str, revision: str):
-        self.client, self.repo_id, self.revision = client, repo_id, revision
 
-    def __enter__(self):
-        return self
+def _hf_error(c: _HFClient, repo_id: str, revision: str, exc: Exception) -> None:
+    """huggingface_hub's and httpx's exceptions."""
+    import httpx2
+    from huggingface_hub.errors import (
+        GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError,
+    )
 
-    def __exit__(self, kind, exc, tb):
-        if exc is None or isinstance(exc, (UserError, KeyboardInterrupt)):
-            return False
-        import httpx2
-        from huggingface_hub.errors import (
-            GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError,
-        )
-
-        c, repo_id, where = self.client, self.repo_id, self.client.where
-        if isinstance(exc, (httpx2.ConnectError, httpx2.TimeoutException, httpx2.NetworkError)):
-            raise _Unreachable(_reason(exc)) from None
-        if isinstance(exc, OfflineModeIsEnabled):
-            raise _Unreachable("HF_HUB_OFFLINE is set") from None
-        if isinstance(exc, GatedRepoError):
-            if c.has_token:
-                raise HubError(f"HF_TOKEN's account has no access to the gated model '{repo_id}' on {c.endpoint}",
-                               where=where, hint="accept its license on the model's page with that account, "
-                               "then rerun (approval can take a while)") from None
-            raise HubError(f"'{repo_id}' is gated on {c.endpoint} and no token is set", where=where,
-                           hint="accept its license on the model's page, then set HF_TOKEN to a read token of "
-                           "that account") from None
-        if isinstance(exc, RevisionNotFoundError):
-            raise HubError(f"'{repo_id}' has no revision '{self.revision}' on {c.endpoint}", where=where,
-                           hint="model.revision: a branch, tag or commit sha of that repository") from None
-        if isinstance(exc, RepositoryNotFoundError):
-            raise HubError(f"{c.endpoint} has no model '{repo_id}'" + (" that HF_TOKEN can read" if c.has_token
-                                                                      else ""), where=where,
-                           hint="check the id (owner/name) on the hub; a private model needs HF_TOKEN") from None
-        if isinstance(exc, HfHubHTTPError):
-            status = exc.response.status_code if exc.response is not None else None
-            if status == 401:
-                raise HubError(f"{c.endpoint} refused HF_TOKEN (401 invalid credentials) while pulling '{repo_id}'",
-                               where=where, hint="set HF_TOKEN to a valid read token, or unset it for a public "
-                               "model") from None
-            if status is not None and status >= 500:
-                raise HubError(f"{c.endpoint} answered {status} while pulling '{repo_id}'", where=where,
-                               hint="the hub or mirror is failing; rerun later, the pull resumes where it "
-                               "stopped") from None
-            raise HubError(f"{c.endpoint} answered {status} while pulling '{repo_id}'", where=where) from None
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise UserError(f"cannot write the pulled model ({exc.strerror})", where=getattr(exc, "filename", None)
-                            or where) from None
-        if isinstance(exc, (OSError, ValueError, httpx2.HTTPError)):  # e.g. a short body the retries did not mend
-            raise HubError(f"the pull of '{repo_id}' from {c.endpoint} failed: {_reason(exc)}", where=where,
-                           hint="rerun: the pull resumes where it stopped") from None
-        return False
+    where = c.where
+    if isinstance(exc, (httpx2.ConnectError, httpx2.TimeoutException, httpx2.NetworkError)):
+        raise _Unreachable(_reason(exc)) from None
+    if isinstance(exc, OfflineModeIsEnabled):
+        raise _Unreachable("HF_HUB_OFFLINE is set") from None
+    if isinstance(exc, GatedRepoError):
+        if c.has_token:
+            raise HubError(f"HF_TOKEN's account has no access to the gated model '{repo_id}' on {c.endpoint}",
+                           where=where, hint="accept its license on the model's page with that account, "
+                           "then rerun (approval can take a while)") from None
+        raise HubError(f"'{repo_id}' is gated on {c.endpoint} and no token is set", where=where,
+                       hint="accept its license on the model's page, then set HF_TOKEN to a read token of "
+                       "that account") from None
+    if isinstance(exc, RevisionNotFoundError):
+        raise HubError(f"'{repo_id}' has no revision '{revision}' on {c.endpoint}", where=where,
+                       hint="model.revision: a branch, tag or commit sha of that repository") from None
+    if isinstance(exc, RepositoryNotFoundError):
+        raise HubError(f"{c.endpoint} has no model '{repo_id}'" + (" that HF_TOKEN can read" if c.has_token
+                                                                  else ""), where=where,
+                       hint="check the id (owner/name) on the hub; a private model needs HF_TOKEN") from None
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 401:
+            raise HubError(f"{c.endpoint} refused HF_TOKEN (401 invalid credentials) while pulling '{repo_id}'",
+                           where=where, hint="set HF_TOKEN to a valid read token, or unset it for a public "
+                           "model") from None
+        if status is not None and status >= 500:
+            raise HubError(f"{c.endpoint} answered {status} while pulling '{repo_id}'", where=where,
+                           hint="the hub or mirror is failing; rerun later, the pull resumes where it "
+                           "stopped") from None
+        raise HubError(f"{c.endpoint} answered {status} while pulling '{repo_id}'", where=where) from None
+    if isinstance(exc, OSError) and exc.errno is not None:
+        raise UserError(f"cannot write the pulled model ({exc.strerror})", where=getattr(exc, "filename", None)
+                        or where) from None
+    if isinstance(exc, (OSError, ValueError, httpx2.HTTPError)):  # e.g. a short body the retries did not mend
+        raise HubError(f"the pull of '{repo_id}' from {c.endpoint} failed: {_reason(exc)}", where=where,
+                       hint="rerun: the pull resumes where it stopped") from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -492,44 +498,35 @@ class _MSClient:
         return sum(f.size for f in files) - have
 
     def _errors(self, repo_id: str, revision: str):
-        return _translate_ms(self, repo_id, revision)
+        return _translated(_ms_error, self, repo_id, revision)
 
 
-class _translate_ms:
-    def __init__(self, client: _MSClient, repo_id: str, revision: str):
-        self.client, self.repo_id, self.revision = client, repo_id, revision
+def _ms_error(c: _MSClient, repo_id: str, revision: str, exc: Exception) -> None:
+    """modelscope-hub's exceptions."""
+    from modelscope_hub import errors as E
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if exc is None or isinstance(exc, (UserError, KeyboardInterrupt)):
-            return False
-        from modelscope_hub import errors as E
-
-        c, repo_id, where = self.client, self.repo_id, self.client.where
-        if isinstance(exc, E.FileDownloadError) and getattr(exc, "failed_files", None):
-            exc = next(iter(exc.failed_files.values()))  # the first file's own error says why
-        if isinstance(exc, (E.NetworkError, E.RequestTimeoutError)):
-            raise _Unreachable(_reason(exc)) from None
-        if isinstance(exc, E.AuthenticationError):
-            raise HubError(f"{c.endpoint} refused " + ("MODELSCOPE_API_TOKEN (401)" if c.has_token else
-                           "the request without a token (401)") + f" while pulling '{repo_id}'", where=where,
-                           hint="set MODELSCOPE_API_TOKEN to a valid token of an account with access") from None
-        if isinstance(exc, E.PermissionDeniedError):
-            raise HubError(f"no access to '{repo_id}' on {c.endpoint} (403)", where=where,
-                           hint="accept its license on the model's page with the token's account") from None
-        if isinstance(exc, E.NotExistError):
-            raise HubError(f"{c.endpoint} has no model '{repo_id}' at revision '{self.revision}'", where=where,
-                           hint="check the id (owner/name) and model.revision on ModelScope") from None
-        if isinstance(exc, E.ServerError):
-            status = getattr(exc, "status_code", None) or "an error"
-            raise HubError(f"{c.endpoint} answered {status} while pulling '{repo_id}'", where=where,
-                           hint="the hub is failing; rerun later, the pull resumes where it stopped") from None
-        if isinstance(exc, E.HubError):
-            raise HubError(f"the pull of '{repo_id}' from {c.endpoint} failed: {_reason(exc)}", where=where,
-                           hint="rerun: the pull resumes where it stopped") from None
-        return False
+    where = c.where
+    if isinstance(exc, E.FileDownloadError) and getattr(exc, "failed_files", None):
+        exc = next(iter(exc.failed_files.values()))  # the first file's own error says why
+    if isinstance(exc, (E.NetworkError, E.RequestTimeoutError)):
+        raise _Unreachable(_reason(exc)) from None
+    if isinstance(exc, E.AuthenticationError):
+        raise HubError(f"{c.endpoint} refused " + ("MODELSCOPE_API_TOKEN (401)" if c.has_token else
+                       "the request without a token (401)") + f" while pulling '{repo_id}'", where=where,
+                       hint="set MODELSCOPE_API_TOKEN to a valid token of an account with access") from None
+    if isinstance(exc, E.PermissionDeniedError):
+        raise HubError(f"no access to '{repo_id}' on {c.endpoint} (403)", where=where,
+                       hint="accept its license on the model's page with the token's account") from None
+    if isinstance(exc, E.NotExistError):
+        raise HubError(f"{c.endpoint} has no model '{repo_id}' at revision '{revision}'", where=where,
+                       hint="check the id (owner/name) and model.revision on ModelScope") from None
+    if isinstance(exc, E.ServerError):
+        status = getattr(exc, "status_code", None) or "an error"
+        raise HubError(f"{c.endpoint} answered {status} while pulling '{repo_id}'", where=where,
+                       hint="the hub is failing; rerun later, the pull resumes where it stopped") from None
+    if isinstance(exc, E.HubError):
+        raise HubError(f"the pull of '{repo_id}' from {c.endpoint} failed: {_reason(exc)}", where=where,
+                       hint="rerun: the pull resumes where it stopped") from None
 
 
 # ---------------------------------------------------------------- a run's model

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -77,6 +78,15 @@ class ModelConfig(Section):
         False, description="R1-style <think> blocks; must be the same in training and inference."
     )
     trust_remote_code: bool = Field(False, description="Let transformers run the model repo's own code.")
+
+    @field_validator("revision")
+    @classmethod
+    def _git_revision(cls, value: str | None) -> str | None:
+        # What git allows in a branch or tag name (and a commit sha); it is also part of a URL and a file name.
+        if value is not None and (not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}", value)
+                                  or ".." in value or "//" in value or value.endswith(("/", ".", ".lock"))):
+            raise ValueError("not a branch, tag or commit name")
+        return value
 
     @field_validator("base")
     @classmethod

@@ -179,7 +179,7 @@ STAGES: tuple[Stage, ...] = (
         # offline. Up to date while the pinned snapshot is complete on this machine.
         "model", "hub id -> local snapshot, pinned to a commit",
         enabled=lambda p: p.is_hub,
-        params=lambda p: {k: getattr(p.recipe.model, k) for k in ("base", "hub", "revision", "trust_remote_code")},
+        params=lambda p: {k: getattr(p.recipe.model, k) for k in ("base", "hub", "revision")},
         inputs=lambda p: [],
         outputs=lambda p: [p.model_record],
         run=_run_model,

@@ -68,7 +68,9 @@ CONFIG_FILES = ("config.json", "generation_config.json", "tokenizer.json", "toke
                 "vocab.txt", "chat_template.jinja", "chat_template.json", "*.tiktoken")
 SAFETENSORS = ("*.safetensors", "model.safetensors.index.json")
 PYTORCH_BIN = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
-REMOTE_CODE = ("*.py",)  # configuration_*.py, modeling_*.py, tokenization_*.py: model.trust_remote_code only
+# configuration_*.py, modeling_*.py, tokenization_*.py: run only with model.trust_remote_code, pulled always (a few
+# KB) so that turning it on later finds them in the same snapshot.
+REMOTE_CODE = ("*.py",)
 
 
 @dataclass(frozen=True)
@@ -157,13 +159,12 @@ def missing_reason(plan: Plan) -> str | None:
 # ---------------------------------------------------------------- which files
 
 
-def select_files(files: list[RemoteFile], *, trust_remote_code: bool = False) -> list[RemoteFile]:
-    """The files the engines need: top-level config and tokenizer files, and one weight format (safetensors when
-    the repo has them, else PyTorch .bin), plus the repo's Python files when the recipe trusts remote code."""
+def select_files(files: list[RemoteFile]) -> list[RemoteFile]:
+    """The files the engines need: top-level config and tokenizer files, the repo's own Python files (for
+    model.trust_remote_code), and one weight format (safetensors when the repo has them, else PyTorch .bin)."""
     top = [f for f in files if "/" not in f.path]
     has_safetensors = any(fnmatch(f.path, "*.safetensors") for f in top)
-    wanted = [*CONFIG_FILES, *(SAFETENSORS if has_safetensors else PYTORCH_BIN),
-              *(REMOTE_CODE if trust_remote_code else ())]
+    wanted = [*CONFIG_FILES, *REMOTE_CODE, *(SAFETENSORS if has_safetensors else PYTORCH_BIN)]
     return sorted((f for f in top if any(fnmatch(f.path, p) for p in wanted)), key=lambda f: f.path)
 
 
@@ -177,7 +178,7 @@ def content_pin(files: list[RemoteFile]) -> str:
 
 
 def pull(hub: str, repo_id: str, revision: str | None = None, *, pin: str | None = None,
-         trust_remote_code: bool = False, where: str | None = None) -> Pulled:
+         where: str | None = None) -> Pulled:
     """Make sure a complete snapshot of `repo_id` is on this machine and return it. `pin`: the commit (or content
     pin) a run already resolved: used without asking the hub when it is here. `where` names the recipe key in
     errors (every message names the id). Raises a one-line HubError."""
@@ -198,7 +199,7 @@ def pull(hub: str, repo_id: str, revision: str | None = None, *, pin: str | None
             sha, listing = client.listing(repo_id, asked)
         except _Unreachable as exc:
             return _offline(hub, repo_id, revision, pin, endpoint, where, str(exc))
-        files = select_files(listing, trust_remote_code=trust_remote_code)
+        files = select_files(listing)
         if not any(f.path == "config.json" for f in files):
             raise HubError(f"{LABEL[hub]} repository '{repo_id}' has no config.json at its top level: not a "
                            "transformers model", where=where, hint="name a model repository, or a local folder")
@@ -539,8 +540,7 @@ def pull_for_plan(plan: Plan) -> Pulled:
     if _is_worker_node(plan):
         pulled = wait_for_node0(plan)
     else:
-        pulled = pull(m.hub, m.base, m.revision, pin=pinned_sha(plan), trust_remote_code=m.trust_remote_code,
-                      where="model.base")
+        pulled = pull(m.hub, m.base, m.revision, pin=pinned_sha(plan), where="model.base")
     record = pulled.record()
     previous = read_record(plan.model_record)
     if previous != record:

@@ -208,7 +208,7 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda p: True,
         params=lambda p: {**_recipe_part(p, "name", "model", "dataset", "method", "training", "engine_overrides",
                                          "distributed"), "engine": p.engine, "model_path": p.model_path},
-        inputs=lambda p: [*p.train_files, *p.val_files, *([p.model_record] if p.is_hub else []),
+        inputs=lambda p: [*p.train_files, *p.val_files, *([p.model_record] if p.is_hub and p.model_record.exists() else []),
                           *files_under([folder("templates") / d for d in (p.engine, "deepspeed", "folder")])],
         outputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
         run=_run_render,

@@ -54,25 +54,8 @@ from domainft.plan import make_plan
 from domainft.recipe import load_recipe
 from domainft.resources import home
 
-# Published config.json values (Qwen2 architecture). DeepSeek-R1-Distill-Qwen-7B, the ISO recipe's base, has the
-# Qwen2.5-7B shape (it is distilled into Qwen2.5-Math-7B) with rope_theta 1e4: same speed and memory.
-MODEL_CONFIGS: dict[str, dict] = {
-    "qwen2.5-7b": {
-        "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
-        "num_key_value_heads": 4, "vocab_size": 152064, "rope_theta": 1000000.0, "tie_word_embeddings": False,
-        "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
-    },
-    "r1-1.5b": {  # DeepSeek-R1-Distill-Qwen-1.5B
-        "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
-        "num_key_value_heads": 2, "vocab_size": 151936, "rope_theta": 10000.0, "tie_word_embeddings": False,
-        "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
-    },
-    "tiny-qwen2": {  # --smoke: the same architecture, CPU-sized
-        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "vocab_size": 49152, "rope_theta": 10000.0, "tie_word_embeddings": True,
-        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
-    },
-}
+from domainft.models.memory import MODEL_CONFIGS  # the published shapes, one place
+
 SEED_RECIPES = {  # model -> engine -> seed recipe
     "qwen2.5-7b": {"llamafactory": "iso-r1-qwen7b.yaml", "axolotl": "iso-r1-qwen7b-axolotl.yaml"},
     "r1-1.5b": {"llamafactory": "coal-r1-qwen1.5b.yaml", "axolotl": "coal-r1-qwen1.5b-axolotl.yaml"},

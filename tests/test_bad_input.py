@@ -139,7 +139,9 @@ CASES: list[Case] = [
     Case("chat-not-a-gguf", lambda t: ["chat", _bytes(t, "m.gguf", b"not gguf"), "-q", "hi"], ("m.gguf",)),
     Case("chat-questions-missing", lambda t: ["chat", DEMO, "--questions", t / "q.txt", "--run-dir", t / "run"], ("q.txt", "not found")),
     Case("chat-before-training", lambda t: ["chat", DEMO, "-q", "hi", "--run-dir", t / "run"], ("run", "train")),
-    Case("run-documents-missing", lambda t: ["run", recipe(t, base("extract:\n  inputs: [nowhere]\ndatagen: {}\n")), "--run-dir", t / "run"],
+    # fp32: a bf16 recipe is refused on a machine without a GPU before any stage runs (test_hub.py covers that)
+    Case("run-documents-missing", lambda t: ["run", recipe(t, base("extract:\n  inputs: [nowhere]\ndatagen: {}\n"
+                                                                   "training: {precision: fp32}\n")), "--run-dir", t / "run"],
          ("nowhere", "not found")),
     # GPU-only speed switches on a CPU machine: refused before the engine starts (the real venv is probed).
     Case("liger-without-gpu", lambda t: ["train", DEMO, "-s", "training.liger_kernel=true", "--run-dir", t / "run"],

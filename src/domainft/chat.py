@@ -231,11 +231,9 @@ def _hf_from_plan(plan: Plan, settings: ChatSettings) -> HFChat:
         return HFChat(trained, settings)
     if not (trained / "adapter_config.json").exists():
         raise UserError("no trained adapter; run `domainft train` first", where=trained)
-    if plan.is_embedded:
-        from .models.embedded import materialize
+    from .models import base_folder
 
-        materialize(plan.recipe.model.base)
-    return HFChat(Path(plan.model_path), settings, adapter=trained)
+    return HFChat(base_folder(plan), settings, adapter=trained)
 
 
 def _has_llama_cpp() -> bool:

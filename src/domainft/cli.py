@@ -30,6 +30,9 @@ app = typer.Typer(
 )
 engines_app = typer.Typer(help="Install and inspect the per-engine virtual environments.", no_args_is_help=True)
 app.add_typer(engines_app, name="engines")
+models_app = typer.Typer(help="Pull hub models onto this machine (once; every engine then runs offline).",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 
 
@@ -119,8 +122,18 @@ def validate(
     check_engine_keys(read[0], engine)  # before the schema: no pydantic import
     plan = _plan(recipe, set_, engine, read=read)
     validate_plan(plan, deep=deep)
-    if note := length_report(plan):
-        print(f"note: {note}", file=sys.stderr)
+    from .needs import notes as machine_notes
+
+    if plan.is_hub:
+        from .models.hub import missing_reason
+
+        if why := missing_reason(plan):
+            print(f"note: model {plan.recipe.model.base} ({plan.recipe.model.hub}) is {why} for this run: its "
+                  f"tokenizer and chat template are checked once it is (domainft models pull {recipe})",
+                  file=sys.stderr)
+    for note in [length_report(plan), *machine_notes(plan)]:
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     print(f"{_styled('✓', '32', sys.stdout)} {recipe}: valid for {plan.engine}" + (" (deep)" if deep else ""))
 
 
@@ -222,6 +235,55 @@ def doctor() -> None:
     out.print(report())
 
 
+@models_app.command("pull")
+def models_pull(
+    target: Annotated[str, typer.Argument(help="A recipe YAML (its model.base, pinned in its run folder) or a hub id "
+                                          "(owner/name).", show_default=False)],
+    revision: Annotated[Optional[str], typer.Option(
+        help="Branch, tag or commit (with a recipe: overrides model.revision).")] = None,
+    hub: Annotated[Optional[str], typer.Option(help="huggingface | modelscope (default: the recipe's model.hub, "
+                                                    "else huggingface).")] = None,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Download a model's weights, config and tokenizer (resumable; once per machine), pinned to a commit.
+
+    Hugging Face reads HF_TOKEN and HF_ENDPOINT (a mirror), ModelScope MODELSCOPE_API_TOKEN and MODELSCOPE_ENDPOINT;
+    proxies (HTTPS_PROXY) apply. They reach this download only, never an engine.
+    """
+    from .models.hub import HUBS, pull
+
+    if hub is not None and hub not in HUBS:
+        from .errors import did_you_mean
+
+        raise UserError(f"unknown hub '{hub}'", where="--hub", hint=did_you_mean(hub, HUBS) or f"hubs: {', '.join(HUBS)}")
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        from .pipeline import run_pipeline
+
+        overrides = [*(set_ or []), *([f"model.revision={revision}"] if revision else []),
+                     *([f"model.hub={hub}"] if hub else [])]
+        plan = _plan(Path(target), overrides, run_dir=run_dir)
+        if not plan.is_hub:
+            out.print(f"{plan.recipe.model.base}: not a hub model ({plan.model_path}); nothing to pull",
+                      soft_wrap=True, markup=False, highlight=False)
+            return
+        run_pipeline(plan, only=["model"])
+        from .models.hub import read_record
+
+        record = read_record(plan.model_record) or {}
+        where, files, size = record.get("path"), len(record.get("files", [])), record.get("bytes", 0)
+        name, sha = f"{record.get('id')}@{str(record.get('sha'))[:12]}", record.get("sha")
+    else:
+        pulled = pull(hub or "huggingface", target, revision)
+        if pulled.note:
+            err.print(f"note: {pulled.note}", soft_wrap=True, markup=False, highlight=False)
+        where, files, size = pulled.path, len(pulled.files), sum(f.size for f in pulled.files)
+        name, sha = f"{target}@{pulled.sha[:12]}", pulled.sha
+    out.print(f"[green]✓[/green] {name}: {files} files, {size / 1e9:.2f} GB in {where}", soft_wrap=True,
+              highlight=False)
+    out.print(f"  pinned to {sha}", soft_wrap=True, highlight=False, markup=False)
+
+
 @app.command()
 def extract(
     target: Annotated[Path, typer.Argument(help="A recipe YAML, or a folder/file of documents.")],
@@ -280,9 +342,13 @@ def train(recipe: RecipeArg, engine: EngineOpt = None, set_: SetOpt = None, run_
     from .pipeline import run_pipeline
 
     plan = _plan(recipe, set_, engine, run_dir)
+    from .needs import require_gpu
+
+    require_gpu(plan)  # bf16/fp16 cannot train without a CUDA GPU: said before any pull or datagen
+    # The model first (a hub model is pulled once per machine, pinned): its errors come before any datagen.
     if plan.recipe.datagen is not None and not plan.eval_split_files["val"].exists():
-        run_pipeline(plan, only=["extract", "datagen"])
-    result = run_pipeline(plan, only=["render", "train"])
+        run_pipeline(plan, only=["model", "extract", "datagen"])
+    result = run_pipeline(plan, only=["model", "render", "train"])
     if any(o.action == "ran (worker)" for o in result.outcomes):
         out.print("[green]✓[/green] worker node done; the adapter is saved on node 0 (NODE_RANK=0)")
     else:
@@ -323,7 +389,7 @@ def eval_(
             raise UserError("no such adapter folder", where=adapter)
         print(hand_commands(plan, adapter=adapter), end="")
         return
-    run_pipeline(plan, only=["eval"], from_stage="eval" if force else None)
+    run_pipeline(plan, only=["model", "eval"], from_stage="eval" if force else None)
     out.print(f"[green]✓[/green] report: {plan.eval_dir / 'report.md'}")
 
 
@@ -344,7 +410,7 @@ def export(
 
     overrides = [*(set_ or []), *([f"export.quantizations={json.dumps(parse_quants(quant))}"] if quant else [])]
     plan = _plan(recipe, overrides, engine, run_dir)
-    run_pipeline(plan, only=["export"], from_stage="export" if force else None)
+    run_pipeline(plan, only=["model", "export"], from_stage="export" if force else None)
     record = json.loads((plan.export_dir / "export.json").read_text(encoding="utf-8"))
     table = Table("file", "quant", "MB", "sha256", title=str(plan.export_dir))
     for f in record["files"]:

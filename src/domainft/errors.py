@@ -49,6 +49,12 @@ class TeacherError(UserError):
     exit_code = 4
 
 
+class HubError(UserError):
+    """A model hub (Hugging Face, ModelScope, a mirror) refused or failed a pull."""
+
+    exit_code = 5
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """'did you mean X?' for the closest choice, or None when nothing is close."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -51,6 +51,10 @@ def lineage_tree(file: Path) -> Tree:
     _add_stage(tree, manifest, stage, set())
     data = manifest.data
     tree.add(f"recipe {data.get('recipe_file')}  sha256 {str(data.get('recipe_hash', ''))[:16]}")
+    if model := data.get("model"):  # a hub model, pinned by the model stage
+        asked = f", revision {model['revision']}" if model.get("revision") else ""
+        tree.add(f"base model {model.get('id')} from {model.get('hub')} ({model.get('endpoint')}{asked})  "
+                 f"commit {model.get('sha')}")
     for label, key in (("versions (wrapper)", "versions"), (f"versions ({data.get('engine', 'engine')} venv)", "engine_versions")):
         branch = tree.add(label)
         for name, version in sorted(data.get(key, {}).items()):

@@ -41,6 +41,21 @@ class Stage:
 # ---------------------------------------------------------------- stage bodies (lazy imports keep the CLI fast)
 
 
+def _run_model(plan: Plan) -> Any:
+    from .models.hub import pull_for_plan
+
+    pulled = pull_for_plan(plan)
+    if pulled.note:
+        console.print(f"[yellow]note:[/yellow] {pulled.note}", markup=True, highlight=False)
+    return pulled
+
+
+def _model_missing(plan: Plan) -> str | None:
+    from .models.hub import missing_reason
+
+    return missing_reason(plan)
+
+
 def _run_extract(plan: Plan) -> Any:
     from .extract import extract_for_plan
 
@@ -160,6 +175,17 @@ def _eval_ggufs(plan: Plan) -> list[Path]:
 
 STAGES: tuple[Stage, ...] = (
     Stage(
+        # A hub model is pulled by the wrapper, once per machine, and pinned: the engines get a local folder and run
+        # offline. Up to date while the pinned snapshot is complete on this machine.
+        "model", "hub id -> local snapshot, pinned to a commit",
+        enabled=lambda p: p.is_hub,
+        params=lambda p: {k: getattr(p.recipe.model, k) for k in ("base", "hub", "revision")},
+        inputs=lambda p: [],
+        outputs=lambda p: [p.model_record],
+        run=_run_model,
+        unfinished=_model_missing,
+    ),
+    Stage(
         "extract", "documents -> section-aware chunks",
         enabled=lambda p: p.recipe.datagen is not None,
         params=lambda p: _recipe_part(p, "extract"),
@@ -182,7 +208,7 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda p: True,
         params=lambda p: {**_recipe_part(p, "name", "model", "dataset", "method", "training", "engine_overrides",
                                          "distributed"), "engine": p.engine, "model_path": p.model_path},
-        inputs=lambda p: [*p.train_files, *p.val_files,
+        inputs=lambda p: [*p.train_files, *p.val_files, *([p.model_record] if p.is_hub and p.model_record.exists() else []),
                           *files_under([folder("templates") / d for d in (p.engine, "deepspeed", "folder")])],
         outputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
         run=_run_render,
@@ -294,6 +320,9 @@ def run_pipeline(
     if not dry_run:
         _make_run_dir(plan.run_dir)
     manifest = Manifest(plan.run_dir)
+    selected = [s for s in stages if s.enabled(plan) and not ((only and s.name not in only) or s.name in skip)]
+    if not dry_run:
+        _preflight(plan, selected, manifest, forced=from_stage is not None)
     result = RunResult(plan)
     forced = False
     pending: str | None = None  # dry run: the first stage that would run
@@ -336,8 +365,20 @@ def run_pipeline(
         # The wrapper's packages (lm-eval, llama.cpp, ...) and the engine venv's own pins differ by design.
         manifest.data["versions"] = package_versions()
         manifest.data["engine_versions"] = _engine_versions(plan)
+        if plan.is_hub and (pinned := _pinned_model(plan)):
+            manifest.data["model"] = pinned
         manifest.save()
     return result
+
+
+def _preflight(plan: Plan, selected: list[Stage], manifest: Manifest, *, forced: bool) -> None:
+    """What would fail a long run late, refused before its first stage (a pull or datagen can take an hour):
+    training in bf16/fp16 on a machine without a CUDA GPU."""
+    train = next((s for s in selected if s.name == "train"), None)
+    if train is not None and (forced or stale_reason(train, plan, manifest) is not None):
+        from .needs import require_gpu
+
+        require_gpu(plan)
 
 
 def _is_worker_node(plan: Plan) -> bool:
@@ -393,6 +434,14 @@ def _execute(stage: Stage, plan: Plan, manifest: Manifest, reason: str) -> Stage
     record.seconds = time.perf_counter() - start
     manifest.save()
     return StageOutcome(stage.name, "ran", reason, record.seconds)
+
+
+def _pinned_model(plan: Plan) -> dict[str, Any] | None:
+    """The hub model this run trains on, as its record pins it (hub, id, revision asked for, commit)."""
+    from .models.hub import read_record
+
+    record = read_record(plan.model_record)
+    return {k: record.get(k) for k in ("hub", "id", "revision", "sha", "endpoint")} if record else None
 
 
 def _engine_versions(plan: Plan) -> dict[str, str]:

@@ -33,13 +33,29 @@ class Plan:
         return self.recipe.model.base.startswith("embedded:")
 
     @property
+    def is_hub(self) -> bool:
+        """model.base names a hub repository: neither embedded nor a local path."""
+        base = self.recipe.model.base
+        return not self.is_embedded and not (self.recipe.resolve(base).exists() or base.startswith((".", "/", "~")))
+
+    @property
+    def model_record(self) -> Path:
+        """The model stage's record of a hub model: hub, id, revision asked for, the commit it resolved to, files."""
+        return self.run_dir / "model" / "model.json"
+
+    @property
     def model_path(self) -> str:
-        """What the engines load: a local folder (embedded models are materialised there) or a hub id."""
+        """What the engines load: a local folder (embedded models are materialised there, hub models pulled to their
+        pinned snapshot by the model stage), or the hub id while its commit is not yet pinned."""
         base = self.recipe.model.base
         if base in EMBEDDED_DIRS:
             return str(home() / "models" / EMBEDDED_DIRS[base])
-        local = self.recipe.resolve(base)
-        return str(local.resolve()) if local.exists() or base.startswith((".", "/", "~")) else base
+        if self.is_hub:
+            from .models.hub import pinned_path
+
+            pinned = pinned_path(self)
+            return str(pinned) if pinned is not None else base
+        return str(self.recipe.resolve(base).resolve())
 
     # ---- stage folders
     @property

@@ -32,15 +32,22 @@ PASS_THROUGH = (
     "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
 )
 # pip also needs its own settings and the way to the package index (proxies, certificates).
-PIP_PASS_THROUGH = ("PIP_", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+PROXIES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+PIP_PASS_THROUGH = ("PIP_", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", *PROXIES)
 GRACE_S = 10  # between SIGTERM and SIGKILL for a process group
+# A training run's online logger (training.report_to) reads its settings and key from these, and reaches its server
+# through the proxies: passed to the engine only when the recipe opts in. HF_TOKEN, HF_ENDPOINT and MODELSCOPE_*
+# never are: models are pulled by the wrapper (models/hub.py), and engines run offline.
+TRACKER_ENV = {"wandb": ("WANDB_", *PROXIES), "mlflow": ("MLFLOW_", *PROXIES)}
 
 
-def clean_env(work_dir: Path, venv: Path | None = None, *, also: tuple[str, ...] = ()) -> dict[str, str]:
-    """The allowlisted environment for a child: PASS_THROUGH (plus `also`: names, or prefixes ending in `_`),
-    the venv's bin first on PATH, offline Hugging Face, and caches in writable places."""
+def clean_env(work_dir: Path, venv: Path | None = None, *, also: tuple[str, ...] = (),
+              report_to: str = "none") -> dict[str, str]:
+    """The allowlisted environment for a child: PASS_THROUGH (plus `also`: names, or prefixes ending in `_`, and
+    what the `report_to` logger reads), the venv's bin first on PATH, offline Hugging Face, and caches in writable
+    places."""
     env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
-    for wanted in also:
+    for wanted in (*also, *TRACKER_ENV.get(report_to, ())):
         env.update({k: v for k, v in os.environ.items() if k == wanted or (wanted.endswith("_") and k.startswith(wanted))})
     path = os.environ.get("PATH", "/usr/bin:/bin")
     env["PATH"] = f"{venv / 'bin'}:{path}" if venv else path
@@ -54,11 +61,11 @@ def clean_env(work_dir: Path, venv: Path | None = None, *, also: tuple[str, ...]
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "AXOLOTL_DO_NOT_TRACK": "1",  # without it Axolotl hangs at exit when offline
-        "WANDB_DISABLED": "true",
-        "WANDB_MODE": "disabled",
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
     })
+    if report_to != "wandb":
+        env.update({"WANDB_DISABLED": "true", "WANDB_MODE": "disabled"})
     return env
 
 

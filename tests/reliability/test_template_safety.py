@@ -51,7 +51,7 @@ PAYLOADS = {
 }
 # Keys the schema restricts to names it knows: any payload there must be refused, never rendered.
 REFUSED_FIELDS = ("name", "domain", "model.chat_template", "method.target_modules", "dataset.columns<key>",
-                  "dataset.tags<key>", "engine_overrides<key>")
+                  "dataset.tags<key>", "engine_overrides<key>", "model.revision")
 # Free-text fields and where each one is exercised in this file.
 COVERED = {
     "description": "recipe_with", "model.base": "recipe_with (payload-named model folder)",
@@ -347,6 +347,7 @@ REFUSED = {
     "dataset.tags<key>": lambda p: _base_dict(dataset={"files": [str(DATA / "coal" / "demo_qa.jsonl")],
                                                        "format": "sharegpt", "tags": {p: "x"}}),
     "engine_overrides<key>": lambda p: _base_dict(engine_overrides={p: 1}),
+    "model.revision": lambda p: _base_dict(model={"base": "org/model", "chat_template": "smollm2", "revision": p}),
 }
 assert set(REFUSED) == set(REFUSED_FIELDS)
 

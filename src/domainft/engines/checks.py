@@ -100,13 +100,12 @@ def check_rendered_keys(engine: Engine, config: dict[str, Any], file: str) -> No
 
 def check_model(plan: Plan) -> None:
     """A local model folder must exist: otherwise the engine fails on it seconds into the launch (or later, on a
-    GPU machine). Hub ids are left to the engine; embedded models are made on first use."""
-    if plan.is_embedded:
+    GPU machine). Hub models are pulled (complete or not at all) by the model stage, and `validate` says when one
+    is not pulled yet; embedded models are made on first use."""
+    if plan.is_embedded or plan.is_hub:
         return
     base = plan.recipe.model.base
     path = Path(plan.model_path)
-    if not path.is_absolute():
-        return  # a hub id
     if not path.exists():
         raise RecipeError(f"model folder {path} does not exist", where="model.base",
                           hint="a local folder (relative to the recipe), a hub id, or embedded:smollm2")
@@ -301,9 +300,10 @@ def check_chat_template(plan: Plan) -> None:
     template = engine.template_name(plan)
     fits = [name for name, texts in engine.chat_templates().items()
             if markers(texts) and not missing_markers(texts, tokens, own)]
-    fits.sort(key=lambda name: name.split("_")[0] not in model_dir.name.lower())  # the model's own family first
+    model = plan.recipe.model.base if plan.is_hub else model_dir.name  # a pulled snapshot's folder is its commit
+    fits.sort(key=lambda name: name.split("_")[0] not in model.lower())  # the model's own family first
     raise RecipeError(
-        f"chat template '{template}' does not match the tokenizer of {model_dir.name}: it writes {missing[0]}, "
+        f"chat template '{template}' does not match the tokenizer of {model}: it writes {missing[0]}, "
         "which that tokenizer has neither as a special token nor in its own chat template",
         where="model.chat_template",
         hint=f"templates that fit: {', '.join(fits[:6])}" if fits else None,

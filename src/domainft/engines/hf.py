@@ -37,6 +37,8 @@ def training_values(plan: Plan) -> dict[str, object]:
         "seed": t.seed,
         "bf16": t.precision == "bf16",
         "fp16": t.precision == "fp16",
+        # The HF Trainer's `report_to` (LLaMA-Factory and ms-swift spell it so; Axolotl maps it in its module).
+        "report_to": t.report_to,
     }
 
 

@@ -24,12 +24,13 @@ DONE = ".domainft-done"  # in train_dir: training finished for these rendered fi
 
 
 def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | None = None,
-               label: str = "training") -> None:
-    """Run `launch` from the engine's venv: full log to log_path, a progress bar, EngineError on failure."""
+               label: str = "training", report_to: str = "none") -> None:
+    """Run `launch` from the engine's venv: full log to log_path, a progress bar, EngineError on failure.
+    `report_to`: the training logger whose settings (WANDB_*, MLFLOW_*) the child may see."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     venv = venv or require_engine(engine.name)
-    env = {**process.clean_env(Path(log_path).parent, venv), **launch.env}
+    env = {**process.clean_env(Path(log_path).parent, venv, report_to=report_to), **launch.env}
     argv = [str(venv / "bin" / launch.argv[0]), *launch.argv[1:]]
     with Progress(
         TextColumn(f"[bold]{engine.name} {label}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
@@ -57,10 +58,9 @@ def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | N
 def train(plan: Plan) -> Path:
     """Render, check, write, launch; the adapter (or full weights) folder. Resumes from the last checkpoint."""
     engine = get_engine(plan.engine)
-    if plan.is_embedded:
-        from ..models.embedded import materialize
+    from ..models import base_folder
 
-        materialize(plan.recipe.model.base)
+    base_folder(plan)  # embedded: made once; hub: pulled once per machine, pinned (the model stage did it already)
     venv = require_engine(engine.name)
     files = validate(plan)
     check_speed_switches(plan)
@@ -77,7 +77,8 @@ def train(plan: Plan) -> Path:
     launch = engine.train_launch(plan, resume_from=checkpoint)
     label = f"training (resuming from {checkpoint.name})" if checkpoint is not None else "training"
     started = time.monotonic()
-    run_launch(launch, plan.run_dir / "logs" / f"train-{engine.name}.log", engine, venv=venv, label=label)
+    run_launch(launch, plan.run_dir / "logs" / f"train-{engine.name}.log", engine, venv=venv, label=label,
+               report_to=plan.recipe.training.report_to)
     plan.train_dir.mkdir(parents=True, exist_ok=True)
     engine.after_train(plan.train_dir)
     write_loss_plot(plan.train_dir, title=f"{plan.recipe.name}: {engine.name} training")

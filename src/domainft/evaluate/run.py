@@ -450,10 +450,10 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
 
 
 def _base_model(plan: Plan) -> str:
-    if plan.is_embedded:
-        from ..models.embedded import materialize
+    if plan.is_embedded or plan.is_hub:
+        from ..models import base_folder
 
-        return str(materialize(plan.recipe.model.base))
+        return str(base_folder(plan))
     path = plan.model_path
     if path.startswith(("/", ".", "~")) and not Path(path).exists():
         raise UserError("base model folder not found", where="model.base")

@@ -121,9 +121,9 @@ def run_export(plan: Plan, quants: list[str] | None = None) -> ExportResult:
 
     # 4. The adapter alone, for llama.cpp --lora / Ollama ADAPTER on top of the base model's GGUF.
     if recipe.export.lora_gguf and recipe.method.kind != "full":
-        from ..models.embedded import materialize
+        from ..models import base_folder
 
-        base = Path(materialize(recipe.model.base)) if plan.is_embedded else Path(plan.model_path)
+        base = base_folder(plan)
         started = time.monotonic()
         lora = convert_lora_to_gguf(adapter, base, out / f"{name}-lora-f16.gguf", log_path=logs / "export-lora.log")
         result.seconds["lora_gguf"] = round(time.monotonic() - started, 1)
@@ -153,10 +153,9 @@ def run_export(plan: Plan, quants: list[str] | None = None) -> ExportResult:
 def _merge_via_engine(plan: Plan, merged: Path) -> None:
     from ..engines.runner import merge
 
-    if plan.is_embedded:
-        from ..models.embedded import materialize
+    from ..models import base_folder
 
-        materialize(plan.recipe.model.base)
+    base_folder(plan)
     for stale in merged.parent.glob(".merged.*"):  # left by a merge that was killed: never finished, never used
         shutil.rmtree(stale, ignore_errors=True)
     partial = Path(tempfile.mkdtemp(dir=merged.parent, prefix=".merged."))

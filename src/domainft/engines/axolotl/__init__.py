@@ -29,6 +29,8 @@ NO_SYSTEM_COLUMN = "__domainft_no_system_column__"
 
 # training.attention -> Axolotl's attn_implementation; None leaves the engine's own choice ("auto").
 AXOLOTL_ATTENTION = {"auto": None, "sdpa": "sdpa", "eager": "eager", "fa2": "flash_attention_2"}
+# training.report_to -> Axolotl's switch for that logger (it sets the Trainer's report_to from these).
+AXOLOTL_REPORT = {"tensorboard": "use_tensorboard", "wandb": "use_wandb", "mlflow": "use_mlflow", "none": None}
 # training.liger_kernel: Axolotl's Liger plugin with every kernel a Qwen2/Llama decoder has.
 LIGER = {"plugins": ["axolotl.integrations.liger.LigerPlugin"], "liger_rope": True, "liger_rms_norm": True,
          "liger_glu_activation": True, "liger_fused_linear_cross_entropy": True}
@@ -125,6 +127,7 @@ class Axolotl(Engine):
             "gradient_checkpointing": t.gradient_checkpointing,
             "attn_implementation": AXOLOTL_ATTENTION[t.attention],
             "liger": LIGER if t.liger_kernel else None,
+            "report_key": AXOLOTL_REPORT[t.report_to],
         }
 
     def render(self, plan: Plan) -> dict[str, str]:

@@ -106,6 +106,13 @@ def _curate_rubric_file(plan: Plan) -> list[Path]:
     return [rubric_path(curate.rubric, home="datagen", base_dir=plan.recipe.base_dir)]
 
 
+def _render_templates(plan: Plan) -> list[Path]:
+    """The engine's templates and data files, and every template they import (templates/_shared/kv.j2)."""
+    from .render import template_files
+
+    return template_files(plan.engine, "deepspeed", "folder")
+
+
 def _review_journal(plan: Plan) -> list[Path]:
     """People's decisions on the pairs: a new one reruns the split, and so render and train."""
     return [plan.review_journal] if plan.review_journal.exists() else []
@@ -182,8 +189,7 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda p: True,
         params=lambda p: {**_recipe_part(p, "name", "model", "dataset", "method", "training", "engine_overrides",
                                          "distributed"), "engine": p.engine, "model_path": p.model_path},
-        inputs=lambda p: [*p.train_files, *p.val_files,
-                          *files_under([folder("templates") / d for d in (p.engine, "deepspeed", "folder")])],
+        inputs=lambda p: [*p.train_files, *p.val_files, *_render_templates(p)],
         outputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
         run=_run_render,
     ),

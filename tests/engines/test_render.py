@@ -123,7 +123,7 @@ def test_every_shipped_recipe_renders(engine, path, tmp_path):
 @pytest.mark.parametrize("name", ["iso-r1-qwen7b", "iso-r1-qwen7b-axolotl", "coal-r1-qwen1.5b", "coal-r1-qwen1.5b-axolotl"])
 def test_seed_recipes_render_the_source_projects_settings(name):
     """The ISO project's final settings (4-bit base, lr 1e-5, weight decay 0.01, eval loss on the held-out split
-    every few steps) and CoalQA's (NF4 r64/alpha16/dropout 0.1, lr 2e-4, weight decay 0.01), in each engine's
+    every tenth of the steps) and CoalQA's (NF4 r64/alpha16/dropout 0.1, lr 2e-4, weight decay 0.01), in each engine's
     own spelling."""
     plan = make_plan(load_recipe(REPO / "recipes" / f"{name}.yaml"))
     engine = get_engine(plan.engine)
@@ -134,7 +134,7 @@ def test_seed_recipes_render_the_source_projects_settings(name):
     if name.startswith("iso"):
         assert config["learning_rate"] == 1.0e-5
         assert (config["lora_rank"], config["lora_alpha"]) == (16, 32) if lf else (config["lora_r"], config["lora_alpha"]) == (16, 32)
-        assert config["eval_steps"] == 50
+        assert config["eval_steps"] == 0.1  # a tenth of the steps, as a fraction
         if lf:
             assert config["eval_dataset"] and config["eval_strategy"] == "steps"
         else:

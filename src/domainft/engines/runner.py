@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .. import process
+from ..chat_formats import deploy_chat_template, instructions
 from ..errors import EngineError
 from ..fsutil import atomic_write
 from ..manifest import sha256_file
@@ -101,6 +102,7 @@ def train(plan: Plan) -> Path:
     run_launch(launch, plan.run_dir / "logs" / f"train-{engine.name}.log", engine, venv=venv, label=label)
     plan.train_dir.mkdir(parents=True, exist_ok=True)
     engine.after_train(plan.train_dir)
+    deploy_chat_template(plan.recipe, plan.train_dir)  # what chat and eval read beside the adapter
     write_loss_plot(plan.train_dir, title=f"{plan.recipe.name}: {engine.name} training")
     atomic_write(done, json.dumps({"render_sha256": digest, "seconds": round(time.monotonic() - started, 1)}) + "\n")
     return plan.train_dir
@@ -140,7 +142,8 @@ def merge(plan: Plan, out_dir: Path) -> Path:
 def _training_digest(plan: Plan, files: dict[str, str]) -> str:
     """What a training run depends on: the rendered files and the bytes of the data they point at."""
     data = {str(p): sha256_file(p) for p in [*plan.train_files, *plan.val_files] if p.exists()}
-    return hashlib.sha256(json.dumps([files, data], sort_keys=True).encode()).hexdigest()
+    # the system prompt in the user turn changes the data copies, not the rendered files
+    return hashlib.sha256(json.dumps([files, data, instructions(plan.recipe)], sort_keys=True).encode()).hexdigest()
 
 
 STARTED = ".domainft-started"

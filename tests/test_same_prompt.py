@@ -361,7 +361,5 @@ def test_every_deployment_prompts_as_the_engine_trained(case, cases, trained, ev
     expected = trained[case]
     got = {"domainft chat (HF)": _hf_chat(saved, plan, question), "lm-eval (HF)": _lm_eval(saved, plan, qa_task),
            "domainft chat (GGUF)": _gguf_chat(gguf, plan, question), "Ollama (Modelfile)": _ollama(gguf, plan, question)}
-    shown = tokenizer.decode(expected)
-    for where, ids in got.items():
-        assert ids == expected, (f"{where} prompts differently from {engine}'s training:\n"
-                                 f"  trained:  {shown!r}\n  deployed: {tokenizer.decode(ids)!r}")
+    wrong = [f"{where} prompts differently:\n    {tokenizer.decode(ids)!r}" for where, ids in got.items() if ids != expected]
+    assert not wrong, f"{engine} trained on\n    {tokenizer.decode(expected)!r}\n  " + "\n  ".join(wrong)

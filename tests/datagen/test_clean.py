@@ -146,3 +146,18 @@ def test_prefer_words_put_their_chunks_first():
     texts = ["Notes give information.", "A document shall state its scope.", "Marshall plans.", "SHOULD is advice."]
     chunks = [Chunk.make("f.html", [str(i)], i, t) for i, t in enumerate(texts)]
     assert [c.text for c in preferred_first(chunks, spec)] == [texts[1], texts[3], texts[0], texts[2]]
+
+
+def test_coalqa_keeps_answers_up_to_its_1024_characters():
+    """The length check is the prompt file's (answer_max_chars): CoalQA asks for answers under 1024 characters, so
+    one of 1024 is kept and a longer one set aside as answer_too_long; the coal prompt's 600 would reject it."""
+    text = "井下作业职工接受安全教育培训的时间不得少于七十二小时，考试合格后方可下井作业。" * 40
+    chunk = Chunk.make("f.txt", ["第一章"], 0, text, title="煤矿安全规程")
+    answer = text[:1024]
+    reply = [{"input": "新职工下井前要接受多长时间的安全教育培训？", "output": answer},
+             {"input": "新职工下井前的安全培训考试不合格能否下井作业？", "output": text[:1025]}]
+    pairs, rejected = check_pairs(reply, load_prompts("coalqa"), chunk, max_pairs=20)
+    assert [p["answer"] for p in pairs] == [answer] and rejected == {"answer_too_long": 1}
+    coal = load_prompts("coal")
+    _, rejected = check_pairs({"pairs": [{"question": r["input"], "answer": r["output"]} for r in reply]}, coal, chunk, 20)
+    assert rejected == {"answer_too_long": 2} and coal.answer_max_chars == 600

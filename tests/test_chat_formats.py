@@ -60,3 +60,10 @@ def test_deployed_chat_template(tmp_path, tiny_model):
                                         add_generation_prompt=True, bos_token="<B>", eos_token="<E>")
     assert rendered[0] == "<B><｜User｜>Q<｜Assistant｜>" + EMPTY_THINK
     assert not deploy_chat_template(recipe(system_prompt="S"), tmp_path)  # no tokenizer there: nothing written
+
+
+def test_deepseek3_keeps_its_own_template(tmp_path, tiny_model):
+    """The deepseekr1 family's deployed template is for the reasoning name only: deepseek3 trains no think block."""
+    folder = tmp_path / "adapter"
+    shutil.copytree(tiny_model, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    assert not deploy_chat_template(recipe(chat_template="deepseek3"), folder)

@@ -36,14 +36,15 @@ DEPLOYED_MARK, DEPLOYED_END = "{#- domainft: deployed prompt -#}", "{#- domainft
 
 @dataclass(frozen=True)
 class ChatFormat:
-    """How Ollama prompts a chat-template family: a Go TEMPLATE and the stop tokens; `jinja`, the HF chat template
-    deployed for it (templates/, or None: the model's own); `reasoning`, its names that train an empty think block."""
+    """How Ollama prompts a chat-template family: a Go TEMPLATE and the stop tokens; `jinja`, name -> the HF chat
+    template deployed for that name (under templates/; others keep the model's own); `reasoning`, its names that
+    train an empty think block."""
 
     name: str
     template: str
     stop: tuple[str, ...]
     reasoning: tuple[str, ...] = ()
-    jinja: str | None = None
+    jinja: tuple[tuple[str, str], ...] = ()
 
 
 @cache
@@ -58,7 +59,7 @@ def _formats() -> dict[str, ChatFormat]:
         if fmt_name.startswith("_"):
             continue
         fmt = ChatFormat(fmt_name, spec["template"], tuple(spec["stop"]), tuple(spec.get("reasoning", ())),
-                         spec.get("jinja"))
+                         tuple((spec.get("jinja") or {}).items()))
         for name in spec["names"]:
             by_name[name] = fmt
     return by_name
@@ -159,7 +160,8 @@ def deployed_chat_template(recipe: Recipe, saved: str | None) -> str | None:
     saved one already is that, or there is nothing to start from."""
     name = recipe.model.chat_template
     fmt = chat_format(name)
-    base = (folder("templates") / fmt.jinja).read_text(encoding="utf-8") if fmt and fmt.jinja else _undeployed(saved)
+    own = dict(fmt.jinja).get(name) if fmt else None
+    base = (folder("templates") / own).read_text(encoding="utf-8") if own else _undeployed(saved)
     if base is None:
         return None
     bake = []

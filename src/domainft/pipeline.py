@@ -143,7 +143,8 @@ def datagen_unfinished(plan: Plan) -> str | None:
 
 
 def _train_outputs(plan: Plan) -> list[Path]:
-    return [p for p in _top_files(plan.train_dir) if p.suffix in {".safetensors", ".json", ".bin", ".model"}
+    # .jinja: the chat template deployed beside the adapter (chat and eval prompt with it)
+    return [p for p in _top_files(plan.train_dir) if p.suffix in {".safetensors", ".json", ".bin", ".model", ".jinja"}
             and not p.name.startswith(("trainer_state", "all_results", "train_results", "eval_results"))]
 
 

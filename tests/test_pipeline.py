@@ -152,3 +152,19 @@ def test_dry_run_says_what_would_run_and_what_may_follow(tmp_path):
     assert [(o.action, o.reason) for o in result.outcomes] == [
         ("would run", "parameters changed: seed"), ("may run", "if first changes its outputs"),
         ("may run", "if first changes its outputs")]
+
+
+@pytest.mark.parametrize("engine", ["llamafactory", "axolotl", "swift"])
+def test_render_stage_reads_the_templates_its_templates_import(engine, tmp_path):
+    """The macro file every engine template imports (templates/_shared/kv.j2) is one of the render stage's inputs, so
+    editing it re-renders; found by Jinja's own parse of the engine's templates."""
+    from domainft.pipeline import STAGES
+    from domainft.resources import folder
+
+    recipe = recipe_from_dict({"name": "t", "engine": engine, "dataset": {"files": [str(DATA / "coal" / "demo_qa.jsonl")]}})
+    render = next(s for s in STAGES if s.name == "render")
+    inputs = render.inputs(make_plan(recipe, run_dir=tmp_path))
+    templates = folder("templates")
+    assert templates / "_shared" / "kv.j2" in inputs
+    assert {p for p in inputs if p.is_relative_to(templates / engine)} == {
+        p for p in (templates / engine).iterdir() if p.is_file()}

@@ -4,6 +4,7 @@ tail, and no child left running when domainft is interrupted, terminated or kill
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -57,7 +58,7 @@ PARENT = textwrap.dedent("""
     child = ("import subprocess, sys, time; from pathlib import Path; w = Path(sys.argv[1]); "
              "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
              "(w / 'grandchild.pid').write_text(str(g.pid)); (w / 'child.pid').write_text(str(__import__('os').getpid())); "
-             "time.sleep(300)")
+             "(w / 'ready').write_text('ready'); time.sleep(300)")
     process.run([sys.executable, '-c', child, str(work)], env=process.clean_env(work), log_path=work / 'child.log')
 """)
 
@@ -72,30 +73,57 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split()[2] == "Z")
 
 
-def _gone_within(pids: list[int], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not any(_alive(pid) for pid in pids):
-            return True
-        time.sleep(0.1)
-    return False
+def _wait_ended(pids: list[int], backstop: float = 300) -> list[int]:
+    """Block until every pid has ended (a zombie counts as ended): each pidfd turns readable the moment its process
+    exits, so this waits on the event itself. `backstop` only keeps a broken run from hanging CI; returns the pids
+    still running then."""
+    fds = {}
+    for pid in pids:
+        try:
+            fds[os.pidfd_open(pid)] = pid
+        except ProcessLookupError:
+            continue  # already gone (and reaped)
+    try:
+        waiting = set(fds)
+        deadline = time.monotonic() + backstop
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(list(waiting), [], [], left)
+            waiting -= set(ready)
+        return [fds[fd] for fd in waiting]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _default_sigint() -> None:
+    """In the parent, before exec: Ctrl-C as a terminal delivers it. A shell without job control starts background
+    jobs with SIGINT ignored, which Python then keeps ignoring (no KeyboardInterrupt), so the test would hang."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL"])
 def test_no_child_outlives_domainft(how, tmp_path):
     """Ctrl-C (SIGINT) and SIGTERM end the child's whole process group; kill -9 of domainft alone (not its group)
     still ends the child, which the kernel signals when its parent dies."""
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "child.pid").exists() or not (tmp_path / "grandchild.pid").exists():
-        assert parent.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    ready = tmp_path / "ready"
+    os.mkfifo(ready)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)], stderr=subprocess.PIPE,
+                              preexec_fn=_default_sigint)
+    # The child writes the fifo after both pid files: wait for that, or for the parent to die first.
+    fifo, parent_fd = os.open(ready, os.O_RDONLY | os.O_NONBLOCK), os.pidfd_open(parent.pid)
+    try:
+        readable, _, _ = select.select([fifo, parent_fd], [], [], 300)
+        assert fifo in readable and os.read(fifo, 16) == b"ready", parent.stderr.read().decode(errors="replace")
+    finally:
+        os.close(fifo)
+        os.close(parent_fd)
     child, grandchild = (int((tmp_path / f"{n}.pid").read_text()) for n in ("child", "grandchild"))
     parent.send_signal(getattr(signal, how))
-    parent.wait(timeout=60)
+    assert not _wait_ended([parent.pid]), f"domainft still running after {how}"
+    parent.wait()
     gone = [child] if how == "SIGKILL" else [child, grandchild]
     try:
-        assert _gone_within(gone, 20), f"still running after {how}: {[p for p in gone if _alive(p)]}"
+        assert not _wait_ended(gone), f"still running after {how}: {[p for p in gone if _alive(p)]}"
     finally:
         for pid in (child, grandchild):
             if _alive(pid):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .chat_formats import fold_system
 from .errors import DataError, UserError
 from .fsutil import atomic_write_json
 from .plan import Plan
@@ -36,6 +37,7 @@ class ChatSettings:
     system_prompt: str = ""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     thinking: bool = False
+    system_prompt_in: str = "system"  # "user": the system prompt opens the first user turn (as training had it)
 
     @classmethod
     def from_overrides(cls, overrides: list[str]) -> ChatSettings:
@@ -49,15 +51,19 @@ class ChatSettings:
             key = item.partition("=")[0]
             if not key.startswith(("sampling.", "model.system_prompt", "model.enable_thinking")):
                 raise UserError(f"'{key}' means nothing without a recipe", where="-s",
-                                hint="with a model file, -s takes sampling.* and model.system_prompt")
+                                hint="with a model file, -s takes sampling.*, model.system_prompt(_in) and "
+                                     "model.enable_thinking")
             apply_override(data, item)
         recipe = recipe_from_dict(data)
-        return cls(recipe.model.system_prompt, recipe.sampling, recipe.model.enable_thinking)
+        return cls(recipe.model.system_prompt, recipe.sampling, recipe.model.enable_thinking,
+                   recipe.model.system_prompt_in)
 
     @classmethod
     def from_plan(cls, plan: Plan) -> ChatSettings:
+        # The deployed chat template closes an R1 model's think block in the prompt unless thinking is on
+        # (chat_formats.empty_think): an answer opens with a think block only then.
         model = plan.recipe.model
-        return cls(model.system_prompt, plan.recipe.sampling, model.enable_thinking or model.chat_template == "deepseekr1")
+        return cls(model.system_prompt, plan.recipe.sampling, model.enable_thinking, model.system_prompt_in)
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,11 @@ class ChatModel:
         raise NotImplementedError
 
     def messages(self, question: str, history: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+        """The conversation as the model was trained on it: the system prompt as a system message, or opening the
+        first user turn (system_prompt_in user; the deployed chat template would move it there too)."""
         system = [{"role": "system", "content": self.settings.system_prompt}] if self.settings.system_prompt else []
-        return [*system, *(history or []), {"role": "user", "content": question}]
+        messages = [*system, *(history or []), {"role": "user", "content": question}]
+        return fold_system(messages) if self.settings.system_prompt_in == "user" else messages
 
 
 # ---------------------------------------------------------------- backends

@@ -121,6 +121,13 @@ def _curate_rubric_file(plan: Plan) -> list[Path]:
     return [rubric_path(curate.rubric, home="datagen", base_dir=plan.recipe.base_dir)]
 
 
+def _render_templates(plan: Plan) -> list[Path]:
+    """The engine's templates and data files, and every template they import (templates/_shared/kv.j2)."""
+    from .render import template_files
+
+    return template_files(plan.engine, "deepspeed", "folder")
+
+
 def _review_journal(plan: Plan) -> list[Path]:
     """People's decisions on the pairs: a new one reruns the split, and so render and train."""
     return [plan.review_journal] if plan.review_journal.exists() else []
@@ -151,7 +158,8 @@ def datagen_unfinished(plan: Plan) -> str | None:
 
 
 def _train_outputs(plan: Plan) -> list[Path]:
-    return [p for p in _top_files(plan.train_dir) if p.suffix in {".safetensors", ".json", ".bin", ".model"}
+    # .jinja: the chat template deployed beside the adapter (chat and eval prompt with it)
+    return [p for p in _top_files(plan.train_dir) if p.suffix in {".safetensors", ".json", ".bin", ".model", ".jinja"}
             and not p.name.startswith(("trainer_state", "all_results", "train_results", "eval_results"))]
 
 
@@ -208,8 +216,8 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda p: True,
         params=lambda p: {**_recipe_part(p, "name", "model", "dataset", "method", "training", "engine_overrides",
                                          "distributed"), "engine": p.engine, "model_path": p.model_path},
-        inputs=lambda p: [*p.train_files, *p.val_files, *([p.model_record] if p.is_hub and p.model_record.exists() else []),
-                          *files_under([folder("templates") / d for d in (p.engine, "deepspeed", "folder")])],
+        inputs=lambda p: [*p.train_files, *p.val_files,
+                          *([p.model_record] if p.is_hub and p.model_record.exists() else []), *_render_templates(p)],
         outputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
         run=_run_render,
     ),

@@ -74,6 +74,10 @@ class ModelConfig(Section):
         "smollm2", description="Engine chat template name; must match the tokenizer (e.g. smollm2, qwen, deepseekr1)."
     )
     system_prompt: str = Field("", description="System prompt used in training, eval, chat and the Modelfile.")
+    system_prompt_in: Literal["system", "user"] = Field(
+        "system", description="Where system_prompt goes: the system turn, or the start of the first user turn "
+        "(DeepSeek's advice for R1 distills: no system prompt, every instruction in the user turn); the same in "
+        "training, eval, chat and the Modelfile.")
     enable_thinking: bool = Field(
         False, description="R1-style <think> blocks; must be the same in training and inference."
     )
@@ -171,9 +175,14 @@ class DatagenConfig(TeacherConfig):
     prompts: str | None = Field(None, description="A file in datagen/ (without .yaml) or a path to a prompt YAML; "
                                 "default: the domain's own, datagen/<domain>.yaml.")
     pairs_per_chunk: int | None = Field(None, ge=1, le=50, description="Overrides the prompt file's value.")
-    pairs_per_document: int | None = Field(
-        None, ge=1, description="Pairs per document instead, spread over its chunks by length (CoalQA asks 10-20).")
-    max_chunks: int | None = Field(None, ge=1, description="Use only the first N chunks (smoke runs).")
+    pairs_per_document: int | list[int] | None = Field(
+        None, description="Pairs per document instead, spread over its chunks by length (a chunk whose share rounds "
+        "to none is not asked); [min, max]: the teacher is asked for min to max and up to max are kept (CoalQA: "
+        "[10, 20]).")
+    temperature: float | None = Field(None, ge=0, le=2, description="Teacher sampling temperature; overrides the "
+                                      "prompt file's value.")
+    max_chunks: int | None = Field(None, ge=1, description="Use only the first N chunks (smoke runs, or a cap per "
+                                   "run); chunks holding the prompt file's `prefer` words come first.")
     dedup_threshold: float = Field(0.9, gt=0, le=1, description="Similarity at or above which pairs are duplicates.")
     split: SplitConfig = Field(SplitConfig(), description="Held-out fractions, split by document or section.")
     curate: CurateConfig | None = Field(None, description="An LLM judge rates each pair (faithful to its chunk, "
@@ -184,6 +193,22 @@ class DatagenConfig(TeacherConfig):
         if self.pairs_per_chunk and self.pairs_per_document:
             raise ValueError("set pairs_per_chunk or pairs_per_document, not both")
         return self
+
+    @field_validator("pairs_per_document", mode="before")
+    @classmethod
+    def _count_or_range(cls, value: Any) -> Any:
+        def count(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        if value is None or count(value):
+            return value
+        if isinstance(value, list) and len(value) == 2 and all(map(count, value)) and value[0] <= value[1]:
+            return value
+        raise ValueError("a number of pairs (>= 1) or a range [min, max] with 1 <= min <= max")
+
+    def document_pairs(self) -> tuple[int, int] | None:
+        """pairs_per_document as (min, max); None when pairs are counted per chunk."""
+        value = self.pairs_per_document
+        return None if value is None else (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
 class DatasetConfig(Section):
@@ -290,12 +315,25 @@ class TrainingConfig(Section):
     save_steps: int = Field(500, ge=1, description="Checkpoint every N steps (a rerun resumes from the last).")
     val_size: float = Field(0.0, ge=0, lt=1, description="Fraction of train held out for eval loss (recipes "
                             "without datagen; with it, datagen's validation split is the eval set).")
-    eval_steps: int | None = Field(None, ge=1, description="Eval loss on the validation set every N steps "
-                                   "(default: save_steps).")
+    eval_steps: int | float | None = Field(
+        None, description="Eval loss on the validation set every N steps, or every fraction of the total steps "
+        "when below 1 (0.1: ten times a run, as the HF Trainer reads it; default: save_steps).")
     report_to: Literal["tensorboard", "wandb", "mlflow", "none"] = Field(
         "tensorboard", description="Where the engine logs training metrics: tensorboard (offline, event files under "
         "train/<engine>/runs), wandb or mlflow (opt-in: only then do WANDB_* / MLFLOW_* settings reach the engine), "
         "or none.")
+
+    @field_validator("eval_steps", mode="before")
+    @classmethod
+    def _steps_or_fraction(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if 0 < value < 1:
+                return float(value)
+            if value >= 1 and float(value).is_integer():
+                return int(value)
+        raise ValueError("a whole number of steps (>= 1) or a fraction of the total steps (between 0 and 1)")
 
 
 class DistributedConfig(Section):

@@ -84,6 +84,25 @@ def environment() -> ImmutableSandboxedEnvironment:
     return env
 
 
+def template_files(*dirs: str) -> list[Path]:
+    """The files under templates/<dir> for each dir, and every template they import, include or extend (as Jinja
+    parses them, transitively), e.g. _shared/kv.j2: what rendering those folders reads."""
+    from jinja2 import meta
+
+    root = folder("templates")
+    todo = [p for d in dirs for p in sorted((root / d).rglob("*")) if p.is_file()]
+    seen: dict[Path, None] = {}
+    while todo:
+        path = todo.pop(0)
+        if path in seen:
+            continue
+        seen[path] = None
+        if path.suffix == ".j2":
+            refs = meta.find_referenced_templates(environment().parse(path.read_text(encoding="utf-8")))
+            todo += [root / ref for ref in refs if ref]
+    return list(seen)
+
+
 def render_template(name: str, **context: Any) -> str:
     return environment().get_template(name).render(**context)
 

@@ -9,6 +9,7 @@ import pytest
 from domainft.datagen import check_contamination, clean_and_split, dedup, load_prompts, split_by_document
 from domainft.datagen.prompts import BadReply, check_pairs, parse_json_reply
 from domainft.errors import DataError, RecipeError
+from domainft.recipe import recipe_from_dict
 from domainft.extract import Chunk
 
 
@@ -107,5 +108,56 @@ def test_pairs_per_document_spread_over_chunks_by_length():
     chunks = [chunk("a1", "a.txt", 300), chunk("a2", "a.txt", 100), chunk("b1", "b.txt", 50)]
     counts = pairs_for_chunks(chunks, per_document=12, per_chunk=5)
     assert counts == {"a1": 9, "a2": 3, "b1": 12}  # each document gets 12, in proportion to length
-    assert pairs_for_chunks(chunks, per_document=1, per_chunk=5) == {"a1": 1, "a2": 1, "b1": 1}  # at least one
+    # exactly that many per document: a chunk whose share rounds to none is not asked
+    assert pairs_for_chunks(chunks, per_document=1, per_chunk=5) == {"a1": 1, "a2": 0, "b1": 1}
     assert pairs_for_chunks(chunks, per_document=None, per_chunk=5) == {"a1": 5, "a2": 5, "b1": 5}
+
+
+def test_a_pairs_per_document_range_asks_each_chunk_its_share_of_min_and_max():
+    """CoalQA asks its teacher for 10-20 pairs per document: `pairs_per_document: [10, 20]` spreads both ends over
+    the document's chunks; the instruction says the range, the request schema and the check keep at most the max."""
+    from domainft.datagen.prompts import load_prompts
+    from domainft.datagen.runner import asks_for_chunks
+    from domainft.extract import Chunk
+
+    def chunk(cid, file, n):
+        return Chunk(id=cid, file=file, title="t", heading_path=[], text="字" * n, start=0, end=n)
+
+    chunks = [chunk("a1", "a.txt", 300), chunk("a2", "a.txt", 100), chunk("b1", "b.txt", 50), chunk("c1", "c.txt", 9),
+              *[chunk(f"d{i}", "d.txt", 10) for i in range(30)]]
+    recipe = recipe_from_dict({"name": "t", "extract": {"inputs": ["x"]},
+                               "datagen": {"prompts": "coalqa", "pairs_per_document": [10, 20]}})
+    spec = load_prompts("coalqa")
+    asks = asks_for_chunks(chunks, recipe.datagen, spec)
+    assert asks["a1"] == (8, 15) and asks["a2"] == (2, 5) and asks["b1"] == asks["c1"] == (10, 20)
+    d = [asks[c.id] for c in chunks if c.file == "d.txt" and c.id in asks]  # 30 equal chunks: 20 asked, one each
+    assert len(d) == 20 and set(d) == {(1, 1)}
+    text = spec.render(chunks[0], 15, 8)
+    assert "8" in text and "15" in text and spec.request_schema(15)["maxItems"] == 15
+
+
+def test_prefer_words_put_their_chunks_first():
+    """The ISO seed prefers sections that say shall or should: those chunks are asked first (max_chunks keeps them)."""
+    from domainft.datagen.prompts import load_prompts
+    from domainft.datagen.runner import preferred_first
+    from domainft.extract import Chunk
+
+    spec = load_prompts("iso")
+    texts = ["Notes give information.", "A document shall state its scope.", "Marshall plans.", "SHOULD is advice."]
+    chunks = [Chunk.make("f.html", [str(i)], i, t) for i, t in enumerate(texts)]
+    assert [c.text for c in preferred_first(chunks, spec)] == [texts[1], texts[3], texts[0], texts[2]]
+
+
+def test_coalqa_keeps_answers_up_to_its_1024_characters():
+    """The length check is the prompt file's (answer_max_chars): CoalQA asks for answers under 1024 characters, so
+    one of 1024 is kept and a longer one set aside as answer_too_long; the coal prompt's 600 would reject it."""
+    text = "井下作业职工接受安全教育培训的时间不得少于七十二小时，考试合格后方可下井作业。" * 40
+    chunk = Chunk.make("f.txt", ["第一章"], 0, text, title="煤矿安全规程")
+    answer = text[:1024]
+    reply = [{"input": "新职工下井前要接受多长时间的安全教育培训？", "output": answer},
+             {"input": "新职工下井前的安全培训考试不合格能否下井作业？", "output": text[:1025]}]
+    pairs, rejected = check_pairs(reply, load_prompts("coalqa"), chunk, max_pairs=20)
+    assert [p["answer"] for p in pairs] == [answer] and rejected == {"answer_too_long": 1}
+    coal = load_prompts("coal")
+    _, rejected = check_pairs({"pairs": [{"question": r["input"], "answer": r["output"]} for r in reply]}, coal, chunk, 20)
+    assert rejected == {"answer_too_long": 2} and coal.answer_max_chars == 600

@@ -144,3 +144,19 @@ def test_validate_says_what_cutoff_len_cuts(plan_for, cli, tmp_path):
                       f"dataset: {{files: [{DATA / 'coal' / 'demo_qa.jsonl'}]}}\ntraining: {{cutoff_len: 100}}\n")
     result = cli("validate", recipe)
     assert result.code == 0 and "note: 24 of 24 training examples" in result.stderr, result
+
+
+def test_cutoff_len_counts_the_system_prompt_where_it_goes(plan_for):
+    """model.system_prompt_in user: the prompt opens the user turn (and the system turn is the template's default):
+    the count is of what the engine trains on."""
+    from domainft.engines.checks import length_report
+
+    def longest(**model):
+        note = length_report(plan_for("llamafactory", model={"system_prompt": "规" * 300, **model},
+                                      training={"cutoff_len": 16}))
+        return int(note.split("(longest ")[1].split(")")[0])
+
+    system, user = longest(), longest(system_prompt_in="user")
+    default = longest(system_prompt="")  # SmolLM2's default system turn instead of the prompt
+    assert system > default and user > system  # in the user turn: the prompt, a blank line, and the default turn too
+    assert longest(system_prompt="", system_prompt_in="user") == default

@@ -123,7 +123,7 @@ def test_every_shipped_recipe_renders(engine, path, tmp_path):
 @pytest.mark.parametrize("name", ["iso-r1-qwen7b", "iso-r1-qwen7b-axolotl", "coal-r1-qwen1.5b", "coal-r1-qwen1.5b-axolotl"])
 def test_seed_recipes_render_the_source_projects_settings(name):
     """The ISO project's final settings (4-bit base, lr 1e-5, weight decay 0.01, eval loss on the held-out split
-    every few steps) and CoalQA's (NF4 r64/alpha16/dropout 0.1, lr 2e-4, weight decay 0.01), in each engine's
+    every tenth of the steps) and CoalQA's (NF4 r64/alpha16/dropout 0.1, lr 2e-4, weight decay 0.01), in each engine's
     own spelling."""
     plan = make_plan(load_recipe(REPO / "recipes" / f"{name}.yaml"))
     engine = get_engine(plan.engine)
@@ -134,7 +134,7 @@ def test_seed_recipes_render_the_source_projects_settings(name):
     if name.startswith("iso"):
         assert config["learning_rate"] == 1.0e-5
         assert (config["lora_rank"], config["lora_alpha"]) == (16, 32) if lf else (config["lora_r"], config["lora_alpha"]) == (16, 32)
-        assert config["eval_steps"] == 50
+        assert config["eval_steps"] == 0.1  # a tenth of the steps, as a fraction
         if lf:
             assert config["eval_dataset"] and config["eval_strategy"] == "steps"
         else:
@@ -142,3 +142,53 @@ def test_seed_recipes_render_the_source_projects_settings(name):
     else:
         assert config["learning_rate"] == 2.0e-4 and config["lora_dropout"] == 0.1
         assert (config["num_train_epochs"] if lf else config["num_epochs"]) == 6.0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_system_prompt_in_the_user_turn_reaches_the_data_copies(engine, plan_for, sharegpt_file, tmp_path):
+    """model.system_prompt_in user: each data copy in the folder opens its first user turn with the prompt (alpaca
+    and sharegpt); the engine's system turn is the template's default; the source file is untouched; the training
+    digest follows the prompt."""
+    import json
+
+    from domainft.engines.folder import write_folder
+    from domainft.engines.runner import _training_digest
+
+    model = {"system_prompt": "你是煤矿安全专家。", "system_prompt_in": "user"}
+    plan = plan_for(engine, model=model)
+    files = validate(plan)
+    write_folder(plan, files, plan.render_dir)
+    copy = next((plan.render_dir / "data").glob("*.jsonl"))
+    first = json.loads(copy.read_text(encoding="utf-8").splitlines()[0])
+    source = json.loads(plan.train_files[0].read_text(encoding="utf-8").splitlines()[0])
+    assert first["instruction"] == "你是煤矿安全专家。\n\n" + source["instruction"] and first["output"] == source["output"]
+    assert "its system prompt opening each first user turn" in files["README.md"]
+    assert "你是煤矿安全专家" not in files[get_engine(engine).config_file]
+    other = plan_for(engine, model={**model, "system_prompt": "另一个提示。"})
+    assert _training_digest(other, files) != _training_digest(plan, files)  # same files, other data copies
+
+    sharegpt = plan_for(engine, model=model, dataset={"files": [str(sharegpt_file)], "format": "sharegpt",
+                                                      "columns": {"messages": "conversations"},
+                                                      "tags": {"role_tag": "from", "content_tag": "value",
+                                                               "user_tag": "human", "assistant_tag": "gpt"}})
+    write_folder(sharegpt, validate(sharegpt), sharegpt.render_dir)
+    chat = json.loads(next((sharegpt.render_dir / "data").glob("*.json")).read_text(encoding="utf-8"))[0]
+    assert chat["conversations"][0]["value"] == "你是煤矿安全专家。\n\nQuestion 0?"
+
+
+def test_ms_swift_opens_r1_answers_with_the_empty_think_block_out_of_the_loss(plan_for):
+    """LLaMA-Factory and Axolotl put the empty think block after the assistant tag as context; ms-swift's deepseek_r1
+    template writes nothing there, so its data copies open each answer with it and the loss skips it."""
+    import json
+
+    from domainft.chat_formats import EMPTY_THINK
+    from domainft.engines.folder import data_bytes
+
+    plan = plan_for("swift", model={"chat_template": "deepseekr1"})
+    config = yaml.safe_load(get_engine("swift").render(plan)["sft.yaml"])
+    assert config["loss_scale"] == "ignore_empty_think"
+    first = json.loads(data_bytes(plan, plan.train_files[0]).decode().splitlines()[0])
+    assert first["output"].startswith(EMPTY_THINK) and not first["output"][len(EMPTY_THINK):].startswith("<think>")
+    thinking = plan_for("swift", model={"chat_template": "deepseekr1", "enable_thinking": True})
+    assert data_bytes(thinking, thinking.train_files[0]) == thinking.train_files[0].read_bytes()
+    assert "loss_scale" not in get_engine("swift").render(thinking)["sft.yaml"]

@@ -12,6 +12,8 @@ from domainft.errors import RecipeError
 from domainft.export import render_modelfile
 from domainft.recipe import recipe_from_dict
 
+from ollama_prompt import ollama_prompt
+
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "ollama"
 
 
@@ -55,8 +57,22 @@ def test_modelfile_carries_recipe_values():
     params = [value for name, value in found if name == "PARAMETER"]
     assert params[:4] == ["temperature 0.6", "top_p 0.95", "repeat_penalty 1.1", "num_predict 1024"]
     assert params[4:] == ['stop "<|im_start|>"', 'stop "<|im_end|>"']
-    template = dict(found)["TEMPLATE"]
-    assert "<|im_start|>{{ .Role }}" in template and template.endswith('<|im_start|>assistant\n"""')
+    # As Ollama prompts with it: the SYSTEM in the system turn, the answer turn opened (tests/ollama_prompt.py).
+    assert ollama_prompt(text, [{"role": "user", "content": "问"}]) == (
+        "<|im_start|>system\n你是煤矿安全专家。<|im_end|>\n<|im_start|>user\n问<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("chat_template", ["smollm2", "deepseekr1", "llama3"])
+def test_system_prompt_in_the_user_turn(chat_template):
+    """model.system_prompt_in user: SYSTEM still carries the prompt, and the TEMPLATE opens the first user turn with
+    it (only the first); the system turn is the template's own default, as in training."""
+    text = render_modelfile(recipe(chat_template=chat_template, system_prompt_in="user"), "m.gguf")
+    prompt = ollama_prompt(text, [{"role": "user", "content": "问一"}, {"role": "assistant", "content": "答"},
+                                  {"role": "user", "content": "问二"}])
+    assert prompt.count("你是煤矿安全专家。") == 1
+    assert "你是煤矿安全专家。\n\n问一" in prompt and "问二" in prompt
+    if chat_template == "smollm2":
+        assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
 
 
 def test_empty_system_prompt_and_unknown_template():

@@ -58,6 +58,8 @@ class PromptSpec(BaseModel):
     max_tokens: int = Field(2048, ge=16)
     extractive: ExtractiveTemplates
     reply: ReplyShape = ReplyShape()
+    prefer: list[str] = Field(default_factory=list, description="Chunks holding any of these words (whole words, any "
+                              "case) are asked first, so datagen.max_chunks keeps them.")
     schema_: dict[str, Any] = Field(alias="schema")
 
     def _list_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -83,13 +85,19 @@ class PromptSpec(BaseModel):
     def text_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(by_alias=True), sort_keys=True).encode()).hexdigest()
 
-    def render(self, chunk: Chunk, n_pairs: int) -> str:
+    def render(self, chunk: Chunk, n_pairs: int, min_pairs: int | None = None) -> str:
+        """The instruction for one chunk: n_pairs is the most pairs asked for, min_pairs the fewest (the same when
+        the recipe asks a fixed count)."""
         env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
         return env.from_string(self.instruction).render(
             text=chunk.text, title=chunk.title, heading=" / ".join(chunk.heading_path) or chunk.title,
-            file=chunk.file, n_pairs=n_pairs, question_max_chars=self.question_max_chars,
-            answer_max_chars=self.answer_max_chars,
+            file=chunk.file, n_pairs=n_pairs, min_pairs=min(min_pairs or n_pairs, n_pairs),
+            question_max_chars=self.question_max_chars, answer_max_chars=self.answer_max_chars,
         )
+
+    def prefers(self, text: str) -> bool:
+        """Whether the text holds one of the `prefer` words."""
+        return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE) for word in self.prefer)
 
 
 def load_prompts(name_or_path: str, base_dir: Path | None = None) -> PromptSpec:

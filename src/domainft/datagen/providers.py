@@ -53,16 +53,17 @@ class Provider(ABC):
         """One chat completion; the reply constrained to JSON (to `schema` where the server can)."""
         raise NotImplementedError(f"the {self.name} provider has no chat")
 
-    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int) -> Reply:
-        return await self.chat(_messages(chunk, spec, n_pairs), schema=spec.request_schema(n_pairs),
+    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int, min_pairs: int | None = None) -> Reply:
+        return await self.chat(_messages(chunk, spec, n_pairs, min_pairs), schema=spec.request_schema(n_pairs),
                                temperature=spec.temperature, max_tokens=spec.max_tokens)
 
     async def aclose(self) -> None:
         pass
 
 
-def _messages(chunk: Chunk, spec: PromptSpec, n_pairs: int) -> list[dict[str, str]]:
-    return [{"role": "system", "content": spec.system.strip()}, {"role": "user", "content": spec.render(chunk, n_pairs)}]
+def _messages(chunk: Chunk, spec: PromptSpec, n_pairs: int, min_pairs: int | None = None) -> list[dict[str, str]]:
+    return [{"role": "system", "content": spec.system.strip()},
+            {"role": "user", "content": spec.render(chunk, n_pairs, min_pairs)}]
 
 
 def _status_fault(status: int, detail: str, where: str, headers: Any = None) -> Exception:
@@ -204,7 +205,7 @@ class ExtractiveProvider(Provider):
 
     name = "extractive"
 
-    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int) -> Reply:
+    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int, min_pairs: int | None = None) -> Reply:
         return Reply(pairs=extractive_pairs(chunk, spec, n_pairs))
 
 

@@ -139,7 +139,8 @@ def _repair_tail(path: Path) -> None:
 
 def pairs_for_chunks(chunks: list[Chunk], per_document: int | None, per_chunk: int) -> dict[str, int]:
     """How many pairs to ask for per chunk: `per_chunk` each, or `per_document` spread over a document's chunks in
-    proportion to their length (largest remainders; at least one per chunk)."""
+    proportion to their length (largest remainders), so a document gets exactly that many; a chunk whose share
+    rounds to none gets 0 (it is not asked)."""
     if per_document is None:
         return {c.id: per_chunk for c in chunks}
     by_file: dict[str, list[Chunk]] = {}
@@ -153,12 +154,29 @@ def pairs_for_chunks(chunks: list[Chunk], per_document: int | None, per_chunk: i
         left = per_document - sum(floors)
         for i in sorted(range(len(doc)), key=lambda i: shares[i] - floors[i], reverse=True)[:left]:
             floors[i] += 1
-        counts.update({c.id: max(1, n) for c, n in zip(doc, floors)})
+        counts.update({c.id: n for c, n in zip(doc, floors)})
     return counts
 
 
+def asks_for_chunks(chunks: list[Chunk], cfg: DatagenConfig, spec: PromptSpec) -> dict[str, tuple[int, int]]:
+    """(min, max) pairs to ask of each chunk that is asked at all: the recipe's pairs_per_document range (or
+    count) spread over each document's chunks, else pairs_per_chunk (the recipe's, else the prompt file's)."""
+    per_chunk = cfg.pairs_per_chunk or spec.pairs_per_chunk
+    document = cfg.document_pairs()
+    most = pairs_for_chunks(chunks, document and document[1], per_chunk)
+    least = pairs_for_chunks(chunks, document and document[0], per_chunk)
+    return {cid: (min(max(1, least[cid]), n), n) for cid, n in most.items() if n > 0}
+
+
+def preferred_first(chunks: list[Chunk], spec: PromptSpec) -> list[Chunk]:
+    """Chunks holding one of the prompt file's `prefer` words first (in their order), then the rest: what
+    datagen.max_chunks keeps."""
+    return sorted(chunks, key=lambda c: not spec.prefers(c.text))
+
+
 def _fingerprint(cfg: DatagenConfig, spec: PromptSpec, per_chunk: int) -> str:
-    """What decides a chunk's pairs: a change means earlier pairs no longer match the recipe."""
+    """What decides a chunk's pairs: a change means earlier pairs no longer match the recipe (the recipe's
+    temperature is in the spec)."""
     counts = ["per_document", cfg.pairs_per_document] if cfg.pairs_per_document else per_chunk
     key = [cfg.provider, cfg.model, cfg.base_url, spec.text_hash(), counts]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
@@ -180,7 +198,7 @@ def _set_aside_if_stale(out: Path, fingerprint: str) -> str | None:
 
 
 class _Run:
-    def __init__(self, cfg: DatagenConfig, spec: PromptSpec, n_pairs: dict[str, int], provider: Provider,
+    def __init__(self, cfg: DatagenConfig, spec: PromptSpec, n_pairs: dict[str, tuple[int, int]], provider: Provider,
                  store: Store):
         self.cfg, self.spec, self.n_pairs, self.provider, self.store = cfg, spec, n_pairs, provider, store
         self.limiter = RateLimiter(cfg.rate_limit_per_s)
@@ -216,11 +234,12 @@ class _Run:
         await self.limiter.acquire()
         target = getattr(self.provider, "url", None) or str(self.cfg.model)
         with self.reachability.watching(target, self.errors, self.rejected):
-            reply = await self.provider.complete(chunk, self.spec, self.n_pairs[chunk.id])
+            least, most = self.n_pairs[chunk.id]
+            reply = await self.provider.complete(chunk, self.spec, most, least)
             if reply.tokens is not None:  # spent even when the reply is then rejected
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
-            pairs, rejected = check_pairs(raw, self.spec, chunk, self.n_pairs[chunk.id])
+            pairs, rejected = check_pairs(raw, self.spec, chunk, most)
         return pairs, rejected, reply.tokens
 
     def _count_retry(self, state) -> None:
@@ -260,10 +279,13 @@ def run_datagen(plan: Plan, *, progress: bool = True, console=None) -> DatagenSu
     if cfg is None:
         raise RecipeError("the recipe has no datagen section", where="datagen")
     spec = load_prompts(plan.prompts, plan.recipe.base_dir)
+    if cfg.temperature is not None:
+        spec = spec.model_copy(update={"temperature": cfg.temperature})
     if cfg.curate is not None:
         load_curate_rubric(cfg.curate, plan.recipe.base_dir)
     chunks = read_chunks(plan.extract_dir / "chunks.jsonl")
-    n_pairs = pairs_for_chunks(chunks, cfg.pairs_per_document, cfg.pairs_per_chunk or spec.pairs_per_chunk)
+    n_pairs = asks_for_chunks(chunks, cfg, spec)
+    chunks = preferred_first([c for c in chunks if c.id in n_pairs], spec)
     if cfg.max_chunks:
         chunks = chunks[: cfg.max_chunks]
     if not chunks:

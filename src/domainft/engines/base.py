@@ -111,6 +111,11 @@ class Engine(ABC):
         own chat template formats them)."""
         return self.chat_templates().get(self.template_name(plan), [])
 
+    def answer_prefix(self, plan: Plan) -> str:
+        """Text the folder's data copies put before each answer, where this engine's template does not write what the
+        other engines and every deployment put there ("" for none)."""
+        return ""
+
     def known(self) -> dict[str, Any]:
         """The snapshot of what this engine accepts (known.json): version, config_keys, templates."""
         return _known(self.name)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import process
-from ..chat_formats import alpaca_formats, chat_format
+from ..chat_formats import alpaca_formats, chat_format, instructions, system_turn
 from ..errors import DataError, EngineError, RecipeError, did_you_mean
 from . import NAMES, get_engine
 from .base import Engine
@@ -324,11 +324,15 @@ def length_report(plan: Plan) -> str | None:
     fmt = alpaca_formats().get(r.model.chat_template) or {
         "system_format": "{system}\n", "format": "{instruction}\n{input}\n", "no_input_format": "{instruction}\n",
         "default_system": ""}
+    from .folder import fold_record
+
     cols = r.dataset.column_map()
     prompts, answers = [], []
     for path in files:
         for rec in sample_records(path, limit=None):
-            system = str(rec.get(cols.get("system", ""), "") or r.model.system_prompt or fmt["default_system"])
+            if instructions(r):  # the system prompt opens the user turn, as in the folder's copy
+                rec = fold_record(rec, instructions(r), "alpaca", cols, {})
+            system = str(rec.get(cols.get("system", ""), "") or system_turn(r) or fmt["default_system"])
             query = str(rec.get(cols["query"], "") or "")
             turn = fmt["format"] if query else fmt["no_input_format"]
             prompts.append((fmt["system_format"].format(system=system) if system else "")

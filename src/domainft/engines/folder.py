@@ -8,11 +8,12 @@ moves the engine's output into the run folder with command-line overrides (`outp
 
 from __future__ import annotations
 
-import filecmp
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import render as R
+from ..chat_formats import instructions, user_turn
 from ..errors import DataError
 from ..fsutil import atomic_write
 
@@ -43,6 +44,59 @@ def data_copies(plan: Plan) -> dict[str, Path]:
     return {**train, **val}
 
 
+def data_bytes(plan: Plan, source: Path) -> bytes:
+    """What a data file's copy in the folder holds: the file itself, or, when the recipe puts its system prompt in
+    the user turn (model.system_prompt_in user), each record with that prompt opening its first user turn, as every
+    engine then trains and every deployment prompts (chat_formats.user_turn)."""
+    from . import get_engine
+
+    text, prefix = instructions(plan.recipe), get_engine(plan.engine).answer_prefix(plan)
+    if not text and not prefix:
+        return source.read_bytes()
+    from .checks import sample_records
+
+    ds = plan.recipe.dataset
+    rows = [fold_record(rec, text, ds.format, ds.column_map(), ds.tag_map(), prefix)
+            for rec in sample_records(source, limit=None)]
+    if source.suffix == ".json":
+        return (json.dumps(rows, ensure_ascii=False, indent=1) + "\n").encode()
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+
+
+def fold_record(rec: dict[str, Any], text: str, fmt: str, cols: dict[str, str], tags: dict[str, str],
+                answer_prefix: str = "") -> dict[str, Any]:
+    """One record with `text` opening its first user turn and `answer_prefix` opening each answer."""
+    rec = dict(rec)
+
+    def answer(value: Any) -> str:
+        value = str(value or "")
+        return value if value.startswith(answer_prefix) else answer_prefix + value
+
+    if fmt == "sharegpt":
+        messages = [dict(m) if isinstance(m, dict) else m for m in rec.get(cols["messages"]) or []]
+        turns = [m for m in messages if isinstance(m, dict)]
+        first = next((m for m in turns if m.get(tags["role_tag"]) == tags["user_tag"]), None)
+        if first is not None and text:
+            first[tags["content_tag"]] = user_turn(text, str(first.get(tags["content_tag"]) or ""))
+        for m in turns:
+            if answer_prefix and m.get(tags["role_tag"]) == tags["assistant_tag"]:
+                m[tags["content_tag"]] = answer(m.get(tags["content_tag"]))
+        rec[cols["messages"]] = messages
+        return rec
+    if answer_prefix:
+        rec[cols["response"]] = answer(rec.get(cols["response"]))
+    if not text:
+        return rec
+    history = rec.get(cols["history"]) if "history" in cols else None
+    if isinstance(history, list) and history and isinstance(history[0], list) and history[0]:
+        rec[cols["history"]] = [[user_turn(text, str(history[0][0])), *history[0][1:]], *history[1:]]
+    elif rec.get(cols["prompt"]):  # the engines join instruction and input with a newline: the prompt goes first
+        rec[cols["prompt"]] = user_turn(text, str(rec[cols["prompt"]]))
+    else:
+        rec[cols["query"]] = user_turn(text, str(rec.get(cols["query"]) or ""))
+    return rec
+
+
 def deepspeed_rel(plan: Plan) -> str | None:
     stage = plan.recipe.distributed.deepspeed
     return f"ds_zero{stage}.json" if stage else None
@@ -64,8 +118,13 @@ def readme(plan: Plan, files: dict[str, str], *, engine: str, config_file: str, 
     """The folder's README.md: what is here and the exact commands, run from inside the folder."""
     listing = [(rel, DESCRIPTIONS.get(rel, "")) for rel in sorted(files) if rel != README]
     train, val = data_layout(plan)
-    listing += [(rel, f"training data (a copy of {source.name})") for rel, source in train.items()]
-    listing += [(rel, f"validation data for eval loss (a copy of {source.name})") for rel, source in val.items()]
+    from . import get_engine
+
+    folded = "".join(part for part, on in (
+        (", its system prompt opening each first user turn", instructions(plan.recipe)),
+        (", each answer opening with the empty think block", get_engine(plan.engine).answer_prefix(plan))) if on)
+    listing += [(rel, f"training data (a copy of {source.name}{folded})") for rel, source in train.items()]
+    listing += [(rel, f"validation data for eval loss (a copy of {source.name}{folded})") for rel, source in val.items()]
     return R.render_template(
         "folder/README.md.j2", recipe=plan.recipe.name, recipe_hash=plan.recipe_hash[:16], engine=engine,
         config_file=config_file, model_key=model_key, model=plan.model_path, install=install, steps=steps,
@@ -88,9 +147,10 @@ def write_folder(plan: Plan, files: dict[str, str], dest: Path) -> list[Path]:
     root = Path(dest).resolve()
     for rel, source in sorted(copies.items()):
         target = root / rel
-        if target.is_file() and filecmp.cmp(source, target, shallow=False):
+        data = data_bytes(plan, source)
+        if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
             continue
-        atomic_write(target, source.read_bytes())
+        atomic_write(target, data)
         written.append(target)
     return written
 

@@ -109,18 +109,26 @@ def torchrun_args(plan: Plan) -> list[str]:
             f"--rdzv_endpoint={dist.master_addr}:{dist.master_port}", "--rdzv_backend=c10d"]
 
 
-_STEP = re.compile(r"(\d+)/(\d+) \[")
+# A tqdm bar without a description, as the Trainer draws its training and evaluation bars, or ms-swift's "Train:" bar
+# ("Loading weights: 3/20", datasets' "Map: 24/24" and ms-swift's "Val:" are not training's); "Total optimization
+# steps = 80" is the Trainer naming the training bar's total.
+_STEP = re.compile(r"^\s*(?:Train:\s*)?\d+%\|[^|]*\| *(\d+)/(\d+) \[")
+_TOTAL = re.compile(r"Total optimization steps = ([\d,]+)")
 _LOSS = re.compile(r"""['"]loss['"]:\s*['"]?([0-9.eE+-]+)""")
 
 
 def parse_trainer_progress(line: str) -> Progress | None:
-    """HF Trainer output: tqdm `12/40 [00:05<...` bars and `{'loss': 1.23, ...}` log dicts."""
+    """HF Trainer output: tqdm `12/40 [00:05<...` bars, the training's step total, `{'loss': 1.23, ...}` log dicts.
+    Evaluation bars look like the training bar; the runner tells them apart by their total (engines/runner.py)."""
     loss = _LOSS.search(line)
     if loss:
         try:
             return Progress(loss=float(loss.group(1)))
         except ValueError:
             return None
+    total = _TOTAL.search(line)
+    if total:
+        return Progress(total=int(total.group(1).replace(",", "")))
     step = _STEP.search(line)
     if step and ("it/s" in line or "s/it" in line):  # a tqdm bar, not some other "a/b [" text
         return Progress(step=int(step.group(1)), total=int(step.group(2)))

@@ -9,18 +9,39 @@ import time
 from pathlib import Path
 
 from .. import process
+from ..chat_formats import deploy_chat_template, instructions
 from ..errors import EngineError
 from ..fsutil import atomic_write
 from ..manifest import sha256_file
 from ..plan import Plan
 from . import get_engine
-from .base import Engine, Launch, last_checkpoint
+from .base import Engine, Launch, Progress, last_checkpoint
 from .checks import validate
 from .folder import write_folder
 from .loss_plot import write_loss_plot
 from .venv import require_engine, venv_capabilities, venv_dir
 
 DONE = ".domainft-done"  # in train_dir: training finished for these rendered files
+
+
+class StepCounter:
+    """Which step updates are training's: the engine may name the total first ("Total optimization steps"), else
+    the first bar is the training bar; a bar with another total is an evaluation (eval loss mid-run, the final
+    evaluation) and leaves the count where training had it."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+
+    def feed(self, progress: Progress) -> tuple[int, int | None] | None:
+        """(completed, total) to show, or None when this update is not training's."""
+        if progress.step is None:
+            if progress.total is not None and self.total is None:
+                self.total = progress.total
+                return 0, self.total
+            return None
+        if self.total is None:
+            self.total = progress.total
+        return (progress.step, progress.total) if progress.total == self.total else None
 
 
 def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | None = None,
@@ -37,6 +58,7 @@ def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | N
         TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
     ) as bar:
         task = bar.add_task(label, total=None, loss="")
+        steps = StepCounter()
 
         def show(line: str) -> None:
             progress = engine.parse_progress(line)
@@ -44,8 +66,8 @@ def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | N
                 return
             if progress.loss is not None:
                 bar.update(task, loss=f"loss {progress.loss:.4f}")
-            if progress.step is not None:
-                bar.update(task, completed=progress.step, total=progress.total)
+            if (shown := steps.feed(progress)) is not None:
+                bar.update(task, completed=shown[0], total=shown[1])
 
         try:
             done = process.run(argv, env=env, cwd=launch.cwd, log_path=log_path, on_line=show)
@@ -81,6 +103,7 @@ def train(plan: Plan) -> Path:
                report_to=plan.recipe.training.report_to)
     plan.train_dir.mkdir(parents=True, exist_ok=True)
     engine.after_train(plan.train_dir)
+    deploy_chat_template(plan.recipe, plan.train_dir)  # what chat and eval read beside the adapter
     write_loss_plot(plan.train_dir, title=f"{plan.recipe.name}: {engine.name} training")
     atomic_write(done, json.dumps({"render_sha256": digest, "seconds": round(time.monotonic() - started, 1)}) + "\n")
     return plan.train_dir
@@ -120,7 +143,8 @@ def merge(plan: Plan, out_dir: Path) -> Path:
 def _training_digest(plan: Plan, files: dict[str, str]) -> str:
     """What a training run depends on: the rendered files and the bytes of the data they point at."""
     data = {str(p): sha256_file(p) for p in [*plan.train_files, *plan.val_files] if p.exists()}
-    return hashlib.sha256(json.dumps([files, data], sort_keys=True).encode()).hexdigest()
+    # the system prompt in the user turn changes the data copies, not the rendered files
+    return hashlib.sha256(json.dumps([files, data, instructions(plan.recipe)], sort_keys=True).encode()).hexdigest()
 
 
 STARTED = ".domainft-started"

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..chat_formats import deploy_chat_template
 from ..errors import RecipeError, UserError
 from ..fsutil import atomic_write
 from ..plan import Plan
@@ -163,6 +164,7 @@ def _merge_via_engine(plan: Plan, merged: Path) -> None:
         merge(plan, partial)
         if not (partial / "config.json").exists():
             raise UserError("the engine's merge wrote no config.json", where=partial)
+        deploy_chat_template(plan.recipe, partial)  # the GGUF's chat template prompts as training did
         if merged.exists():
             shutil.rmtree(merged)
         partial.chmod(0o755)  # mkdtemp makes it owner-only; the merged model is meant to be shared

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..chat_formats import chat_format
+from ..chat_formats import chat_format, ollama_template
 from ..errors import RecipeError
 from ..recipe import Recipe
 from ..render import header, render_template
@@ -10,7 +10,9 @@ from ..render import header, render_template
 
 def render_modelfile(recipe: Recipe, gguf_name: str) -> str:
     """Modelfile text: FROM the GGUF beside it, TEMPLATE + stop tokens for the chat template, the recipe's
-    system prompt and sampling. Without a known format TEMPLATE is left out and Ollama uses the GGUF's own."""
+    system prompt and sampling. Without a known format TEMPLATE is left out and Ollama uses the GGUF's own.
+    SYSTEM carries the recipe's system prompt either way: with model.system_prompt_in user, the TEMPLATE (and the
+    GGUF's deployed chat template) open the first user turn with it, as training did."""
     system = recipe.model.system_prompt
     if '"""' in system:
         # Ollama's parser ends a triple-quoted value at the first """; there is no escape for it.
@@ -26,7 +28,7 @@ def render_modelfile(recipe: Recipe, gguf_name: str) -> str:
         header=header(recipe.name, recipe.content_hash()).rstrip("\n"),
         model_name=recipe.name.lower(),
         gguf=gguf_name,
-        template=fmt.template if fmt else None,
+        template=ollama_template(recipe),
         system=system,
         sampling=recipe.sampling,
         stop=list(fmt.stop) if fmt else [],

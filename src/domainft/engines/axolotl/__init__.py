@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ... import render as R
-from ...chat_formats import alpaca_formats
+from ...chat_formats import alpaca_formats, system_turn
 from ...errors import RecipeError, did_you_mean
 from .. import checks as V
 from ..base import Engine, Launch, Progress, move_up
@@ -86,7 +86,7 @@ class Axolotl(Engine):
                     "field_input": cols.get("query", "input"),
                     "field_output": cols["response"],
                     "field_system": cols.get("system", NO_SYSTEM_COLUMN),
-                    "system_prompt": model.system_prompt or fmt["default_system"],
+                    "system_prompt": system_turn(plan.recipe) or fmt["default_system"],
                     "system_format": fmt["system_format"],
                     "format": fmt["format"],
                     "no_input_format": fmt["no_input_format"],
@@ -105,7 +105,8 @@ class Axolotl(Engine):
             "base_model": plan.model_path,
             "trust_remote_code": r.model.trust_remote_code,
             # chat_template data uses the tokenizer's template; its system prompt comes from the recipe.
-            "default_system_message": (r.model.system_prompt or None) if r.dataset.format == "sharegpt" else None,
+            "default_system_message": (r.model.system_prompt or None)
+            if r.dataset.format == "sharegpt" and r.model.system_prompt_in == "system" else None,
             "adapter": adapter,
             "load_in_4bit": True if m.kind == "qlora" and m.quant_bits == 4 else None,
             "load_in_8bit": True if m.kind == "qlora" and m.quant_bits == 8 else None,

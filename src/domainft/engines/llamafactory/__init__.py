@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ... import render as R
+from ...chat_formats import system_turn
 from ...errors import RecipeError, did_you_mean
 from .. import checks as V
 from ..base import Engine, Launch, Progress
@@ -74,8 +75,8 @@ class LlamaFactory(Engine):
             # folder: the engine runs from inside the rendered folder.
             "dataset_dir": ".",
             "template": r.model.chat_template,
-            # Empty means the template's own default system prompt.
-            "default_system": r.model.system_prompt or None,
+            # The recipe's system prompt, else the chat template's default, named (None: LLaMA-Factory's own default).
+            "default_system": system_turn(r),
             "enable_thinking": r.model.enable_thinking,
             "cutoff_len": t.cutoff_len,
             "packing": t.packing,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ... import render as R
+from ...chat_formats import empty_think, system_turn
 from ...errors import RecipeError, did_you_mean
 from ...resources import folder
 from .. import checks as V
@@ -82,7 +83,7 @@ class Swift(Engine):
             "model": plan.model_path,
             "model_type": model_type(plan, self.known()["model_types"]),
             "template": template_names().get(r.model.chat_template),
-            "system": r.model.system_prompt or None,
+            "system": system_turn(r) or None,  # the recipe's system prompt, else the chat template's default
             "enable_thinking": r.model.enable_thinking or None,
             "torch_dtype": TORCH_DTYPE[t.precision],
             "attn_impl": SWIFT_ATTENTION[t.attention],
@@ -106,7 +107,16 @@ class Swift(Engine):
             "batch_size": t.batch_size,
             "gradient_checkpointing": t.gradient_checkpointing,
             "eval_strategy": "steps" if val or t.val_size else "no",
+            # the empty think block opening each answer (answer_prefix) is context, as in the other engines
+            "loss_scale": "ignore_empty_think" if empty_think(r) else None,
         }
+
+    def answer_prefix(self, plan: Plan) -> str:
+        """A reasoning template with thinking off: LLaMA-Factory and Axolotl put the empty think block after the
+        assistant tag as context, and every deployment prompts with it. ms-swift's deepseek_r1 template writes
+        nothing there (its qwen3 template adds the block to the answer itself), so the data copies open each answer
+        with it and `loss_scale: ignore_empty_think` keeps it out of the loss."""
+        return empty_think(plan.recipe)
 
     def render(self, plan: Plan) -> dict[str, str]:
         r = plan.recipe

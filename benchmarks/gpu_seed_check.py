@@ -9,7 +9,7 @@ is pinned to, steps, peak GPU memory (nvidia-smi, polled) against `domainft vali
 engine child saw the hub's address.
 
   python benchmarks/gpu_seed_check.py --venv .cache/gpu-venv --tokenizer .cache/gpu-wheels/tokenizer \
-      --work .cache/seed-check [--steps 20] [--out FILE.md]
+      --work .cache/seed-check [--wrapper-site DIR] [--steps 20] [--out FILE.md]
 
 Run on the GPU machine with `benchmarks/gpu_wheels.sh install` done (the LLaMA-Factory venv) and the wrapper's
 huggingface_hub on PYTHONPATH; see BENCHMARKS.md.
@@ -49,6 +49,8 @@ def main() -> None:
     p.add_argument("--work", required=True)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--out")
+    p.add_argument("--wrapper-site", help="a folder on domainft's PYTHONPATH only (e.g. the wrapper's huggingface_hub "
+                   "where the machine's is older); the engine's own stack stays as it is")
     p.add_argument("--smoke", action="store_true", help="CPU: a tiny model of the same architecture, fp32")
     args = p.parse_args()
     work = Path(args.work).resolve()
@@ -77,7 +79,8 @@ def main() -> None:
     tok_config = json.loads((model / "tokenizer_config.json").read_text()) | {"chat_template": template}
     hub = LocalHub().start()
     hub.add_repo(SEED_ID, model, files={"tokenizer_config.json": json.dumps(tok_config).encode()})
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_seedcheck_0123456789"}
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_seedcheck_0123456789",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), *([args.wrapper_site] if args.wrapper_site else [])])}
 
     def domainft(*argv: str) -> tuple[subprocess.CompletedProcess, float]:
         t = time.perf_counter()

@@ -13,8 +13,11 @@ from .metrics import strip_think
 from .paired import Paired, paired_items, paired_rows
 
 SAMPLES_PER_TASK = 3
-# The metric that decides "better" per task kind; the others are shown beside it.
-PRIMARY = ("rouge_l_char", "rouge_l", "acc", "acc_norm", "keyword_recall")
+# The metric that decides "better" per task kind; the others are shown beside it. Free answers are judged on what
+# they say beyond the question (fact_recall, then novel_recall): ROUGE-L pays an answer that restates it.
+PRIMARY = ("fact_recall", "novel_recall", "acc", "acc_norm", "rouge_l_char", "rouge_l", "keyword_recall")
+# Scores an answer that restates the question can earn: a gain on one of these alone is not learning.
+ECHO_PRONE = ("rouge_l_char", "rouge_l", "keyword_recall")
 
 
 def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dict | None = None
@@ -117,6 +120,16 @@ def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
         label = f"{task} (seen text)" if info.get("seen_text") else task
         where = f"on {label} ({info['primary']}: base {m['base']:.3f}, tuned {m['tuned']:.3f}, n={info['n']})"
         lines.append(_paired_sentence(where, m) if m.get("paired") else _unpaired_sentence(where, m))
+    for task, info in tasks.items():
+        primary = info["metrics"][info["primary"]]
+        if info["primary"] in ECHO_PRONE or not primary.get("paired") or Paired(**primary["paired"]).better():
+            continue
+        gains = [f"{name} {m['base']:.3f} → {m['tuned']:.3f} ({_interval(m['paired'])})" for name, m in
+                 info["metrics"].items() if name in ECHO_PRONE and m.get("paired") and Paired(**m["paired"]).better()]
+        if gains:
+            lines.append(f"On {task}, {'; '.join(gains)} rose beyond noise while {info['primary']} did not: an answer "
+                         "that restates the question earns those scores, so this is no gain in knowledge. "
+                         f"{info['primary']} counts only what the reference says beyond the question.")
     worse = [f"{task} {name} {m['base']:.3f} → {m['tuned']:.3f}" + (f" ({_interval(m['paired'])})" if m.get("paired") else "")
              for task, info in tasks.items() for name, m in info["metrics"].items() if _worse(m)]
     if worse:

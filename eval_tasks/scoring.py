@@ -227,13 +227,14 @@ def score_qa(doc: dict, reply: str, *, rouge: str = "auto") -> dict[str, float]:
     and keyword recall. The tasks' utils.py call this with their own ROUGE name."""
     answer = strip_think(reply)
     reference, question = doc["answer"], doc["question"]
+    name = "rouge_l_char" if rouge == "char" else "rouge_l"  # "auto" reports as rouge_l, whichever unit it used
     if rouge == "auto":
         rouge = "char" if re.search(f"[{_CJK}]", reference) else "word"
     rouge_l = rouge_l_char(answer, reference) if rouge == "char" else rouge_l_word(answer, reference)
     return {
-        "novel_recall": novel_recall(answer, reference, question),
         "fact_recall": fact_recall(answer, reference, question, doc.get("keywords") or ()),
-        "rouge_l_char" if rouge == "char" else "rouge_l": rouge_l,
+        "novel_recall": novel_recall(answer, reference, question),
+        name: rouge_l,
         "keyword_recall": keyword_recall(answer, doc.get("keywords") or (), reference),
     }
 
@@ -277,10 +278,21 @@ def qa_row(raw: dict, index: int) -> dict:
     return {
         "id": str(raw.get("id", index + 1)),
         "question": question,
+        # What the model is asked: the question, or (retrieval arms) the passages retrieved for it, then it.
+        "prompt": str(raw.get("prompt") or question),
         "answer": answer,
         "keywords": [str(k) for k in keywords],
-        "source": str(raw.get("source", "")),
+        **_provenance(raw),
     }
+
+
+def _provenance(raw: dict) -> dict:
+    """Where an item comes from: its source file (datagen's items name their chunk too) and the passage that
+    answers it, so a run can tell whether it trained on that passage."""
+    source = raw.get("source") or ""
+    chunk = source.get("chunk_id", "") if isinstance(source, dict) else raw.get("chunk_id", "")
+    file = source.get("file", "") if isinstance(source, dict) else source
+    return {"source": str(file), "chunk_id": str(chunk or ""), "evidence": str(raw.get("evidence", ""))}
 
 
 def mc_row(raw: dict, index: int) -> dict:
@@ -293,8 +305,9 @@ def mc_row(raw: dict, index: int) -> dict:
         "question": raw["question"],
         "choices": [str(c) for c in choices],
         "answer": answer,
-        "source": str(raw.get("source", "")),
+        "prompt": str(raw.get("prompt") or raw["question"]),
         "article": str(raw.get("article", "")),
+        **_provenance(raw),
     }
 
 

@@ -150,6 +150,12 @@ def _eval_task_files(plan: Plan) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
+def _knowledge_probe(plan: Plan) -> list[Path]:
+    """datagen's knowledge probe, a task of its own in eval (absent in runs made before it existed)."""
+    probe = plan.knowledge_file
+    return [probe] if probe is not None and probe.exists() else []
+
+
 def _eval_ggufs(plan: Plan) -> list[Path]:
     if not plan.recipe.eval.gguf:
         return []
@@ -210,7 +216,7 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda p: True,
         params=lambda p: _recipe_part(p, "eval", "sampling", "model", "domain"),
         inputs=lambda p: [*_train_outputs(p), *[f for f in p.eval_split_files.values()], *_eval_ggufs(p),
-                          *_eval_task_files(p)],
+                          *_eval_task_files(p), *_knowledge_probe(p)],
         outputs=lambda p: [p.eval_dir / f for f in ("report.json", "report.md", "report.png")],
         run=_run_eval,
     ),

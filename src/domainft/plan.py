@@ -115,6 +115,11 @@ class Plan:
         return {s: (self.datagen_dir / f"{s}.jsonl").resolve() for s in ("val", "test")}
 
     @property
+    def knowledge_file(self) -> Path | None:
+        """datagen's knowledge probe: questions held out of every split about passages the run trains on."""
+        return (self.datagen_dir / "knowledge.jsonl").resolve() if self.recipe.datagen is not None else None
+
+    @property
     def dataset_name(self) -> str:
         return f"{self.recipe.name}_train".replace("-", "_").replace(".", "_")
 

@@ -29,6 +29,13 @@ from ..llama_server import server_argv, serving
 from .report import write_report
 
 HELDOUT_SUFFIX = "_heldout"
+KNOWLEDGE_SUFFIX = "_knowledge"
+RUN_QA = "run_qa"  # eval_tasks/_run/run_qa.yaml: the free-answer template for a domain without its own
+# What each run-made task measures, in the report's words.
+MEASURES = {
+    "heldout": "answers about text it never read (questions on passages held out of training)",
+    "knowledge": "whether it learned its documents (questions held out of training, on passages it trained on)",
+}
 
 # Only these reach lm-eval: teacher API keys and other secrets stay out of its logs.
 # What lm-eval needs beyond what every child gets (process.PASS_THROUGH).
@@ -117,11 +124,14 @@ def resolve_tasks(plan: Plan) -> list[str]:
     if not tasks:
         groups = domain_groups()
         group = groups.get(recipe.domain)
+        if group is None and recipe.datagen is not None:
+            return []  # the tasks made from the run's own data (held-out passages, knowledge probe) only
         if group is None:
             raise UserError(
                 f"no eval tasks for domain '{recipe.domain}'",
                 where="eval.tasks",
-                hint=f"list tasks, add a task group in eval_tasks/{recipe.domain}/, or use a domain that has one: "
+                hint=f"list tasks, add a task group in eval_tasks/{recipe.domain}/, add a datagen section (its "
+                     "held-out split and knowledge probe become tasks), or use a domain that has a group: "
                      f"{', '.join(sorted(set(groups)))}",
             )
         tasks = [group]
@@ -181,35 +191,60 @@ def exported_ggufs(plan: Plan) -> list[tuple[str, Path]]:
     return [(q, files[q]) for q in plan.recipe.export.quantizations if q in files and files[q].exists()]
 
 
+def qa_template(plan: Plan, tasks: Iterable[str]) -> str:
+    """The free-answer task the run-made tasks are variants of: the domain's own (`metadata.heldout_qa` of its
+    group, or of a group or task listed in eval.tasks), else the generic eval_tasks/_run/run_qa.yaml."""
+    tasks = list(tasks)
+    qa_tasks = heldout_qa_tasks()
+    return next((qa_tasks[t] for t in [domain_groups().get(plan.recipe.domain, ""), *tasks] if t in qa_tasks),
+                next((t for t in tasks if t in qa_tasks.values()), RUN_QA))
+
+
+def _domain_slug(plan: Plan) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", plan.recipe.domain)
+
+
 def heldout_task(plan: Plan, tasks: Iterable[str]) -> Path | None:
-    """When datagen ran, write a QA task variant over its test split into the run folder; return its YAML."""
+    """When datagen ran, write a free-answer task variant over its test split into the run folder; return its
+    YAML. Named after the domain's QA task (coal_safety_qa_heldout), or <domain>_heldout on the generic one."""
     test_split = plan.eval_split_files.get("test")
     if test_split is None:
-        return None
-    qa_tasks = heldout_qa_tasks()
-    qa_task = next(
-        (qa_tasks[t] for t in [domain_groups().get(plan.recipe.domain, ""), *tasks] if t in qa_tasks),
-        next((t for t in tasks if t in qa_tasks.values()), None),
-    )
-    if qa_task is None:
         return None
     if not test_split.exists():
         raise UserError("datagen's test split is missing: run datagen before eval", where=test_split)
     if not test_split.read_text(encoding="utf-8").strip():
         return None  # split.test is 0: nothing held out
-    base_yaml = known_tasks()[qa_task].resolve()
-    out = plan.eval_dir / "tasks" / f"{qa_task}{HELDOUT_SUFFIX}.yaml"
+    qa_task = qa_template(plan, tasks)
+    name = f"{qa_task if qa_task != RUN_QA else _domain_slug(plan)}{HELDOUT_SUFFIX}"
+    return _task_variant(plan, name, qa_task, test_split, MEASURES["heldout"])
+
+
+def knowledge_task(plan: Plan, tasks: Iterable[str]) -> Path | None:
+    """When datagen wrote a knowledge probe, a free-answer task variant over it (<domain>_knowledge)."""
+    probe = plan.knowledge_file
+    if probe is None or not probe.exists() or not probe.read_text(encoding="utf-8").strip():
+        return None
+    name = f"{_domain_slug(plan)}{KNOWLEDGE_SUFFIX}"
+    return _task_variant(plan, name, qa_template(plan, tasks), probe, MEASURES["knowledge"])
+
+
+def run_made_tasks(plan: Plan, tasks: Iterable[str]) -> dict[str, Path]:
+    """kind ("heldout", "knowledge") -> the task variant over this run's own data, for those it has."""
+    tasks = list(tasks)
+    made = {"heldout": heldout_task(plan, tasks), "knowledge": knowledge_task(plan, tasks)}
+    return {kind: path for kind, path in made.items() if path is not None}
+
+
+def _task_variant(plan: Plan, name: str, base_task: str, data_file: Path, measures: str) -> Path:
+    """A task YAML in the run folder: `base_task` (from eval_tasks/) over `data_file` (lm-eval needs absolute
+    paths), with extra keys such as a doc_to_text."""
+    base_yaml = known_tasks()[base_task].resolve()
+    out = plan.eval_dir / "tasks" / f"{name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
-    header = (
-        f"# Written by domainft eval for recipe {plan.recipe.name} ({plan.recipe_hash[:12]}):\n"
-        f"# {qa_task} over datagen's held-out test split of this run (lm-eval needs absolute paths).\n"
-    )
-    body = {
-        "include": str(base_yaml),
-        "task": f"{qa_task}{HELDOUT_SUFFIX}",
-        "dataset_kwargs": {"data_file": str(test_split)},
-        "metadata": {"version": 1.0, "text": "held-out"},  # not the hand-written set's "seen"
-    }
+    header = (f"# Written by domainft eval for recipe {plan.recipe.name} ({plan.recipe_hash[:12]}):\n"
+              f"# {base_task} over {data_file.name} of this run: {measures}.\n")
+    body = {"include": str(base_yaml), "task": name, "dataset_kwargs": {"data_file": str(data_file)},
+            "metadata": {"version": 1.0}}
     _write_if_changed(out, header + yaml.safe_dump(body, allow_unicode=True, sort_keys=False))
     return out
 
@@ -335,12 +370,12 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
         raise UserError("eval needs lm-eval: pip install 'domainft[ml]'")
     tasks = resolve_tasks(plan)  # recipe mistakes first, missing artifacts after
     adapter = _trained_output(plan)
-    runs, heldout, base_path = lm_eval_runs(plan, tasks=tasks, limit=limit, backend=backend, adapter=adapter,
-                                            out_root=plan.eval_dir / "lm_eval")
+    runs, made, base_path = lm_eval_runs(plan, tasks=tasks, limit=limit, backend=backend, adapter=adapter,
+                                         out_root=plan.eval_dir / "lm_eval")
     outputs = {}
     for run in runs:
         weights = [run.gguf] if run.gguf else _files(adapter) if run.label == "tuned" else []
-        outputs[run.label] = _run_lm_eval(run, fingerprint=_fingerprint(run, weights, heldout))
+        outputs[run.label] = _run_lm_eval(run, fingerprint=_fingerprint(run, weights, list(made.values())))
     ggufs = [outputs[run.label] for run in runs if run.gguf]
     judged = None
     if recipe.eval.judge is not None:
@@ -362,7 +397,9 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
             "adapter": str(adapter),
             "backend": backend,
             "limit": limit,
-            "heldout_task": heldout.stem if heldout else None,
+            "heldout_task": made["heldout"].stem if "heldout" in made else None,
+            "knowledge_task": made["knowledge"].stem if "knowledge" in made else None,
+            "measures": {made[kind].stem: MEASURES[kind] for kind in made},
             "loss_plot": str(adapter / "loss.png") if (adapter / "loss.png").exists() else None,
             "ggufs": {run.label: str(run.gguf) for run in runs if run.gguf},
             "gguf_note": GGUF_MC_GAP if ggufs else None,
@@ -373,13 +410,16 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
 
 
 def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: str, adapter: Path,
-                 out_root: Path, with_ggufs: bool = True) -> tuple[list[LmEvalRun], Path | None, str]:
+                 out_root: Path, with_ggufs: bool = True) -> tuple[list[LmEvalRun], dict[str, Path], str]:
     """The lm-eval runs on the same tasks and items, writing under out_root: base, then base + adapter, then each
-    exported GGUF (its generate_until tasks); with the held-out task over datagen's test split when there is one,
-    and the base model's path."""
-    heldout = heldout_task(plan, tasks)
-    if heldout is not None:
-        tasks = [*tasks, str(heldout)]
+    exported GGUF (its generate_until tasks); with the tasks made from the run's own data (held-out split,
+    knowledge probe) when there are any, and the base model's path."""
+    made = run_made_tasks(plan, tasks)
+    tasks = [*tasks, *(str(path) for path in made.values())]
+    if not tasks:
+        raise UserError(f"nothing to evaluate: domain '{plan.recipe.domain}' has no task group and datagen left "
+                        "no held-out split or knowledge probe", where="eval.tasks",
+                        hint="list tasks in eval.tasks, or set datagen.split.test above 0")
     base_path = _base_model(plan)
     plan.eval_dir.mkdir(parents=True, exist_ok=True)
     runs = [
@@ -393,7 +433,7 @@ def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: st
         runs += [LmEvalRun(quant, gguf_argv(plan, label=quant, tasks=gen_tasks, limit=limit, out_root=out_root),
                            out_root / quant, gguf=path)
                  for quant, path in exported_ggufs(plan)]
-    return runs, heldout, base_path
+    return runs, made, base_path
 
 
 def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None = None,
@@ -411,7 +451,7 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
     limit = limit if limit is not None else recipe.eval.limit
     adapter = Path(adapter).resolve() if adapter is not None else plan.adapter_dir
     # The run's GGUFs were exported from the run's adapter: another adapter gets no GGUF runs beside it.
-    runs, heldout, _ = lm_eval_runs(plan, tasks=resolve_tasks(plan), limit=limit, backend=backend, adapter=adapter,
+    runs, made, _ = lm_eval_runs(plan, tasks=resolve_tasks(plan), limit=limit, backend=backend, adapter=adapter,
                                     out_root=plan.eval_dir / "by_hand", with_ggufs=adapter == plan.adapter_dir)
     labels = ",".join(run.label for run in runs)
     lines = [
@@ -422,8 +462,8 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
         "# Needs lm_eval on PATH with the eval_tasks' own packages (domainft's venv: source .venv/bin/activate).",
         f"# lm-eval writes results_*.json and samples_*.jsonl under {plan.eval_dir / 'by_hand'}/{{{labels}}}/.",
     ]
-    if heldout is not None:
-        lines.append(f"# {heldout.name} is written by domainft: the QA task over this run's held-out test split.")
+    for kind, path in made.items():
+        lines.append(f"# {path.name} is written by domainft over this run's own data; it measures {MEASURES[kind]}.")
     lines.append("set -e")
     lines.append("export " + " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items() if k != "PYTHONUNBUFFERED"))
     for run in runs:
@@ -482,15 +522,15 @@ def _is_rubric(path: Path) -> bool:
     return isinstance(cfg, dict) and "scale" in cfg and "task" not in cfg and "group" not in cfg
 
 
-def _fingerprint(run: LmEvalRun, weights: list[Path], heldout: Path | None) -> str:
+def _fingerprint(run: LmEvalRun, weights: list[Path], variants: list[Path]) -> str:
     """What a run's results depend on beyond its command line (a GGUF server's port aside): the weights (adapter
-    files, or the GGUF), the tasks, the held-out data."""
+    files, or the GGUF), the tasks, the task variants written into the run folder and their data."""
     parts: list[str] = [json.dumps(run.argv[1:])]
     files = sorted(p for p in folder("eval_tasks").rglob("*")
                    if p.is_file() and "__pycache__" not in p.parts and not _is_rubric(p))
     files += weights
-    if heldout is not None:
-        files += [heldout, Path(yaml.safe_load(heldout.read_text())["dataset_kwargs"]["data_file"])]
+    for variant in variants:
+        files += [variant, Path(yaml.safe_load(variant.read_text(encoding="utf-8"))["dataset_kwargs"]["data_file"])]
     for path in files:
         stat = path.stat()
         parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")

@@ -179,7 +179,7 @@ STAGES: tuple[Stage, ...] = (
         params=lambda p: _recipe_part(p, "datagen", "domain", "review"),
         inputs=lambda p: [p.extract_dir / "chunks.jsonl", *_datagen_prompt_file(p), *_curate_rubric_file(p),
                           *_review_journal(p)],
-        outputs=lambda p: [p.datagen_dir / f for f in ("train.jsonl", "val.jsonl", "test.jsonl")],
+        outputs=lambda p: [p.datagen_dir / f for f in ("train.jsonl", "val.jsonl", "test.jsonl", "knowledge.jsonl")],
         run=_run_datagen,
         unfinished=datagen_unfinished,
     ),

@@ -157,6 +157,9 @@ class DatagenConfig(TeacherConfig):
     pairs_per_document: int | None = Field(
         None, ge=1, description="Pairs per document instead, spread over its chunks by length (CoalQA asks 10-20).")
     max_chunks: int | None = Field(None, ge=1, description="Use only the first N chunks (smoke runs).")
+    probe_per_chunk: int | None = Field(
+        None, ge=0, le=20, description="Knowledge-probe questions per chunk, held out of every split "
+        "(datagen/knowledge.jsonl); overrides the prompt file's value, 0 turns the probe off.")
     dedup_threshold: float = Field(0.9, gt=0, le=1, description="Similarity at or above which pairs are duplicates.")
     split: SplitConfig = Field(SplitConfig(), description="Held-out fractions, split by document or section.")
     curate: CurateConfig | None = Field(None, description="An LLM judge rates each pair (faithful to its chunk, "

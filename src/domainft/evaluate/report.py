@@ -20,18 +20,21 @@ PRIMARY = ("fact_recall", "novel_recall", "acc", "acc_norm", "rouge_l_char", "ro
 ECHO_PRONE = ("rouge_l_char", "rouge_l", "keyword_recall")
 
 
-def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dict | None = None
+def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dict | None = None, *,
+            provenance: dict[str, dict[str, int]] | None = None, measures: dict[str, str] | None = None
             ) -> dict[str, dict[str, Any]]:
-    """{task: {n, primary, seen_text, gguf_missing, metrics: {metric: {base, tuned, delta, base_stderr, tuned_stderr,
+    """{task: {n, primary, provenance, measures, gguf_missing, metrics: {metric: {base, tuned, delta, base_stderr,
+    tuned_stderr,
     higher_is_better, paired, gguf}}}}; `paired` (tuned against base item by item, from the samples files) or None;
     `gguf` {label: {value, stderr, paired}} with each GGUF paired against the tuned HF model. With `judged` (from
     evaluate.judged.judge_runs), free-answer tasks gain a `judge` metric: the judge's mean score on 0..1 over the
-    answers it graded, with `judge_model` and `judge_failed` (per run, the items it could not grade)."""
+    answers it graded, with `judge_model` and `judge_failed` (per run, the items it could not grade).
+    `provenance` (evaluate.provenance.task_provenance): per task, how many items ask about passages this run
+    trained on; `measures`: what a run-made task measures, in words."""
     out: dict[str, dict[str, Any]] = {}
     b_res, t_res = base["results"]["results"], tuned["results"]["results"]
     better = tuned["results"].get("higher_is_better", {})
     n_samples = tuned["results"].get("n-samples", {})
-    configs = tuned["results"].get("configs", {})
     for task in sorted(set(b_res) & set(t_res)):
         b_rows, t_rows = _rows(base, task), _rows(tuned, task)
         metrics: dict[str, dict[str, Any]] = {}
@@ -60,8 +63,8 @@ def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dic
             continue  # a group without an aggregate
         primary = next((m for m in PRIMARY if m in metrics), next(iter(metrics)))
         n = n_samples.get(task, {})
-        seen = ((configs.get(task) or {}).get("metadata") or {}).get("text") == "seen"
-        out[task] = {"n": n.get("effective", n.get("original")), "primary": primary, "seen_text": seen,
+        out[task] = {"n": n.get("effective", n.get("original")), "primary": primary,
+                     "provenance": (provenance or {}).get(task), "measures": (measures or {}).get(task),
                      "gguf_missing": [g["label"] for g in ggufs if task not in g["results"]["results"]],
                      "metrics": metrics}
     return out
@@ -117,7 +120,7 @@ def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for task, info in tasks.items():
         m = info["metrics"][info["primary"]]
-        label = f"{task} (seen text)" if info.get("seen_text") else task
+        label = task + (f" ({seen})" if (seen := _seen(info)) else "")
         where = f"on {label} ({info['primary']}: base {m['base']:.3f}, tuned {m['tuned']:.3f}, n={info['n']})"
         lines.append(_paired_sentence(where, m) if m.get("paired") else _unpaired_sentence(where, m))
     for task, info in tasks.items():
@@ -145,9 +148,9 @@ def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
         lines.append("Where tuning did not help, likely causes are too few training steps or pairs, a base model "
                      "too small to hold the facts, or items the training data does not cover: compare the sample "
                      "answers below with the training pairs.")
-    if any(info.get("seen_text") for info in tasks.values()):
-        lines.append("Tasks marked seen text ask about passages of the training documents: a gain there can be "
-                     "memorisation. A held-out task scores questions on passages kept out of training.")
+    for task, info in tasks.items():
+        if info.get("measures"):
+            lines.append(f"{task} measures {info['measures']}.")
     if tasks and any((info["n"] or 0) < 30 for info in tasks.values()):
         lines.append("Few items were scored (see n): treat small differences as noise, and rerun without --limit "
                      "for numbers to trust.")
@@ -187,6 +190,36 @@ def _gguf_lines(tasks: dict[str, dict[str, Any]]) -> list[str]:
     if worse:
         lines.append("Worse after quantization (GGUF vs tuned HF), beyond noise: " + "; ".join(worse) + ".")
     return lines
+
+
+def _seen(info: dict[str, Any]) -> str:
+    """'3 of 5 on trained passages', from the task's provenance; '' when none of its items are."""
+    p = info.get("provenance")
+    return f"{p['trained']} of {p['n']} on trained passages" if p and p.get("trained") else ""
+
+
+def _measures_section(report: dict[str, Any]) -> list[str]:
+    """What each task measures, in words: the run-made tasks by construction, the others by their items'
+    provenance in this run."""
+    lines = ["## What each task measures", ""]
+    for task, info in report["tasks"].items():
+        p = info.get("provenance")
+        if info.get("measures"):
+            what = info["measures"]
+        elif p and p["trained"] == p["n"]:
+            what = "whether it learned its documents: every item asks about a passage this run trained on"
+        elif p and p["trained"]:
+            what = (f"partly what it learned: {p['trained']} of {p['n']} items ask about passages this run trained "
+                    f"on, the other {p['n'] - p['trained']} about text it never read")
+        elif p and p["held_out"]:
+            what = (f"answers about text it never read: {p['held_out']} of {p['n']} items are on passages of this "
+                    f"run's documents held out of training, {p['elsewhere']} on documents this run does not have")
+        elif p:
+            what = "answers about text it never read: none of its items is on a document of this run"
+        else:
+            what = "(no per-item provenance)"
+        lines.append(f"- `{task}`: {what}.")
+    return [*lines, ""]
 
 
 def _paired_sentence(where: str, m: dict[str, Any]) -> str:
@@ -282,7 +315,7 @@ def _chosen(row: dict, doc: dict) -> str:
 
 def write_report(eval_dir: Path, *, base: dict, tuned: dict, meta: dict[str, Any], ggufs: list[dict] | tuple = (),
                  judged: dict | None = None) -> Path:
-    tasks = compare(base, tuned, ggufs, judged)
+    tasks = compare(base, tuned, ggufs, judged, provenance=meta.get("provenance"), measures=meta.get("measures"))
     report = {
         **meta,
         "eval_dir": str(eval_dir),
@@ -315,8 +348,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"(lm-eval, backend {report.get('backend')}, limit {report.get('limit') or 'none'}, greedy decoding).",
         "",
     ]
-    if report.get("heldout_task"):
-        lines += [f"`{report['heldout_task']}` scores datagen's held-out test split of this run.", ""]
+    lines += _measures_section(report)
     ggufs = report.get("gguf_labels") or []
     if ggufs:
         lines += [f"Exported GGUF{'s' if len(ggufs) > 1 else ''} {', '.join(f'`{g}`' for g in ggufs)}: served by "
@@ -327,7 +359,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               + "delta | paired 95% interval | wins / losses / ties |",
               "|---|---|---:|---:|---:|" + "---:|" * len(ggufs) + "---:|---|---|"]
     for task, info in report["tasks"].items():
-        shown = f"{task} *(seen text)*" if info.get("seen_text") else task
+        shown = task + (f" *({seen})*" if (seen := _seen(info)) else "")
         for name, m in info["metrics"].items():
             label = f"**{name}**" if name == info["primary"] else name
             interval, counts = _paired_cells(m.get("paired"))
@@ -337,7 +369,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(m['tuned'], m['tuned_stderr'])} | {quant}{m['delta']:+.3f} | {interval} | {counts} |")
     lines += ["", "Bold: the metric the verdict uses. ± is lm-eval's standard error of each run alone; the paired "
               "interval is a bootstrap over the items both models answered (tuned minus base), and wins / losses / "
-              "ties count those items. Seen text: items about passages of the training documents.", ""]
+              "ties count those items. fact_recall and novel_recall count only what the reference says beyond the "
+              "question (an answer that restates the question scores 0 on both); ROUGE-L and keyword recall pay "
+              "for the question's own words too. \"k of n on trained passages\": items whose source passage is "
+              "in this run's training data (from each item's chunk or quoted evidence), computed for this run.",
+              ""]
     judge = next((info["metrics"]["judge"] for info in report["tasks"].values() if "judge" in info["metrics"]), None)
     if judge:
         lines += [f"judge: `{judge['judge_model']}` graded each free answer against the reference and its source on "

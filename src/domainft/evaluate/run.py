@@ -384,6 +384,8 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
         # Cached by question, answer, rubric and judge: only answers that changed are graded again.
         judged = judge_runs(plan, {label: out["samples"] for label, out in outputs.items()}, plan.eval_dir / "judge",
                             console=_console())
+    from .provenance import task_provenance
+
     return write_report(
         plan.eval_dir,
         base=outputs["base"],
@@ -400,6 +402,7 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
             "heldout_task": made["heldout"].stem if "heldout" in made else None,
             "knowledge_task": made["knowledge"].stem if "knowledge" in made else None,
             "measures": {made[kind].stem: MEASURES[kind] for kind in made},
+            "provenance": task_provenance(plan, outputs["tuned"]["samples"]),
             "loss_plot": str(adapter / "loss.png") if (adapter / "loss.png").exists() else None,
             "ggufs": {run.label: str(run.gguf) for run in runs if run.gguf},
             "gguf_note": GGUF_MC_GAP if ggufs else None,

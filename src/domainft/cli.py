@@ -282,7 +282,7 @@ def train(recipe: RecipeArg, engine: EngineOpt = None, set_: SetOpt = None, run_
     plan = _plan(recipe, set_, engine, run_dir)
     if plan.recipe.datagen is not None and not plan.eval_split_files["val"].exists():
         run_pipeline(plan, only=["extract", "datagen"])
-    result = run_pipeline(plan, only=["render", "train"])
+    result = run_pipeline(plan, only=["render", "pretrain", "train"])
     if any(o.action == "ran (worker)" for o in result.outcomes):
         out.print("[green]✓[/green] worker node done; the adapter is saved on node 0 (NODE_RANK=0)")
     else:

@@ -30,6 +30,7 @@ from .report import write_report
 
 HELDOUT_SUFFIX = "_heldout"
 KNOWLEDGE_SUFFIX = "_knowledge"
+RAG_SUFFIX = "_rag"  # a free-answer task again, with the passages retrieval found before each question
 RUN_QA = "run_qa"  # eval_tasks/_run/run_qa.yaml: the free-answer template for a domain without its own
 # What each run-made task measures, in the report's words.
 MEASURES = {
@@ -235,15 +236,66 @@ def run_made_tasks(plan: Plan, tasks: Iterable[str]) -> dict[str, Path]:
     return {kind: path for kind, path in made.items() if path is not None}
 
 
-def _task_variant(plan: Plan, name: str, base_task: str, data_file: Path, measures: str) -> Path:
-    """A task YAML in the run folder: `base_task` (from eval_tasks/) over `data_file` (lm-eval needs absolute
-    paths), with extra keys such as a doc_to_text."""
-    base_yaml = known_tasks()[base_task].resolve()
+def retrieval_tasks(plan: Plan, tasks: Iterable[str]) -> list[Path]:
+    """eval.retrieval: each free-answer task again (<task>_rag), each question preceded by the top passages BM25
+    finds in the run's own chunks, precomputed into the variant's data file (its `prompt` field) so plain lm_eval
+    reproduces it; the question itself stays what is scored against."""
+    cfg = plan.recipe.eval
+    if cfg.retrieval is None:
+        return []
+    from ..retrieval import run_retriever, with_passages
+
+    chunks_file = plan.extract_dir / "chunks.jsonl"
+    if not chunks_file.exists():
+        raise UserError("eval.retrieval searches the run's own chunks: run extract first", where=chunks_file)
+    retriever = run_retriever(chunks_file)
+    out = []
+    for task in generation_tasks(tasks):
+        yaml_path, name, data_file = _task_data(task)
+        rows = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for row in rows:
+            question = _question(row)
+            row["prompt"] = with_passages(question, retriever.search(question, cfg.retrieval_top_k))
+        target = plan.eval_dir / "tasks" / f"{name}{RAG_SUFFIX}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        out.append(_task_variant(plan, f"{name}{RAG_SUFFIX}", str(yaml_path), target,
+                                 f"{name} with the top {cfg.retrieval_top_k} passages of this run's chunks (BM25) "
+                                 "before each question", doc_to_text="{{prompt}}"))
+    return out
+
+
+def _task_data(task: str) -> tuple[Path, str, Path]:
+    """A task's YAML, name and data file (a name in eval_tasks/ or a variant's path; `include` followed)."""
+    path = Path(task) if task.endswith(".yaml") else known_tasks()[task]
+    cfg = _read_task_yaml(path) or {}
+    name = str(cfg.get("task") or path.stem)
+    at, data = path, (cfg.get("dataset_kwargs") or {}).get("data_file")
+    while data is None and "include" in cfg:
+        at = (at.parent / str(cfg["include"])).resolve()
+        cfg = _read_task_yaml(at) or {}
+        data = (cfg.get("dataset_kwargs") or {}).get("data_file")
+    if data is None:
+        raise UserError(f"task '{name}' names no data file: eval.retrieval cannot prepare it", where=path)
+    data_path = Path(data) if Path(data).is_absolute() else at.parent / data
+    return path.resolve(), name, data_path
+
+
+def _question(row: dict) -> str:
+    """What a QA item asks (as scoring.qa_row reads it)."""
+    question = row.get("question") or row.get("instruction") or ""
+    return f"{question}\n{row['input']}" if row.get("input") and not row.get("question") else question
+
+
+def _task_variant(plan: Plan, name: str, base_task: str, data_file: Path, measures: str, **keys: str) -> Path:
+    """A task YAML in the run folder: `base_task` (a task in eval_tasks/, or a YAML path) over `data_file` (lm-eval
+    needs absolute paths), with extra keys such as a doc_to_text."""
+    base_yaml = Path(base_task).resolve() if base_task.endswith(".yaml") else known_tasks()[base_task].resolve()
     out = plan.eval_dir / "tasks" / f"{name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# Written by domainft eval for recipe {plan.recipe.name} ({plan.recipe_hash[:12]}):\n"
-              f"# {base_task} over {data_file.name} of this run: {measures}.\n")
-    body = {"include": str(base_yaml), "task": name, "dataset_kwargs": {"data_file": str(data_file)},
+              f"# {base_yaml.stem} over {data_file.name} of this run: {measures}.\n")
+    body = {"include": str(base_yaml), "task": name, "dataset_kwargs": {"data_file": str(data_file)}, **keys,
             "metadata": {"version": 1.0}}
     _write_if_changed(out, header + yaml.safe_dump(body, allow_unicode=True, sort_keys=False))
     return out
@@ -401,7 +453,9 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
             "limit": limit,
             "heldout_task": made["heldout"].stem if "heldout" in made else None,
             "knowledge_task": made["knowledge"].stem if "knowledge" in made else None,
-            "measures": {made[kind].stem: MEASURES[kind] for kind in made},
+            "measures": {made[kind].stem: MEASURES[kind] for kind in MEASURES if kind in made},
+            "retrieval": {"method": recipe.eval.retrieval, "top_k": recipe.eval.retrieval_top_k,
+                          "suffix": RAG_SUFFIX} if recipe.eval.retrieval else None,
             "provenance": task_provenance(plan, outputs["tuned"]["samples"]),
             "loss_plot": str(adapter / "loss.png") if (adapter / "loss.png").exists() else None,
             "ggufs": {run.label: str(run.gguf) for run in runs if run.gguf},
@@ -416,9 +470,13 @@ def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: st
                  out_root: Path, with_ggufs: bool = True) -> tuple[list[LmEvalRun], dict[str, Path], str]:
     """The lm-eval runs on the same tasks and items, writing under out_root: base, then base + adapter, then each
     exported GGUF (its generate_until tasks); with the tasks made from the run's own data (held-out split,
-    knowledge probe) when there are any, and the base model's path."""
+    knowledge probe, and with eval.retrieval each free-answer task's retrieval arm, on base and tuned only) when
+    there are any, and the base model's path."""
     made = run_made_tasks(plan, tasks)
     tasks = [*tasks, *(str(path) for path in made.values())]
+    rag = retrieval_tasks(plan, tasks)
+    for path in rag:
+        made[path.stem] = path
     if not tasks:
         raise UserError(f"nothing to evaluate: domain '{plan.recipe.domain}' has no task group and datagen left "
                         "no held-out split or knowledge probe", where="eval.tasks",
@@ -426,7 +484,7 @@ def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: st
     base_path = _base_model(plan)
     plan.eval_dir.mkdir(parents=True, exist_ok=True)
     runs = [
-        LmEvalRun(label, lm_eval_argv(plan, label=label, tasks=tasks, limit=limit, backend=backend,
+        LmEvalRun(label, lm_eval_argv(plan, label=label, tasks=[*tasks, *map(str, rag)], limit=limit, backend=backend,
                                       base_path=base_path, adapter=ad, trained=adapter, out_root=out_root),
                   out_root / label)
         for label, ad in (("base", None), ("tuned", adapter))
@@ -466,7 +524,8 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
         f"# lm-eval writes results_*.json and samples_*.jsonl under {plan.eval_dir / 'by_hand'}/{{{labels}}}/.",
     ]
     for kind, path in made.items():
-        lines.append(f"# {path.name} is written by domainft over this run's own data; it measures {MEASURES[kind]}.")
+        what = MEASURES.get(kind, "a free-answer task with retrieved passages before each question (eval.retrieval)")
+        lines.append(f"# {path.name} is written by domainft over this run's own data; it measures {what}.")
     lines.append("set -e")
     lines.append("export " + " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items() if k != "PYTHONUNBUFFERED"))
     for run in runs:

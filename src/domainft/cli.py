@@ -363,6 +363,8 @@ def chat(
     engine: EngineOpt = None,
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
+    rag: Annotated[bool, typer.Option("--rag", help="Put the run's best-matching passages (BM25) before each "
+                                      "question and cite them (file and section); needs a recipe.")] = False,
 ) -> None:
     """Talk to the model: interactive, one question (-q), or a questions file (--questions)."""
     from . import chat as chat_mod
@@ -372,7 +374,7 @@ def chat(
     else:  # a .gguf file or a model folder: -s sets how to talk to it
         source, settings = target, chat_mod.ChatSettings.from_overrides(set_ or [])
     chat_mod.main(source, question=question, questions=questions, output=output, backend=backend, think=think,
-                  settings=settings)
+                  settings=settings, rag=rag)
 
 
 @app.command()

@@ -296,9 +296,9 @@ def _sample_pair(b_row: dict, t_row: dict, g_rows: dict[str, dict], primary: str
         pair["reference"] = doc.get("answer", "")
         pair["base"], pair["tuned"] = _answer(b_row), _answer(t_row)
     pair["base_score"], pair["tuned_score"] = b_row.get(primary), t_row.get(primary)
-    # GGUF runs score generate_until tasks only, so their rows are free answers.
     # Each GGUF's answer, and base's and tuned's with retrieved passages (eval.retrieval): more rows per item.
-    pair["others"] = {label: {"answer": _answer(row), "score": row.get(primary)} for label, row in g_rows.items()}
+    pair["others"] = {label: {"answer": _chosen(row, doc) if "choices" in doc else _answer(row),
+                              "score": row.get(primary)} for label, row in g_rows.items()}
     return pair
 
 

@@ -171,9 +171,12 @@ def _eval_task_files(plan: Plan) -> list[Path]:
 
 
 def _knowledge_probe(plan: Plan) -> list[Path]:
-    """datagen's knowledge probe, a task of its own in eval (absent in runs made before it existed)."""
+    """datagen's knowledge probe, a task of its own in eval (absent in runs made before it existed), and with
+    eval.retrieval the chunks it searches."""
     probe = plan.knowledge_file
-    return [probe] if probe is not None and probe.exists() else []
+    chunks = plan.extract_dir / "chunks.jsonl"
+    return ([probe] if probe is not None and probe.exists() else []) + (
+        [chunks] if plan.recipe.eval.retrieval and chunks.exists() else [])
 
 
 def _eval_ggufs(plan: Plan) -> list[Path]:

@@ -598,7 +598,9 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
         f"# lm-eval writes results_*.json and samples_*.jsonl under {plan.eval_dir / 'by_hand'}/{{{labels}}}/.",
     ]
     for kind, path in made.items():
-        what = MEASURES.get(kind, "a free-answer task with retrieved passages before each question (eval.retrieval)")
+        what = MEASURES.get(kind) or ("a multiple-choice task on its chat-templated prompts, for a GGUF"
+                                      if kind.endswith(CHAT_SUFFIX) else
+                                      "a free-answer task with retrieved passages before each question (eval.retrieval)")
         lines.append(f"# {path.name} is written by domainft over this run's own data; it measures {what}.")
     lines.append("set -e")
     lines.append("export " + " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items() if k != "PYTHONUNBUFFERED"))

@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from helpers import COAL_DOCS
 
 from domainft.evaluate import run_eval
+from domainft.extract import extract_for_plan
 from domainft.plan import make_plan
 from domainft.recipe import recipe_from_dict
 from domainft.resources import folder
@@ -118,7 +120,10 @@ def test_printed_lm_eval_commands_give_the_same_items_and_scores(tmp_path, tiny_
     local-chat-completions, multiple choice through lm-eval's gguf model on chat-templated prompts)."""
     from domainft.evaluate.run import hand_commands
 
-    plan = _eval_plan(tmp_path, tiny_model, export={"quantizations": ["q8_0"]})
+    plan = _eval_plan(tmp_path, tiny_model, export={"quantizations": ["q8_0"]},
+                      eval={"limit": 2, "max_new_tokens": 8, "retrieval": "bm25", "retrieval_top_k": 1})
+    shutil.copy(COAL_DOCS / "19-中华人民共和国矿山安全法.txt", tmp_path / "docs")
+    extract_for_plan(plan)  # the chunks the retrieval arms search
     _export_gguf(plan, tiny_model)
     run_eval(plan, limit=None)
     script = hand_commands(plan)
@@ -133,7 +138,8 @@ def test_printed_lm_eval_commands_give_the_same_items_and_scores(tmp_path, tiny_
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = {"coal_safety_mc", "coal_safety_qa", "coal_safety_qa_heldout"}
-    for label, tasks in (("base", expected), ("tuned", expected), ("q8_0", expected - {"coal_safety_mc"}),
+    rag = {"coal_safety_qa_rag", "coal_safety_qa_heldout_rag"}  # the retrieval arms: base and tuned only
+    for label, tasks in (("base", expected | rag), ("tuned", expected | rag), ("q8_0", expected - {"coal_safety_mc"}),
                          ("q8_0_mc", {"coal_safety_mc_chat"})):
         ours = _per_item(plan.eval_dir / "lm_eval" / label)
         by_hand = _per_item(plan.eval_dir / "by_hand" / label)

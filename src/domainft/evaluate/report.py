@@ -24,8 +24,8 @@ def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dic
             provenance: dict[str, dict[str, int]] | None = None, measures: dict[str, str] | None = None
             ) -> dict[str, dict[str, Any]]:
     """{task: {n, primary, provenance, measures, gguf_missing, metrics: {metric: {base, tuned, delta, base_stderr,
-    tuned_stderr,
-    higher_is_better, paired, gguf}}}}; `paired` (tuned against base item by item, from the samples files) or None;
+    tuned_stderr, higher_is_better, paired, gguf}}}} (and each run's rows of the task, under _base_rows and
+    _tuned_rows, for the retrieval arms' pairing; write_report drops them); `paired` (tuned against base item by item, from the samples files) or None;
     `gguf` {label: {value, stderr, paired}} with each GGUF paired against the tuned HF model. With `judged` (from
     evaluate.judged.judge_runs), free-answer tasks gain a `judge` metric: the judge's mean score on 0..1 over the
     answers it graded, with `judge_model` and `judge_failed` (per run, the items it could not grade).

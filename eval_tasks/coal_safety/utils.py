@@ -27,10 +27,6 @@ def load_qa(data_file="coal_safety_qa.jsonl", **_metadata):
 
 
 def process_qa(doc, results):
-    """Chinese answers: character-level ROUGE-L F1 and keyword recall, after dropping <think> blocks."""
-    s = _scoring()
-    answer = s.strip_think(results[0])
-    return {
-        "rouge_l_char": s.rouge_l_char(answer, doc["answer"]),
-        "keyword_recall": s.keyword_recall(answer, doc["keywords"], doc["answer"]),
-    }
+    """What the answer adds beyond the question (novel_recall, fact_recall), then character-level ROUGE-L and keyword
+    recall; <think> blocks dropped (Chinese answers)."""
+    return _scoring().score_qa(doc, results[0], rouge="char")

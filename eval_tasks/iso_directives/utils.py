@@ -27,10 +27,6 @@ def load_qa(data_file="iso_directives_qa.jsonl", **_metadata):
 
 
 def process_qa(doc, results):
-    """English answers: word-level ROUGE-L F1 and keyword recall, after dropping <think> blocks."""
-    s = _scoring()
-    answer = s.strip_think(results[0])
-    return {
-        "rouge_l": s.rouge_l_word(answer, doc["answer"]),
-        "keyword_recall": s.keyword_recall(answer, doc["keywords"], doc["answer"]),
-    }
+    """What the answer adds beyond the question (novel_recall, fact_recall), then word-level ROUGE-L and keyword
+    recall; <think> blocks dropped (English answers)."""
+    return _scoring().score_qa(doc, results[0], rouge="word")

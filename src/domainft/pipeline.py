@@ -72,6 +72,12 @@ def _run_render(plan: Plan) -> Any:
     return render_for_plan(plan)
 
 
+def _run_pretrain(plan: Plan) -> Any:
+    from .engines.runner import pretrain
+
+    return pretrain(plan)
+
+
 def _run_train(plan: Plan) -> Any:
     from .engines.runner import train
 
@@ -158,9 +164,23 @@ def datagen_unfinished(plan: Plan) -> str | None:
 
 
 def _train_outputs(plan: Plan) -> list[Path]:
+    return _weights(plan.train_dir)
+
+
+def _weights(folder_path: Path) -> list[Path]:
     # .jinja: the chat template deployed beside the adapter (chat and eval prompt with it)
-    return [p for p in _top_files(plan.train_dir) if p.suffix in {".safetensors", ".json", ".bin", ".model", ".jinja"}
+    return [p for p in _top_files(folder_path) if p.suffix in {".safetensors", ".json", ".bin", ".model", ".jinja"}
             and not p.name.startswith(("trainer_state", "all_results", "train_results", "eval_results"))]
+
+
+def _pretrain_outputs(plan: Plan) -> list[Path]:
+    """Continued pre-training's adapter (or weights): SFT starts from them (none without method.pretrain)."""
+    return _weights(plan.pretrain_dir) if plan.recipe.method.pretrain is not None else []
+
+
+def _pretrain_inputs(plan: Plan) -> list[Path]:
+    """The rendered pre-training config and its raw text: SFT settings changing do not rerun it."""
+    return [p for p in [*_top_files(plan.render_dir), *_top_files(plan.render_dir / "data")] if "pretrain" in p.name]
 
 
 def _eval_task_files(plan: Plan) -> list[Path]:
@@ -171,6 +191,15 @@ def _eval_task_files(plan: Plan) -> list[Path]:
 
         files.append(rubric_path(plan.recipe.eval.judge.rubric, home="eval_tasks", base_dir=plan.recipe.base_dir).resolve())
     return list(dict.fromkeys(files))
+
+
+def _knowledge_probe(plan: Plan) -> list[Path]:
+    """datagen's knowledge probe, a task of its own in eval (absent in runs made before it existed), and with
+    eval.retrieval the chunks it searches."""
+    probe = plan.knowledge_file
+    chunks = plan.extract_dir / "chunks.jsonl"
+    return ([probe] if probe is not None and probe.exists() else []) + (
+        [chunks] if plan.recipe.eval.retrieval and chunks.exists() else [])
 
 
 def _eval_ggufs(plan: Plan) -> list[Path]:
@@ -207,7 +236,8 @@ STAGES: tuple[Stage, ...] = (
         params=lambda p: _recipe_part(p, "datagen", "domain", "review"),
         inputs=lambda p: [p.extract_dir / "chunks.jsonl", *_datagen_prompt_file(p), *_curate_rubric_file(p),
                           *_review_journal(p)],
-        outputs=lambda p: [p.datagen_dir / f for f in ("train.jsonl", "val.jsonl", "test.jsonl")],
+        outputs=lambda p: [p.datagen_dir / f for f in ("train.jsonl", "val.jsonl", "test.jsonl", "knowledge.jsonl",
+                                                       "pretrain.jsonl")],
         run=_run_datagen,
         unfinished=datagen_unfinished,
     ),
@@ -216,16 +246,24 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda p: True,
         params=lambda p: {**_recipe_part(p, "name", "model", "dataset", "method", "training", "engine_overrides",
                                          "distributed"), "engine": p.engine, "model_path": p.model_path},
-        inputs=lambda p: [*p.train_files, *p.val_files,
+        inputs=lambda p: [*p.train_files, *p.val_files, *p.pretrain_files,
                           *([p.model_record] if p.is_hub and p.model_record.exists() else []), *_render_templates(p)],
         outputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
         run=_run_render,
     ),
     Stage(
+        "pretrain", "continued pre-training on the raw chunks -> the adapter training goes on from",
+        enabled=lambda p: p.recipe.method.pretrain is not None,
+        params=lambda p: {"engine": p.engine},
+        inputs=_pretrain_inputs,
+        outputs=_pretrain_outputs,
+        run=_run_pretrain,
+    ),
+    Stage(
         "train", "engine subprocess -> adapter",
         enabled=lambda p: True,
         params=lambda p: {"engine": p.engine},
-        inputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
+        inputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data"), *_pretrain_outputs(p)],
         outputs=_train_outputs,
         run=_run_train,
     ),
@@ -244,7 +282,7 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda p: True,
         params=lambda p: _recipe_part(p, "eval", "sampling", "model", "domain"),
         inputs=lambda p: [*_train_outputs(p), *[f for f in p.eval_split_files.values()], *_eval_ggufs(p),
-                          *_eval_task_files(p)],
+                          *_eval_task_files(p), *_knowledge_probe(p)],
         outputs=lambda p: [p.eval_dir / f for f in ("report.json", "report.md", "report.png")],
         run=_run_eval,
     ),

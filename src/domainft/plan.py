@@ -84,6 +84,18 @@ class Plan:
         return self.run_dir / "export"
 
     @property
+    def pretrain_dir(self) -> Path:
+        """Continued pre-training's output (method.pretrain): the adapter (or weights) SFT starts from."""
+        return self.run_dir / "pretrain" / self.engine
+
+    @property
+    def pretrain_files(self) -> list[Path]:
+        """The raw text continued pre-training reads: datagen's pretrain.jsonl (the trained chunks), when asked for."""
+        if self.recipe.method.pretrain is None or self.recipe.datagen is None:
+            return []
+        return [(self.datagen_dir / "pretrain.jsonl").resolve()]
+
+    @property
     def adapter_dir(self) -> Path:
         return self.train_dir
 
@@ -129,6 +141,11 @@ class Plan:
         if self.recipe.datagen is None:
             return {}
         return {s: (self.datagen_dir / f"{s}.jsonl").resolve() for s in ("val", "test")}
+
+    @property
+    def knowledge_file(self) -> Path | None:
+        """datagen's knowledge probe: questions held out of every split about passages the run trains on."""
+        return (self.datagen_dir / "knowledge.jsonl").resolve() if self.recipe.datagen is not None else None
 
     @property
     def dataset_name(self) -> str:

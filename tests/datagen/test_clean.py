@@ -161,3 +161,25 @@ def test_coalqa_keeps_answers_up_to_its_1024_characters():
     coal = load_prompts("coal")
     _, rejected = check_pairs({"pairs": [{"question": r["input"], "answer": r["output"]} for r in reply]}, coal, chunk, 20)
     assert rejected == {"answer_too_long": 2} and coal.answer_max_chars == 600
+
+
+def test_knowledge_probe_keeps_questions_on_trained_passages_and_refuses_near_duplicates():
+    from domainft.datagen.clean import knowledge_probe
+
+    def rec(chunk, index, question, answer="答案。"):
+        return {"instruction": question, "input": "", "output": answer,
+                "source": {"file": "a.txt", "heading_path": ["第一章"], "chunk_id": chunk, "index": index}}
+
+    train = [rec("c1", 0, "《矿山安全法》第十条规定了什么？"), rec("c2", 0, "《矿山安全法》第十一条规定了什么？")]
+    probes = [
+        rec("c1", 1, "按照《矿山安全法》，第十条有哪些要求？"),  # kept: another wording, a trained passage
+        rec("c2", 1, "《矿山安全法》第十一条规定了什么？"),  # the training question itself
+        rec("c2", 2, "《矿山安全法》第十一条规定了什么"),  # a near duplicate of it
+        rec("c9", 1, "按照《矿山安全法》，第九十条有哪些要求？"),  # its passage went to val or test
+        rec("c1", 2, "按照《矿山安全法》，第十条有哪些要求？"),  # a second probe asking the same
+        rec("c1", 3, "哪部法律规定了矿山企业的安全出口？"),  # repeats a dataset file's question
+    ]
+    kept, dropped = knowledge_probe(probes, train, 0.9, ["哪部法律规定了矿山企业的安全出口？"])
+    assert [p["source"]["index"] for p in kept] == [1] and kept[0]["source"]["chunk_id"] == "c1"
+    assert dropped == {"c2#1": "near_train_question", "c2#2": "near_train_question", "c9#1": "passage_not_trained",
+                       "c1#2": "duplicate", "c1#3": "near_train_question"}

@@ -83,7 +83,8 @@ def test_fault_injecting_teacher_loses_and_duplicates_nothing(coal_plan):
     assert summary.errors["http_500"] == stub.injected["500"] and summary.errors["http_429"] == stub.injected["429"]
     assert summary.errors["timeout"] == stub.injected["stall"]
     assert summary.rejected["reply_invalid_json"] == stub.injected["malformed"]
-    assert summary.tokens == 150 * (24 + stub.injected["malformed"])  # rejected replies cost tokens too
+    # Two good calls per chunk (its pairs, its knowledge probe); rejected replies cost tokens too.
+    assert summary.probes == 24 and summary.tokens == 150 * (2 * 24 + stub.injected["malformed"])
 
 
 def test_kill_9_midway_then_rerun_gives_the_same_result(coal_plan, tmp_path):
@@ -113,7 +114,7 @@ def test_kill_9_midway_then_rerun_gives_the_same_result(coal_plan, tmp_path):
     assert sorted(map(key, _lines(plan.datagen_dir / "pairs.jsonl"))) == sorted(
         map(key, _lines(reference.datagen_dir / "pairs.jsonl"))
     )
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test", "knowledge"):
         assert (plan.datagen_dir / f"{split}.jsonl").read_bytes() == (reference.datagen_dir / f"{split}.jsonl").read_bytes()
 
 
@@ -168,7 +169,7 @@ def test_failed_chunks_are_asked_again_on_rerun_and_only_they(coal_plan):
         calls_before = stub.calls
         result = run_pipeline(plan, only=["extract", "datagen"])
         assert [o.reason for o in result.outcomes if o.name == "datagen"] == ["6 chunk(s) failed last time"]
-        assert stub.calls - calls_before == 6  # one call per failed chunk, none for anything else
+        assert stub.calls - calls_before == 12  # per failed chunk its pairs and its probe, nothing else
     summary = json.loads((plan.datagen_dir / "summary.json").read_text())
     assert summary["failed"] == 0 and summary["resumed_chunks"] == 0 and summary["done"] == 6
     for split in ("train", "val", "test"):
@@ -200,17 +201,17 @@ def test_a_teacher_gone_for_the_whole_window_stops_the_run_keeping_what_was_done
     stub = Stub()
     stub.__enter__()
     plan = coal_plan(provider="openai", base_url=stub.url, model="stub", concurrency=1, max_chunks=8, max_retries=50)
-    original = R._Run._attempt
+    original = R._Run.one
     served = {"n": 0}
 
-    async def attempt_then_vanish(self, chunk):
+    async def chunk_then_vanish(self, chunk):
         result = await original(self, chunk)
         served["n"] += 1
-        if served["n"] == 3:  # the teacher goes away after three answers
+        if served["n"] == 3:  # the teacher goes away after three chunks (their pairs and probes)
             stub.__exit__(None, None, None)
         return result
 
-    monkeypatch.setattr(R._Run, "_attempt", attempt_then_vanish)
+    monkeypatch.setattr(R._Run, "one", chunk_then_vanish)
     with pytest.raises(TeacherError) as info:
         run_datagen(plan, progress=False)
     line = info.value.one_line()
@@ -236,3 +237,27 @@ def test_the_demo_split_honours_the_fractions_by_section(coal_plan):
     assert all(len(sides) == 1 for sides in sections.values()), "a section on two sides"
     written = json.loads((plan.datagen_dir / "summary.json").read_text())["clean"]
     assert written["split_unit"] == "section" and written["fractions"] == clean["fractions"]
+
+
+@pytest.mark.parametrize("provider", ["extractive", "openai"])
+def test_the_knowledge_probe_is_held_out_of_every_split(coal_plan, provider):
+    """Every provider asks for probe questions per chunk; they land in knowledge.jsonl only, each about a passage
+    the training split holds, none repeating a training question, and splits.jsonl says where each went."""
+    with Stub() as stub:
+        plan = coal_plan(provider=provider, base_url=stub.url if provider == "openai" else None,
+                         model="stub" if provider == "openai" else None, max_chunks=12 if provider == "openai" else None)
+        summary = run_datagen(plan, progress=False)
+    out = plan.datagen_dir
+    probes = _lines(out / "knowledge.jsonl")
+    assert probes and summary.clean["knowledge"]["kept"] == len(probes) <= summary.probes
+    questions = {r["instruction"] for s in ("train", "val", "test") for r in _lines(out / f"{s}.jsonl")}
+    assert not questions & {p["question"] for p in probes}
+    pairs = _lines(out / "pairs.jsonl")
+    by_text = {(p["instruction"], p["output"]): p["source"]["chunk_id"] for p in pairs}
+    trained = {by_text[(r["instruction"], r["output"])] for r in _lines(out / "train.jsonl")}
+    assert {p["source"]["chunk_id"] for p in probes} <= trained
+    record = {r["pair_id"]: r for r in _lines(out / "splits.jsonl")}
+    assert all(record[p["id"]]["split"] == "knowledge" for p in probes)
+    if provider == "extractive":  # the same article asked in other words, answered with its text
+        assert any(p["question"].startswith("按照《中华人民共和国矿山安全法(2009修正)》，第") for p in probes)
+        assert summary.clean["knowledge"].get("passage_not_trained", 0) > 0  # probes of val/test passages refused

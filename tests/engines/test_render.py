@@ -36,6 +36,11 @@ VARIANTS = {
     # datagen's validation split becomes the engine's eval set; the source projects' weight decay
     "datagen_val": {"extract": {"inputs": ["docs"]}, "datagen": {"provider": "extractive"},
                     "training": {"weight_decay": 0.01, "eval_steps": 3}},
+    # continued pre-training on the raw chunks, then SFT goes on from its adapter (full: from its weights)
+    "datagen_pretrain": {"extract": {"inputs": ["docs"]}, "datagen": {"provider": "extractive"},
+                         "method": {"pretrain": {"max_steps": 3, "learning_rate": 5.0e-4}}},
+    "full_pretrain": {"extract": {"inputs": ["docs"]}, "datagen": {"provider": "extractive"},
+                      "method": {"kind": "full", "pretrain": {"epochs": 2.0}}},
 }
 # Keys every engine on the HF Trainer spells the same: one replaces a rendered key, one adds a key.
 OVERRIDES = {"seed": 7, "max_grad_norm": 0.5}
@@ -165,7 +170,7 @@ def test_system_prompt_in_the_user_turn_reaches_the_data_copies(engine, plan_for
     assert "its system prompt opening each first user turn" in files["README.md"]
     assert "你是煤矿安全专家" not in files[get_engine(engine).config_file]
     other = plan_for(engine, model={**model, "system_prompt": "另一个提示。"})
-    assert _training_digest(other, files) != _training_digest(plan, files)  # same files, other data copies
+    assert _training_digest(other, files, plan.train_files) != _training_digest(plan, files, plan.train_files)  # same files, other data copies
 
     sharegpt = plan_for(engine, model=model, dataset={"files": [str(sharegpt_file)], "format": "sharegpt",
                                                       "columns": {"messages": "conversations"},

@@ -49,7 +49,7 @@ def test_paired_rows_join_on_doc_id_and_skip_items_without_a_score():
 # ------------------------------------------------------------------ the verdict on planted results
 
 
-def _run(tmp_path, label: str, scores: dict[str, dict[str, list[float]]], seen: tuple[str, ...] = ()) -> dict:
+def _run(tmp_path, label: str, scores: dict[str, dict[str, list[float]]]) -> dict:
     """An lm-eval-shaped run: per task, per metric, one score per item (its samples file) and their mean."""
     results, samples = {}, {}
     for task, metrics in scores.items():
@@ -64,7 +64,6 @@ def _run(tmp_path, label: str, scores: dict[str, dict[str, list[float]]], seen: 
         "results": results,
         "higher_is_better": {t: {m: True for m in ms} for t, ms in scores.items()},
         "n-samples": {t: {"effective": len(next(iter(ms.values())))} for t, ms in scores.items()},
-        "configs": {t: {"metadata": {"text": "seen"}} for t in seen},
     }}
 
 
@@ -90,17 +89,21 @@ def test_clear_win_tie_loss_and_inside_noise(tmp_path):
     assert len(worse) == 1 and "loss rouge_l_char" in worse[0] and "win " not in worse[0] and "noise " not in worse[0]
 
 
-def test_a_regression_on_a_secondary_metric_is_named_and_seen_text_is_labelled(tmp_path):
+# Provenance as evaluate.provenance computes it per run: 12 of the 20 items ask about passages it trained on.
+SEEN = {"qa": {"n": 20, "trained": 12, "held_out": 8, "elsewhere": 0}}
+
+
+def test_a_regression_on_a_secondary_metric_is_named_and_trained_passages_are_labelled(tmp_path):
     # The ISO demo case: ROUGE-L up, keyword recall down by half: the verdict must say both.
-    base = _run(tmp_path, "base", {"qa": {"rouge_l_char": BASE, "keyword_recall": [0.6] * 20}}, seen=("qa",))
+    base = _run(tmp_path, "base", {"qa": {"rouge_l_char": BASE, "keyword_recall": [0.6] * 20}})
     tuned = _run(tmp_path, "tuned", {"qa": {"rouge_l_char": [b + 0.1 for b in BASE],
-                                            "keyword_recall": [0.3] * 20}}, seen=("qa",))
-    tasks = compare(base, tuned)
-    assert tasks["qa"]["seen_text"] is True
+                                            "keyword_recall": [0.3] * 20}})
+    tasks = compare(base, tuned, provenance=SEEN)
+    assert tasks["qa"]["provenance"]["trained"] == 12
     lines = verdict(tasks)
-    assert lines[0].startswith("The tuned model beats the base model on qa (seen text) (rouge_l_char")
+    assert lines[0].startswith("The tuned model beats the base model on qa (12 of 20 on trained passages) "
+                               "(rouge_l_char")
     assert any(ln.startswith("Worse after tuning") and "qa keyword_recall 0.600 → 0.300" in ln for ln in lines)
-    assert any("seen text ask about passages of the training documents" in ln for ln in lines)
 
 
 def test_report_shows_the_paired_interval_and_the_label(tmp_path):
@@ -108,11 +111,13 @@ def test_report_shows_the_paired_interval_and_the_label(tmp_path):
 
     runs = {}
     for label, shift in (("base", 0.0), ("tuned", 0.2)):
-        run = _run(tmp_path, label, {"qa": {"rouge_l_char": [b + shift for b in BASE]}}, seen=("qa",))
+        run = _run(tmp_path, label, {"qa": {"rouge_l_char": [b + shift for b in BASE]}})
         runs[label] = {**run, "results_path": tmp_path / f"{label}.json", "seconds": 1.0, "reused": False}
     out = tmp_path / "eval"
-    md = write_report(out, base=runs["base"], tuned=runs["tuned"], meta={"recipe": "r"}).read_text()
-    assert "| qa *(seen text)* | **rouge_l_char** | 20 |" in md and "| [+0.200, +0.200] | 20 / 0 / 0 |" in md
+    md = write_report(out, base=runs["base"], tuned=runs["tuned"], meta={"recipe": "r", "provenance": SEEN}).read_text()
+    assert "| qa *(12 of 20 on trained passages)* | **rouge_l_char** | 20 |" in md
+    assert "| [+0.200, +0.200] | 20 / 0 / 0 |" in md
+    assert "- `qa`: partly what it learned: 12 of 20 items ask about passages this run trained on" in md
     report = json.loads((out / "report.json").read_text())
     assert report["tasks"]["qa"]["metrics"]["rouge_l_char"]["paired"]["wins"] == 20
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"

@@ -37,7 +37,7 @@ def test_unknown_task_is_a_one_line_error_with_a_suggestion(tmp_path):
     assert "did you mean 'coal_safety_qa'" in err.value.one_line()
 
 
-def test_domain_without_tasks_needs_a_task_list(tmp_path):
+def test_domain_without_tasks_needs_a_task_list_or_datagen(tmp_path):
     with pytest.raises(UserError, match="no eval tasks for domain 'general'"):
         resolve_tasks(_plan(tmp_path, domain="general"))
 
@@ -95,6 +95,34 @@ def test_heldout_split_becomes_a_task_lm_eval_loads(tmp_path, monkeypatch):
     docs = cfg["custom_dataset"](**cfg["dataset_kwargs"])["test"]
     assert docs[0]["question"] == rows[0]["instruction"] and docs[0]["answer"] == "不得超过28℃。"
     assert docs[1]["question"] == "Which verbal form?\nrequirement"
+
+
+def test_a_domain_without_tasks_is_evaluated_on_the_runs_own_data(tmp_path, monkeypatch):
+    """No eval_tasks/<domain> folder: the held-out split and the knowledge probe become variants of the generic
+    free-answer task (eval_tasks/_run/run_qa.yaml), which lm-eval loads and scores like any other."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from domainft.evaluate.run import run_made_tasks
+
+    (tmp_path / "docs").mkdir()
+    plan = _plan(tmp_path, domain="general", datagen={"provider": "extractive"}, extract={"inputs": ["docs"]})
+    assert resolve_tasks(plan) == []
+    plan.datagen_dir.mkdir(parents=True)
+    row = {"instruction": "What does clause 4.1 require?", "input": "", "output": "Tests shall be repeatable."}
+    plan.eval_split_files["test"].write_text(json.dumps(row) + "\n", encoding="utf-8")
+    probe = {"question": "Under clause 4.1, how must tests behave?", "answer": "Tests shall be repeatable.",
+             "source": {"file": "rules.md", "heading_path": ["4"], "chunk_id": "abc"}}
+    plan.knowledge_file.write_text(json.dumps(probe) + "\n", encoding="utf-8")
+    made = run_made_tasks(plan, [])
+    assert {k: p.name for k, p in made.items()} == {"heldout": "general_heldout.yaml",
+                                                    "knowledge": "general_knowledge.yaml"}
+    monkeypatch.chdir(tmp_path)
+    cfg = load_yaml(made["knowledge"], resolve_func=True)
+    doc = cfg["custom_dataset"](**cfg["dataset_kwargs"])["test"][0]
+    assert (doc["chunk_id"], doc["source"]) == ("abc", "rules.md")
+    scores = cfg["process_results"](doc, [doc["question"]])
+    assert scores["fact_recall"] == scores["novel_recall"] == 0.0  # restating the question earns nothing
+    assert cfg["process_results"](doc, ["They shall be repeatable."])["novel_recall"] == 1.0
 
 
 def test_missing_heldout_split_is_a_user_error(tmp_path):

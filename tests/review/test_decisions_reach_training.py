@@ -48,7 +48,9 @@ def test_decisions_apply_where_each_pair_was_and_rerun_datagen(review_run):
     assert after["test"] == [row for row in before["test"] if row != alpaca(pairs[rejected_test])]
     assert after["val"] == before["val"]
     assert splits_by_id(plan) == placed  # no pair moved to another split
-    assert {r["pair_id"]: r["dropped"] for r in read_jsonl(plan.datagen_dir / "splits.jsonl") if r["dropped"]} == {
+    # knowledge-probe questions are recorded too ("probe": true), each kept or dropped for the probe's own reasons
+    assert {r["pair_id"]: r["dropped"] for r in read_jsonl(plan.datagen_dir / "splits.jsonl")
+            if r["dropped"] and not r.get("probe")} == {
         rejected: "rejected in review", rejected_test: "rejected in review"}
 
     manifest = Manifest(plan.run_dir)

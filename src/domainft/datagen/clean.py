@@ -7,6 +7,7 @@ normalized Levenshtein ratio against the threshold.
 
 from __future__ import annotations
 
+import json
 import random
 import unicodedata
 import zlib
@@ -210,14 +211,65 @@ class CleanReport:
     fractions: dict[str, float] = field(default_factory=dict)
     documents: dict[str, int] = field(default_factory=dict)
     review: dict[str, Any] = field(default_factory=dict)  # what people's decisions (review/journal.jsonl) changed
+    # The knowledge probe (knowledge.jsonl): questions kept, and those refused by reason.
+    knowledge: dict[str, int] = field(default_factory=dict)
 
 
 SPLIT_RECORD = "splits.jsonl"  # which pair went to which split, and why a pair went to none
+KNOWLEDGE = "knowledge.jsonl"  # the knowledge probe: held out of every split, on passages train holds
+
+
+PRETRAIN = "pretrain.jsonl"  # the trained chunks' raw text, for continued pre-training (method.pretrain)
+
+
+def trained_chunk_ids(out_dir: Path) -> set[str]:
+    """The chunks at least one of whose pairs is in the train split (splits.jsonl): the passages a run trains on."""
+    path = Path(out_dir) / SPLIT_RECORD
+    if not path.exists():
+        return set()
+    with path.open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return {r["pair_id"].rsplit("#", 1)[0] for r in rows if r.get("split") == "train"}
+
+
+def knowledge_probe(probes: list[dict[str, Any]], train: list[dict[str, Any]], threshold: float,
+                    train_questions: list[str] = ()) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The probe questions kept, and why each other one was refused: its passage is not one the training split
+    holds (passage_not_trained: its document or section went to val or test), it repeats or near-duplicates a
+    training question (near_train_question: datagen's own or a dataset file's, at the dedup threshold), or an
+    earlier probe question (duplicate)."""
+    trained = {(r.get("source") or {}).get("chunk_id") for r in train}
+    index, exact = NearIndex(threshold), set()
+    for question in [*(r["instruction"] for r in train), *train_questions]:
+        text = _norm(question)
+        if text not in exact:
+            exact.add(text)
+            index.add(text)
+    kept, dropped, asked = [], {}, set()
+    for probe in probes:
+        pid, text = pair_id(probe), _norm(probe["instruction"])
+        if (probe.get("source") or {}).get("chunk_id") not in trained:
+            dropped[pid] = "passage_not_trained"
+        elif text in exact or index.query(text) is not None:
+            dropped[pid] = "near_train_question"
+        elif text in asked:
+            dropped[pid] = "duplicate"
+        else:
+            asked.add(text)
+            kept.append(probe)
+    return kept, dropped
+
+
+def knowledge_rows(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """knowledge.jsonl: each probe question with its reference answer and the passage it asks about."""
+    return [{"id": pair_id(p), "question": p["instruction"], "answer": p["output"],
+             "source": {k: v for k, v in (p.get("source") or {}).items() if k != "index"}} for p in probes]
 
 
 def clean_and_split(
     records: list[dict[str, Any]], out_dir: Path, *, threshold: float, val: float, test: float, seed: int,
     unit: str = "auto", review: list[dict[str, Any]] | None = None, accepted_only: bool = False,
+    probes: list[dict[str, Any]] = (), train_questions: list[str] = (),
 ) -> CleanReport:
     """Dedup, split by document (or section), apply people's review decisions, check contamination, then write
     train/val/test.jsonl (alpaca keys) and splits.jsonl.
@@ -233,12 +285,17 @@ def clean_and_split(
             splits[name], gone = apply_review(splits[name], review or [], accepted_only)
             dropped.update(gone)
     check_contamination(splits["train"], {s: splits[s] for s in ("val", "test")}, threshold, out_dir)
+    probe_kept, probe_dropped = knowledge_probe(list(probes), splits["train"], threshold, list(train_questions))
     for split, rows in splits.items():
         _write_jsonl(out_dir / f"{split}.jsonl", [{k: r[k] for k in ALPACA_KEYS} for r in rows])
+    _write_jsonl(out_dir / KNOWLEDGE, knowledge_rows(probe_kept))
     _write_jsonl(out_dir / SPLIT_RECORD, [
         {"pair_id": pid, "split": placed.get(pid),
          "dropped": dropped.get(pid) or (None if pid in placed else "duplicate")}
-        for r in records if (pid := pair_id(r))])
+        for r in records if (pid := pair_id(r))] + [
+        {"pair_id": pid, "split": None if pid in probe_dropped else "knowledge", "dropped": probe_dropped.get(pid),
+         "probe": True}
+        for r in probes if (pid := pair_id(r))])
     states, stale = fold(review or [], {pid: r for r in records if (pid := pair_id(r))})
     by_status = {status: sum(s.status == status for s in states.values()) for status in ("accepted", "edited", "rejected")}
     return CleanReport(
@@ -247,6 +304,7 @@ def clean_and_split(
         documents={s: len({_unit(r, False) for r in rows}) for s, rows in splits.items()},
         review={"decisions": len(review or []), "stale_decisions": stale, "accepted_only": accepted_only,
                 **by_status, "dropped": len(dropped)},
+        knowledge={"kept": len(probe_kept), **Counter(probe_dropped.values())},
     )
 
 

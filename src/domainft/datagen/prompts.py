@@ -18,11 +18,18 @@ from typing import Any, Literal
 import yaml
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import RecipeError, did_you_mean
 from ..extract import Chunk
 from ..resources import folder
+
+
+class ProbeTemplates(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    article: str
+    clause: str
+    section: str
 
 
 class ExtractiveTemplates(BaseModel):
@@ -30,6 +37,8 @@ class ExtractiveTemplates(BaseModel):
     article: str = Field(description="Question for a 第X条 article; fields {title} {label}.")
     clause: str = Field(description="Question for a numbered clause; fields {title} {label} {name}.")
     section: str = Field(description="Question for an unnumbered section; fields {title} {name}.")
+    probe: ProbeTemplates | None = Field(None, description="The knowledge probe's questions: the same units asked "
+                                         "in other words (the answer is the unit's text, as in training).")
 
 
 class ReplyShape(BaseModel):
@@ -61,6 +70,18 @@ class PromptSpec(BaseModel):
     prefer: list[str] = Field(default_factory=list, description="Chunks holding any of these words (whole words, any "
                               "case) are asked first, so datagen.max_chunks keeps them.")
     schema_: dict[str, Any] = Field(alias="schema")
+    # The knowledge probe: extra questions per chunk, held out of every split, asking whether the tuned model
+    # learned the passage. `probe_instruction` is the teacher's (Jinja, the instruction's fields plus
+    # `questions`: the chunk's training questions, to word the probe differently); `extractive.probe` the
+    # offline provider's.
+    probe_per_chunk: int = Field(0, ge=0, le=20)
+    probe_instruction: str | None = None
+
+    @model_validator(mode="after")
+    def _probe_has_templates(self) -> PromptSpec:
+        if self.probe_per_chunk and (self.probe_instruction is None or self.extractive.probe is None):
+            raise ValueError("probe_per_chunk needs probe_instruction and extractive.probe")
+        return self
 
     def _list_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         key = self.reply.list_key
@@ -85,14 +106,18 @@ class PromptSpec(BaseModel):
     def text_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(by_alias=True), sort_keys=True).encode()).hexdigest()
 
-    def render(self, chunk: Chunk, n_pairs: int, min_pairs: int | None = None) -> str:
+    def render(self, chunk: Chunk, n_pairs: int, min_pairs: int | None = None, *,
+               probe_of: list[str] | None = None) -> str:
         """The instruction for one chunk: n_pairs is the most pairs asked for, min_pairs the fewest (the same when
-        the recipe asks a fixed count)."""
+        the recipe asks a fixed count); with `probe_of` (the chunk's training questions), the probe instruction for
+        `n_pairs` probe questions."""
         env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
-        return env.from_string(self.instruction).render(
+        template = self.instruction if probe_of is None else self.probe_instruction or ""
+        return env.from_string(template).render(
             text=chunk.text, title=chunk.title, heading=" / ".join(chunk.heading_path) or chunk.title,
             file=chunk.file, n_pairs=n_pairs, min_pairs=min(min_pairs or n_pairs, n_pairs),
             question_max_chars=self.question_max_chars, answer_max_chars=self.answer_max_chars,
+            questions=probe_of or [],
         )
 
     def prefers(self, text: str) -> bool:
@@ -125,10 +150,13 @@ def load_prompts(name_or_path: str, base_dir: Path | None = None) -> PromptSpec:
         key = ".".join(str(p) for p in err["loc"])
         raise RecipeError(f"'{key}': {err['msg']}", where=path) from None
     try:  # a broken or hostile template fails here, in one line, not mid-run inside a worker
-        spec.render(Chunk.make("probe.txt", ["probe"], 0, "probe", title="probe"), spec.pairs_per_chunk)
+        probe = Chunk.make("probe.txt", ["probe"], 0, "probe", title="probe")
+        spec.render(probe, spec.pairs_per_chunk)
+        if spec.probe_instruction is not None:
+            spec.render(probe, spec.probe_per_chunk or 1, probe_of=["probe?"])
     except Exception as exc:  # noqa: BLE001 - the sandbox's SecurityError, syntax errors, undefined names, imports
         detail = " ".join(str(exc).split())[:160]
-        raise RecipeError(f"'instruction' does not render: {type(exc).__name__}: {detail}", where=path) from None
+        raise RecipeError(f"'instruction' or 'probe_instruction' does not render: {type(exc).__name__}: {detail}", where=path) from None
     return spec
 
 

@@ -57,13 +57,19 @@ class Provider(ABC):
         return await self.chat(_messages(chunk, spec, n_pairs, min_pairs), schema=spec.request_schema(n_pairs),
                                temperature=spec.temperature, max_tokens=spec.max_tokens)
 
+    async def probe(self, chunk: Chunk, spec: PromptSpec, n_probe: int, questions: list[str]) -> Reply:
+        """The knowledge probe's questions on the chunk, worded apart from its training `questions`."""
+        return await self.chat(_messages(chunk, spec, n_probe, probe_of=questions), schema=spec.request_schema(n_probe),
+                               temperature=spec.temperature, max_tokens=spec.max_tokens)
+
     async def aclose(self) -> None:
         pass
 
 
-def _messages(chunk: Chunk, spec: PromptSpec, n_pairs: int, min_pairs: int | None = None) -> list[dict[str, str]]:
+def _messages(chunk: Chunk, spec: PromptSpec, n_pairs: int, min_pairs: int | None = None, *,
+              probe_of: list[str] | None = None) -> list[dict[str, str]]:
     return [{"role": "system", "content": spec.system.strip()},
-            {"role": "user", "content": spec.render(chunk, n_pairs, min_pairs)}]
+            {"role": "user", "content": spec.render(chunk, n_pairs, min_pairs, probe_of=probe_of)}]
 
 
 def _status_fault(status: int, detail: str, where: str, headers: Any = None) -> Exception:
@@ -208,6 +214,9 @@ class ExtractiveProvider(Provider):
     async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int, min_pairs: int | None = None) -> Reply:
         return Reply(pairs=extractive_pairs(chunk, spec, n_pairs))
 
+    async def probe(self, chunk: Chunk, spec: PromptSpec, n_probe: int, questions: list[str]) -> Reply:
+        return Reply(pairs=extractive_pairs(chunk, spec, n_probe, probe=True))
+
 
 def _units(text: str) -> list[tuple[str, str, str, str]]:
     """(kind, label, name, body) for each article or numbered clause that starts in the text."""
@@ -242,20 +251,25 @@ def _fit(text: str, limit: int) -> str:
     return text[lo:hi]
 
 
-def extractive_pairs(chunk: Chunk, spec: PromptSpec, n_pairs: int) -> list[dict[str, str]]:
+def extractive_pairs(chunk: Chunk, spec: PromptSpec, n_pairs: int, *, probe: bool = False) -> list[dict[str, str]]:
+    """One pair per article or clause of the chunk (the whole chunk for a section without them). With `probe`,
+    the knowledge probe's: the same units, asked with the probe templates."""
     title = chunk.title or chunk.file
+    templates = spec.extractive.probe if probe else spec.extractive
+    if templates is None:
+        return []
     pairs = []
     for kind, label, name, body in _units(chunk.text):
         if kind == "article":
-            question = spec.extractive.article.format(title=title, label=label)
+            question = templates.article.format(title=title, label=label)
         elif name:
-            question = spec.extractive.clause.format(title=title, label=label, name=name)
+            question = templates.clause.format(title=title, label=label, name=name)
         else:
-            question = spec.extractive.clause.format(title=title, label=label, name=_fit(body, 16).rstrip("，,。.；;"))
+            question = templates.clause.format(title=title, label=label, name=_fit(body, 16).rstrip("，,。.；;"))
         pairs.append({"question": question, "answer": _fit(body, spec.answer_max_chars)})
     if not pairs:
         name = re.sub(r"\s+", " ", chunk.heading_path[-1]) if chunk.heading_path else title
-        pairs.append({"question": spec.extractive.section.format(title=title, name=name),
+        pairs.append({"question": templates.section.format(title=title, name=name),
                       "answer": _fit(chunk.text, spec.answer_max_chars)})
     return [p for p in pairs if len(p["question"]) <= spec.question_max_chars][:n_pairs]
 

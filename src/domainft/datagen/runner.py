@@ -22,15 +22,18 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from ..errors import DataError, RecipeError, TeacherError
 from ..extract import Chunk, read_chunks
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, atomic_write_jsonl
 from ..plan import Plan
 from ..recipe import DatagenConfig
 from ..review.journal import Journal, fold, pair_id
-from .clean import clean_and_split
+from .clean import PRETRAIN, clean_and_split, trained_chunk_ids
 from .curate import curate_pairs, load_curate_rubric
-from .prompts import BadReply, PromptSpec, check_pairs, load_prompts, parse_json_reply
+from .prompts import BadReply, PromptSpec, _norm, check_pairs, load_prompts, parse_json_reply
 from .providers import Provider, Transient, make_provider
 from .retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
+
+
+PROBES = "probes.jsonl"  # the knowledge probe's questions as the teacher gave them (append-only, like pairs.jsonl)
 
 
 @dataclass
@@ -40,6 +43,7 @@ class DatagenSummary:
     failed: int = 0
     pairs: int = 0
     new_pairs: int = 0
+    probes: int = 0  # knowledge-probe questions asked and kept from the teacher (before the split's checks)
     resumed_chunks: int = 0  # already done before this run
     rejected: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
@@ -58,40 +62,49 @@ class DatagenSummary:
 
 
 class Store:
-    """pairs.jsonl + journal.jsonl in the datagen folder, append-only, flushed per record."""
+    """pairs.jsonl + probes.jsonl (the knowledge probe's questions) + journal.jsonl in the datagen folder,
+    append-only, flushed per record."""
 
     def __init__(self, out: Path):
         self.pairs_path, self.journal_path = out / "pairs.jsonl", out / "journal.jsonl"
-        self.done, self.pair_count = self._recover()
-        self.pairs_fh = open(self.pairs_path, "a", encoding="utf-8")
-        self.journal_fh = open(self.journal_path, "a", encoding="utf-8")
-
-    def _recover(self) -> tuple[set[str], int]:
+        self.probes_path = out / PROBES
         status: dict[str, str] = {}
         for entry in _read_jsonl(self.journal_path):
             status[entry["chunk_id"]] = entry["status"]
-        done = {cid for cid, s in status.items() if s == "done"}
+        self.done = {cid for cid, s in status.items() if s == "done"}
+        self.pair_count = self._recover(self.pairs_path)
+        self._recover(self.probes_path)
+        _repair_tail(self.journal_path)
+        self.pairs_fh = open(self.pairs_path, "a", encoding="utf-8")
+        self.probes_fh = open(self.probes_path, "a", encoding="utf-8")
+        self.journal_fh = open(self.journal_path, "a", encoding="utf-8")
+
+    def _recover(self, path: Path) -> int:
         kept, seen, dropped = [], set(), False
-        for line, record in _read_jsonl_lines(self.pairs_path):
+        for line, record in _read_jsonl_lines(path):
             source = (record or {}).get("source") or {}
             key = (source.get("chunk_id"), source.get("index"))
-            if record is None or key[0] not in done or key in seen:
+            if record is None or key[0] not in self.done or key in seen:
                 dropped = True  # torn line, or pairs of a chunk that never reached the journal
                 continue
             seen.add(key)
             kept.append(line)
         if dropped:
-            atomic_write(self.pairs_path, "".join(kept))
-        _repair_tail(self.journal_path)
-        return done, len(kept)
+            atomic_write(path, "".join(kept))
+        return len(kept)
 
-    def record(self, chunk: Chunk, pairs: list[dict[str, str]], rejected: Counter, tokens: int | None) -> None:
-        for index, pair in enumerate(pairs):
+    def record(self, chunk: Chunk, pairs: list[dict[str, str]], rejected: Counter, tokens: int | None,
+               probes: list[dict[str, str]] = ()) -> None:
+        """The chunk's pairs into pairs.jsonl, its knowledge-probe questions into probes.jsonl (numbered after the
+        pairs, so every question of a chunk has its own id), then the chunk's line in the journal."""
+        for index, pair in enumerate([*pairs, *probes]):
             row = {"instruction": pair["question"], "input": "", "output": pair["answer"],
                    "source": {"file": chunk.file, "heading_path": chunk.heading_path, "chunk_id": chunk.id, "index": index}}
-            self.pairs_fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            self.pairs_fh.flush()
-        self._journal({"chunk_id": chunk.id, "status": "done", "pairs": len(pairs), "rejected": dict(rejected), "tokens": tokens})
+            fh = self.pairs_fh if index < len(pairs) else self.probes_fh
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+        self._journal({"chunk_id": chunk.id, "status": "done", "pairs": len(pairs), "probes": len(probes),
+                       "rejected": dict(rejected), "tokens": tokens})
         self.done.add(chunk.id)
         self.pair_count += len(pairs)
 
@@ -103,7 +116,7 @@ class Store:
         self.journal_fh.flush()
 
     def close(self) -> None:
-        for fh in (self.pairs_fh, self.journal_fh):
+        for fh in (self.pairs_fh, self.probes_fh, self.journal_fh):
             fh.flush()
             os.fsync(fh.fileno())
             fh.close()
@@ -174,11 +187,18 @@ def preferred_first(chunks: list[Chunk], spec: PromptSpec) -> list[Chunk]:
     return sorted(chunks, key=lambda c: not spec.prefers(c.text))
 
 
+def probes_per_chunk(cfg: DatagenConfig, spec: PromptSpec) -> int:
+    """Knowledge-probe questions to ask per chunk: the recipe's count, else the prompt file's."""
+    return spec.probe_per_chunk if cfg.probe_per_chunk is None else cfg.probe_per_chunk
+
+
 def _fingerprint(cfg: DatagenConfig, spec: PromptSpec, per_chunk: int) -> str:
     """What decides a chunk's pairs: a change means earlier pairs no longer match the recipe (the recipe's
     temperature is in the spec)."""
     counts = ["per_document", cfg.pairs_per_document] if cfg.pairs_per_document else per_chunk
     key = [cfg.provider, cfg.model, cfg.base_url, spec.text_hash(), counts]
+    if probes_per_chunk(cfg, spec):  # runs made before the probe keep their fingerprint when it is off
+        key.append(["probe", probes_per_chunk(cfg, spec)])
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
@@ -189,7 +209,7 @@ def _set_aside_if_stale(out: Path, fingerprint: str) -> str | None:
     if previous and previous != fingerprint and (out / "journal.jsonl").exists():
         stale = out / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
         stale.mkdir()
-        for name in ("pairs.jsonl", "journal.jsonl", "summary.json"):
+        for name in ("pairs.jsonl", PROBES, "journal.jsonl", "summary.json"):
             if (out / name).exists():
                 os.replace(out / name, stale / name)
         reason = f"provider, model or prompts changed: earlier output moved to {stale.name}/"
@@ -209,31 +229,46 @@ class _Run:
         self.failed: list[dict[str, str]] = []
         self.new_pairs = 0
         self.fatal: TeacherError | None = None
+        self.n_probe = probes_per_chunk(cfg, spec)
+        self.probes = 0
         # Read here, not at import: tests shorten them on this module.
         self.wait = backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         self.reachability = Reachability(UNREACHABLE_S, "teacher", "datagen.base_url")
 
-    async def one(self, chunk: Chunk) -> None:
-        attempts = AsyncRetrying(
+    def _attempts(self) -> AsyncRetrying:
+        return AsyncRetrying(
             stop=stop_after_attempt(self.cfg.max_retries + 1), wait=self.wait, reraise=True,
             retry=retry_if_exception_type((Transient, BadReply)), before_sleep=self._count_retry,
         )
+
+    async def one(self, chunk: Chunk) -> None:
         try:
-            async for attempt in attempts:
+            async for attempt in self._attempts():
                 with attempt:
                     pairs, rejected, tokens = await self._attempt(chunk)
         except Transient as exc:
             return self._fail(chunk, f"{exc.kind} after {self.cfg.max_retries + 1} attempts")
         except BadReply as exc:
             return self._fail(chunk, f"{exc.reason} after {self.cfg.max_retries + 1} attempts")
+        # The knowledge probe, asked once the pairs are in: a probe the teacher cannot give costs the chunk its
+        # probe questions, never its pairs.
+        probes: list[dict[str, str]] = []
+        if self.n_probe and pairs:
+            try:
+                async for attempt in self._attempts():
+                    with attempt:
+                        probes, rejected_probes = await self._probe(chunk, pairs)
+                rejected.update({f"probe_{reason}": n for reason, n in rejected_probes.items()})
+            except (Transient, BadReply):
+                rejected["probe_failed"] += 1
         self.rejected.update(rejected)
-        self.store.record(chunk, pairs, rejected, tokens)
+        self.store.record(chunk, pairs, rejected, tokens, probes)
         self.new_pairs += len(pairs)
+        self.probes += len(probes)
 
     async def _attempt(self, chunk: Chunk) -> tuple[list[dict[str, str]], Counter, int | None]:
         await self.limiter.acquire()
-        target = getattr(self.provider, "url", None) or str(self.cfg.model)
-        with self.reachability.watching(target, self.errors, self.rejected):
+        with self._watching():
             least, most = self.n_pairs[chunk.id]
             reply = await self.provider.complete(chunk, self.spec, most, least)
             if reply.tokens is not None:  # spent even when the reply is then rejected
@@ -241,6 +276,26 @@ class _Run:
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
             pairs, rejected = check_pairs(raw, self.spec, chunk, most)
         return pairs, rejected, reply.tokens
+
+    def _watching(self):
+        target = getattr(self.provider, "url", None) or str(self.cfg.model)
+        return self.reachability.watching(target, self.errors, self.rejected)
+
+    async def _probe(self, chunk: Chunk, pairs: list[dict[str, str]]) -> tuple[list[dict[str, str]], Counter]:
+        """The knowledge probe's questions on a chunk, checked like pairs; one that repeats a question of the chunk's
+        pairs is rejected here (near-duplicates of any training question are refused at the split)."""
+        await self.limiter.acquire()
+        with self._watching():
+            reply = await self.provider.probe(chunk, self.spec, self.n_probe, [p["question"] for p in pairs])
+            if reply.tokens is not None:
+                self.tokens = (self.tokens or 0) + reply.tokens
+            raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
+            probes, rejected = check_pairs(raw, self.spec, chunk, self.n_probe)
+        asked = {_norm(p["question"]) for p in pairs}
+        kept = [p for p in probes if _norm(p["question"]) not in asked]
+        if len(kept) < len(probes):
+            rejected["repeats_a_pair"] += len(probes) - len(kept)
+        return kept, rejected
 
     def _count_retry(self, state) -> None:
         self.retries += 1
@@ -317,6 +372,7 @@ def _run_locked(plan, cfg, spec, n_pairs, chunks, out, progress, console) -> Dat
     summary.failed = len(run.failed)
     summary.failed_chunks = run.failed
     summary.new_pairs = run.new_pairs
+    summary.probes = run.probes
     summary.rejected = dict(run.rejected)
     summary.errors = dict(run.errors)
     summary.retries = run.retries
@@ -372,10 +428,11 @@ async def _generate(run: _Run, provider: Provider, todo: list[Chunk], progress: 
         await provider.aclose()
 
 
-def _pairs_in_order(chunks: list[Chunk], out: Path) -> list[dict[str, Any]]:
-    # Chunk order, then pair order: the splits do not depend on which worker finished first.
+def _pairs_in_order(chunks: list[Chunk], out: Path, *, probes: bool = False) -> list[dict[str, Any]]:
+    """The chunks' pairs (with `probes`, their knowledge-probe questions instead) in chunk order, then pair order:
+    the splits do not depend on which worker finished first."""
     order = {c.id: i for i, c in enumerate(chunks)}
-    records = [r for r in _read_jsonl(out / "pairs.jsonl") if r["source"]["chunk_id"] in order]
+    records = [r for r in _read_jsonl(out / (PROBES if probes else "pairs.jsonl")) if r["source"]["chunk_id"] in order]
     records.sort(key=lambda r: (order[r["source"]["chunk_id"]], r["source"]["index"]))
     return records
 
@@ -396,8 +453,22 @@ def _clean(plan: Plan, cfg: DatagenConfig, chunks: list[Chunk], out: Path,
     report = clean_and_split(
         records, out, threshold=cfg.dedup_threshold, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed,
         unit=cfg.split.unit, review=review, accepted_only=plan.recipe.review.accepted_only,
+        probes=_pairs_in_order(chunks, out, probes=True), train_questions=_dataset_questions(plan),
     )
+    trained = trained_chunk_ids(out)
+    # Continued pre-training reads the raw text of exactly the passages SFT trains on: never a held-out one.
+    atomic_write_jsonl(out / PRETRAIN, [{"text": c.text} for c in chunks if c.id in trained])
     return {**asdict(report), "restored_from_set_aside": len(restored)}
+
+
+def _dataset_questions(plan: Plan) -> list[str]:
+    """The questions of the recipe's own training files (dataset.files): a probe question must not repeat them."""
+    column = plan.recipe.dataset.column_map().get("prompt", "instruction")
+    questions = []
+    for path in (plan.recipe.resolve(f) for f in plan.recipe.dataset.files):
+        rows = _read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
+        questions += [str(r[column]) for r in rows if isinstance(r, dict) and r.get(column)]
+    return questions
 
 
 def overridden_by_review(set_aside: set[str], records: list[dict[str, Any]], review: list[dict[str, Any]]) -> set[str]:

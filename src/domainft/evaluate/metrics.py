@@ -37,8 +37,16 @@ rouge_l_word = _scoring.rouge_l_word
 contains_keyword = _scoring.contains_keyword
 derive_keywords = _scoring.derive_keywords
 keyword_recall = _scoring.keyword_recall
+content_units = _scoring.content_units
+novel_recall = _scoring.novel_recall
+key_facts = _scoring.key_facts
+states_fact = _scoring.states_fact
+fact_recall = _scoring.fact_recall
+score_qa = _scoring.score_qa
+mc_row = _scoring.mc_row
 
 __all__ = [
-    "char_tokens", "contains_keyword", "derive_keywords", "keyword_recall", "normalize", "rouge_l_char",
-    "rouge_l_f1", "rouge_l_word", "strip_think", "word_tokens",
+    "char_tokens", "contains_keyword", "content_units", "derive_keywords", "fact_recall", "key_facts",
+    "keyword_recall", "mc_row", "normalize", "novel_recall", "rouge_l_char", "rouge_l_f1", "rouge_l_word", "score_qa",
+    "states_fact", "strip_think", "word_tokens",
 ]

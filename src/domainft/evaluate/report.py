@@ -13,22 +13,28 @@ from .metrics import strip_think
 from .paired import Paired, paired_items, paired_rows
 
 SAMPLES_PER_TASK = 3
-# The metric that decides "better" per task kind; the others are shown beside it.
-PRIMARY = ("rouge_l_char", "rouge_l", "acc", "acc_norm", "keyword_recall")
+# The metric that decides "better" per task kind; the others are shown beside it. Free answers are judged on what
+# they say beyond the question (fact_recall, then novel_recall): ROUGE-L pays an answer that restates it.
+PRIMARY = ("fact_recall", "novel_recall", "acc", "acc_norm", "rouge_l_char", "rouge_l", "keyword_recall")
+# Scores an answer that restates the question can earn: a gain on one of these alone is not learning.
+ECHO_PRONE = ("rouge_l_char", "rouge_l", "keyword_recall")
 
 
-def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dict | None = None
+def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dict | None = None, *,
+            provenance: dict[str, dict[str, int]] | None = None, measures: dict[str, str] | None = None
             ) -> dict[str, dict[str, Any]]:
-    """{task: {n, primary, seen_text, gguf_missing, metrics: {metric: {base, tuned, delta, base_stderr, tuned_stderr,
-    higher_is_better, paired, gguf}}}}; `paired` (tuned against base item by item, from the samples files) or None;
+    """{task: {n, primary, provenance, measures, gguf_missing, metrics: {metric: {base, tuned, delta, base_stderr,
+    tuned_stderr, higher_is_better, paired, gguf}}}} (and each run's rows of the task, under _base_rows and
+    _tuned_rows, for the retrieval arms' pairing; write_report drops them); `paired` (tuned against base item by item, from the samples files) or None;
     `gguf` {label: {value, stderr, paired}} with each GGUF paired against the tuned HF model. With `judged` (from
     evaluate.judged.judge_runs), free-answer tasks gain a `judge` metric: the judge's mean score on 0..1 over the
-    answers it graded, with `judge_model` and `judge_failed` (per run, the items it could not grade)."""
+    answers it graded, with `judge_model` and `judge_failed` (per run, the items it could not grade).
+    `provenance` (evaluate.provenance.task_provenance): per task, how many items ask about passages this run
+    trained on; `measures`: what a run-made task measures, in words."""
     out: dict[str, dict[str, Any]] = {}
     b_res, t_res = base["results"]["results"], tuned["results"]["results"]
     better = tuned["results"].get("higher_is_better", {})
     n_samples = tuned["results"].get("n-samples", {})
-    configs = tuned["results"].get("configs", {})
     for task in sorted(set(b_res) & set(t_res)):
         b_rows, t_rows = _rows(base, task), _rows(tuned, task)
         metrics: dict[str, dict[str, Any]] = {}
@@ -57,8 +63,9 @@ def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dic
             continue  # a group without an aggregate
         primary = next((m for m in PRIMARY if m in metrics), next(iter(metrics)))
         n = n_samples.get(task, {})
-        seen = ((configs.get(task) or {}).get("metadata") or {}).get("text") == "seen"
-        out[task] = {"n": n.get("effective", n.get("original")), "primary": primary, "seen_text": seen,
+        out[task] = {"_base_rows": b_rows, "_tuned_rows": t_rows, "n": n.get("effective", n.get("original")),
+                     "primary": primary,
+                     "provenance": (provenance or {}).get(task), "measures": (measures or {}).get(task),
                      "gguf_missing": [g["label"] for g in ggufs if task not in g["results"]["results"]],
                      "metrics": metrics}
     return out
@@ -114,9 +121,19 @@ def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for task, info in tasks.items():
         m = info["metrics"][info["primary"]]
-        label = f"{task} (seen text)" if info.get("seen_text") else task
+        label = task + (f" ({seen})" if (seen := _seen(info)) else "")
         where = f"on {label} ({info['primary']}: base {m['base']:.3f}, tuned {m['tuned']:.3f}, n={info['n']})"
         lines.append(_paired_sentence(where, m) if m.get("paired") else _unpaired_sentence(where, m))
+    for task, info in tasks.items():
+        primary = info["metrics"][info["primary"]]
+        if info["primary"] in ECHO_PRONE or not primary.get("paired") or Paired(**primary["paired"]).better():
+            continue
+        gains = [f"{name} {m['base']:.3f} → {m['tuned']:.3f} ({_interval(m['paired'])})" for name, m in
+                 info["metrics"].items() if name in ECHO_PRONE and m.get("paired") and Paired(**m["paired"]).better()]
+        if gains:
+            lines.append(f"On {task}, {'; '.join(gains)} rose beyond noise while {info['primary']} did not: an answer "
+                         "that restates the question earns those scores, so this is no gain in knowledge. "
+                         f"{info['primary']} counts only what the reference says beyond the question.")
     worse = [f"{task} {name} {m['base']:.3f} → {m['tuned']:.3f}" + (f" ({_interval(m['paired'])})" if m.get("paired") else "")
              for task, info in tasks.items() for name, m in info["metrics"].items() if _worse(m)]
     if worse:
@@ -132,9 +149,9 @@ def verdict(tasks: dict[str, dict[str, Any]]) -> list[str]:
         lines.append("Where tuning did not help, likely causes are too few training steps or pairs, a base model "
                      "too small to hold the facts, or items the training data does not cover: compare the sample "
                      "answers below with the training pairs.")
-    if any(info.get("seen_text") for info in tasks.values()):
-        lines.append("Tasks marked seen text ask about passages of the training documents: a gain there can be "
-                     "memorisation. A held-out task scores questions on passages kept out of training.")
+    for task, info in tasks.items():
+        if info.get("measures"):
+            lines.append(f"{task} measures {info['measures']}.")
     if tasks and any((info["n"] or 0) < 30 for info in tasks.values()):
         lines.append("Few items were scored (see n): treat small differences as noise, and rerun without --limit "
                      "for numbers to trust.")
@@ -176,6 +193,36 @@ def _gguf_lines(tasks: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _seen(info: dict[str, Any]) -> str:
+    """'3 of 5 on trained passages', from the task's provenance; '' when none of its items are."""
+    p = info.get("provenance")
+    return f"{p['trained']} of {p['n']} on trained passages" if p and p.get("trained") else ""
+
+
+def _measures_section(report: dict[str, Any]) -> list[str]:
+    """What each task measures, in words: the run-made tasks by construction, the others by their items'
+    provenance in this run."""
+    lines = ["## What each task measures", ""]
+    for task, info in report["tasks"].items():
+        p = info.get("provenance")
+        if info.get("measures"):
+            what = info["measures"]
+        elif p and p["trained"] == p["n"]:
+            what = "whether it learned its documents: every item asks about a passage this run trained on"
+        elif p and p["trained"]:
+            what = (f"partly what it learned: {p['trained']} of {p['n']} items ask about passages this run trained "
+                    f"on, the other {p['n'] - p['trained']} about text it never read")
+        elif p and p["held_out"]:
+            what = (f"answers about text it never read: {p['held_out']} of {p['n']} items are on passages of this "
+                    f"run's documents held out of training, {p['elsewhere']} on documents this run does not have")
+        elif p:
+            what = "answers about text it never read: none of its items is on a document of this run"
+        else:
+            what = "(no per-item provenance)"
+        lines.append(f"- `{task}`: {what}.")
+    return [*lines, ""]
+
+
 def _paired_sentence(where: str, m: dict[str, Any]) -> str:
     p = Paired(**m["paired"])
     detail = _interval(m["paired"])
@@ -213,13 +260,18 @@ def _worse(m: dict[str, Any]) -> bool:
     return loss > 0 and noise is not None and loss > noise
 
 
-def side_by_side(base: dict, tuned: dict, tasks: dict[str, dict[str, Any]], ggufs: list[dict] | tuple = ()
-                 ) -> dict[str, list[dict[str, Any]]]:
-    """A few items per task with what each model answered (each GGUF too, where it was scored on the task)."""
+def side_by_side(base: dict, tuned: dict, tasks: dict[str, dict[str, Any]], ggufs: list[dict] | tuple = (),
+                 rag_suffix: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """A few items per task with what each model answered (each GGUF too, where it was scored on the task, and
+    base and tuned with retrieved passages, where the task has a retrieval arm)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for task in tasks:
         b_rows = {row["doc_id"]: row for row in _rows(base, task)}
         g_rows = {g["label"]: {row["doc_id"]: row for row in _rows(g, task)} for g in ggufs}
+        if rag_suffix:
+            for label, run in (("base+retrieval", base), ("tuned+retrieval", tuned)):
+                if rows := _rows(run, f"{task}{rag_suffix}"):
+                    g_rows[label] = {row["doc_id"]: row for row in rows}
         rows = []
         for t_row in _rows(tuned, task):
             b_row = b_rows.get(t_row["doc_id"])
@@ -244,8 +296,9 @@ def _sample_pair(b_row: dict, t_row: dict, g_rows: dict[str, dict], primary: str
         pair["reference"] = doc.get("answer", "")
         pair["base"], pair["tuned"] = _answer(b_row), _answer(t_row)
     pair["base_score"], pair["tuned_score"] = b_row.get(primary), t_row.get(primary)
-    # GGUF runs score generate_until tasks only, so their rows are free answers.
-    pair["gguf"] = {label: {"answer": _answer(row), "score": row.get(primary)} for label, row in g_rows.items()}
+    # Each GGUF's answer, and base's and tuned's with retrieved passages (eval.retrieval): more rows per item.
+    pair["others"] = {label: {"answer": _chosen(row, doc) if "choices" in doc else _answer(row),
+                              "score": row.get(primary)} for label, row in g_rows.items()}
     return pair
 
 
@@ -264,19 +317,113 @@ def _chosen(row: dict, doc: dict) -> str:
     return doc["choices"][max(range(len(scores)), key=scores.__getitem__)]
 
 
+# ---------------------------------------------------------------- tune, retrieve, or both
+
+ARMS = ("base", "base+retrieval", "tuned", "tuned+retrieval")
+
+
+def retrieval_arms(tasks: dict[str, dict[str, Any]], suffix: str) -> dict[str, dict[str, Any]]:
+    """Per free-answer task with a retrieval arm (<task><suffix>), on its primary metric: the four arms' scores,
+    each other arm paired against the tuned model item by item (arm minus tuned), tuned+retrieval paired against
+    base+retrieval (what tuning adds once passages are retrieved), and the decision."""
+    out: dict[str, dict[str, Any]] = {}
+    for task, info in tasks.items():
+        rag = tasks.get(f"{task}{suffix}")
+        if task.endswith(suffix) or rag is None or info["primary"] not in rag["metrics"]:
+            continue
+        name = info["primary"]
+        plain, with_rag = info["metrics"][name], rag["metrics"][name]
+        values = {"base": plain["base"], "base+retrieval": with_rag["base"], "tuned": plain["tuned"],
+                  "tuned+retrieval": with_rag["tuned"]}
+        vs_tuned = {"base": _flip(plain.get("paired")), "base+retrieval": _cross(info, rag, name),
+                    "tuned+retrieval": _cross(info, rag, name, tuned_only=True)}
+        arm = {"metric": name, "n": info["n"], "higher_is_better": plain["higher_is_better"], "values": values,
+               "vs_tuned": vs_tuned, "tuning_with_retrieval": with_rag.get("paired")}
+        arm["decision"] = _decide(arm)
+        out[task] = arm
+    return out
+
+
+def _flip(p: dict[str, Any] | None) -> dict[str, Any] | None:
+    """base minus tuned, from tuned minus base."""
+    if not p:
+        return None
+    return {**p, "mean_diff": 0.0 - p["mean_diff"], "low": 0.0 - p["high"], "high": 0.0 - p["low"],
+            "wins": p["losses"], "losses": p["wins"]}  # 0.0 - x: no "-0.000" for a tie
+
+
+def _cross(info: dict[str, Any], rag: dict[str, Any], name: str, *, tuned_only: bool = False) -> dict[str, Any] | None:
+    """An arm of the retrieval task (base+retrieval, or tuned+retrieval) minus the tuned model on the plain task,
+    item by item: the rows were kept on compare's task info."""
+    tuned_rows, arm_rows = info.get("_tuned_rows"), rag.get("_tuned_rows" if tuned_only else "_base_rows")
+    if not tuned_rows or not arm_rows:
+        return None
+    pair = paired_rows(tuned_rows, arm_rows, name, higher_is_better=info["metrics"][name]["higher_is_better"])
+    return pair.as_dict() if pair else None
+
+
+def _decide(arm: dict[str, Any]) -> str:
+    """tune, retrieve, both or neither, from the paired intervals (beyond noise only)."""
+    higher = arm["higher_is_better"]
+    better = lambda p: bool(p) and Paired(**p).better(higher)  # noqa: E731
+    vs = arm["vs_tuned"]
+    tuning_helps = bool(vs["base"]) and Paired(**vs["base"]).worse(higher)
+    retrieval_helps = better(vs["tuned+retrieval"]) or better(vs["base+retrieval"])
+    tuning_adds_to_retrieval = better(arm["tuning_with_retrieval"])
+    if retrieval_helps and tuning_adds_to_retrieval:
+        return "both"
+    if retrieval_helps:
+        return "retrieve"
+    if tuning_helps:
+        return "tune"
+    return "neither"
+
+
+DECISIONS = {
+    "both": "both: retrieval adds to the tuned model, and tuning adds to retrieval",
+    "retrieve": "retrieve: retrieving the passages beats the tuned model, and tuning adds nothing beyond noise once "
+                "they are retrieved",
+    "tune": "tune: tuning beats the base model and retrieval adds nothing beyond noise",
+    "neither": "neither beyond noise: no arm beats the tuned model or the base model beyond noise on these items",
+}
+
+
+def arms_verdict(arms: dict[str, dict[str, Any]]) -> list[str]:
+    """Per task, the four arms and what the intervals say; then one line for the corpus, judged on the knowledge
+    probe (the run's own questions on its own passages) where there is one."""
+    lines = []
+    for task, a in arms.items():
+        v = a["values"]
+        scores = ", ".join(f"{arm} {v[arm]:.3f}" for arm in ARMS)
+        pairs = "; ".join(f"{arm} − tuned {_interval(p)}" for arm, p in a["vs_tuned"].items() if p)
+        lines.append(f"Tune, retrieve, or both on {task} ({a['metric']}, n={a['n']}): {scores}. {pairs}. "
+                     f"Verdict: {DECISIONS[a['decision']]}.")
+    if arms:
+        key = next((t for t in arms if t.endswith("_knowledge")), next((t for t in arms if t.endswith("_heldout")),
+                                                                         next(iter(arms))))
+        lines.append(f"For this corpus (judged on {key}): {arms[key]['decision']}.")
+    return lines
+
+
 # ---------------------------------------------------------------- writing
 
 
 def write_report(eval_dir: Path, *, base: dict, tuned: dict, meta: dict[str, Any], ggufs: list[dict] | tuple = (),
                  judged: dict | None = None) -> Path:
-    tasks = compare(base, tuned, ggufs, judged)
+    tasks = compare(base, tuned, ggufs, judged, provenance=meta.get("provenance"), measures=meta.get("measures"))
+    suffix = (meta.get("retrieval") or {}).get("suffix")
+    arms = retrieval_arms(tasks, suffix) if suffix else {}
+    # A retrieval arm is reported beside its task (base, base+retrieval, tuned, tuned+retrieval), not as a task.
+    tasks = {t: {k: v for k, v in info.items() if not k.startswith("_")} for t, info in tasks.items()
+             if not (suffix and t.endswith(suffix) and t[: -len(suffix)] in tasks)}
     report = {
         **meta,
         "eval_dir": str(eval_dir),
         "gguf_labels": [g["label"] for g in ggufs],
         "tasks": tasks,
-        "verdict": verdict(tasks),
-        "samples": side_by_side(base, tuned, tasks, ggufs),
+        "retrieval_arms": arms,
+        "verdict": verdict(tasks) + arms_verdict(arms),
+        "samples": side_by_side(base, tuned, tasks, ggufs, rag_suffix=suffix),
         "runs": {
             r["label"]: {"results": str(r["results_path"]), "seconds": round(r["seconds"], 1), "reused": r["reused"],
                          "samples": {t: str(p) for t, p in r["samples"].items()}}
@@ -302,8 +449,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"(lm-eval, backend {report.get('backend')}, limit {report.get('limit') or 'none'}, greedy decoding).",
         "",
     ]
-    if report.get("heldout_task"):
-        lines += [f"`{report['heldout_task']}` scores datagen's held-out test split of this run.", ""]
+    lines += _measures_section(report)
     ggufs = report.get("gguf_labels") or []
     if ggufs:
         lines += [f"Exported GGUF{'s' if len(ggufs) > 1 else ''} {', '.join(f'`{g}`' for g in ggufs)}: served by "
@@ -314,7 +460,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               + "delta | paired 95% interval | wins / losses / ties |",
               "|---|---|---:|---:|---:|" + "---:|" * len(ggufs) + "---:|---|---|"]
     for task, info in report["tasks"].items():
-        shown = f"{task} *(seen text)*" if info.get("seen_text") else task
+        shown = task + (f" *({seen})*" if (seen := _seen(info)) else "")
         for name, m in info["metrics"].items():
             label = f"**{name}**" if name == info["primary"] else name
             interval, counts = _paired_cells(m.get("paired"))
@@ -324,12 +470,17 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(m['tuned'], m['tuned_stderr'])} | {quant}{m['delta']:+.3f} | {interval} | {counts} |")
     lines += ["", "Bold: the metric the verdict uses. ± is lm-eval's standard error of each run alone; the paired "
               "interval is a bootstrap over the items both models answered (tuned minus base), and wins / losses / "
-              "ties count those items. Seen text: items about passages of the training documents.", ""]
+              "ties count those items. fact_recall and novel_recall count only what the reference says beyond the "
+              "question (an answer that restates the question scores 0 on both); ROUGE-L and keyword recall pay "
+              "for the question's own words too. \"k of n on trained passages\": items whose source passage is "
+              "in this run's training data (from each item's chunk or quoted evidence), computed for this run.",
+              ""]
     judge = next((info["metrics"]["judge"] for info in report["tasks"].values() if "judge" in info["metrics"]), None)
     if judge:
         lines += [f"judge: `{judge['judge_model']}` graded each free answer against the reference and its source on "
                   f"the rubric `{report.get('judge_rubric') or 'judge_rubric'}`, shown on 0..1 (grade / top grade) "
                   "beside ROUGE-L; answers it could not grade are left out of its mean.", ""]
+    lines += _arms_section(report.get("retrieval_arms") or {}, report.get("retrieval") or {})
     if ggufs:
         lines += ["## Quantization: each GGUF against the tuned HF model", "",
                   "| task | metric | GGUF | tuned | GGUF score | delta | paired 95% interval | wins / losses / ties |",
@@ -362,7 +513,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| reference | {_cell(row['reference'])} | |",
                 f"| base | {_cell(row['base'])} | {_score(row['base_score'])} |",
                 f"| tuned | {_cell(row['tuned'])} | {_score(row['tuned_score'])} |",
-                *[f"| {q} | {_cell(g['answer'])} | {_score(g['score'])} |" for q, g in row.get("gguf", {}).items()],
+                *[f"| {q} | {_cell(g['answer'])} | {_score(g['score'])} |" for q, g in row.get("others", {}).items()],
                 "",
             ]
     lines += ["## Runs", "", "Raw lm-eval results and per-item samples (every prompt and answer):", ""]
@@ -370,6 +521,31 @@ def render_markdown(report: dict[str, Any]) -> str:
         note = " (reused: nothing it depends on changed)" if run.get("reused") else ""
         lines.append(f"- {label}: `{_relative(run['results'], report.get('eval_dir'))}`, {run['seconds']} s{note}")
     return "\n".join(lines) + "\n"
+
+
+def _arms_section(arms: dict[str, dict[str, Any]], retrieval: dict[str, Any]) -> list[str]:
+    """The retrieval baseline: base, base+retrieval, tuned, tuned+retrieval on each free-answer task."""
+    if not arms:
+        return []
+    lines = ["## Tune, retrieve, or both", "",
+             f"Each free-answer task again with the top {retrieval.get('top_k')} passages that "
+             f"{str(retrieval.get('method', '')).upper()} finds in this run's own chunks before each question "
+             "(`<task>_rag` in eval/tasks/), on the base and the tuned model. Intervals: each arm minus the tuned "
+             "model on the same items (bootstrap 95 %); \"tuning with retrieval\": tuned+retrieval minus "
+             "base+retrieval.", "",
+             "| task | metric | n | base | base+retrieval | tuned | tuned+retrieval | base − tuned | "
+             "base+retrieval − tuned | tuned+retrieval − tuned | tuning with retrieval | verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|---|---|---|"]
+    for task, a in arms.items():
+        cells = [_short(a["vs_tuned"].get(arm)) for arm in ("base", "base+retrieval", "tuned+retrieval")]
+        lines.append(f"| {task} | {a['metric']} | {a['n']} | "
+                     + " | ".join(f"{a['values'][arm]:.3f}" for arm in ARMS)
+                     + f" | {' | '.join(cells)} | {_short(a.get('tuning_with_retrieval'))} | {a['decision']} |")
+    return [*lines, ""]
+
+
+def _short(p: dict[str, Any] | None) -> str:
+    return f"{p['mean_diff']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]" if p else ""
 
 
 def plot(tasks: dict[str, dict[str, Any]], out: Path, *, title: str) -> None:

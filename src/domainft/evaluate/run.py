@@ -29,6 +29,14 @@ from ..llama_server import server_argv, serving
 from .report import write_report
 
 HELDOUT_SUFFIX = "_heldout"
+KNOWLEDGE_SUFFIX = "_knowledge"
+RAG_SUFFIX = "_rag"  # a free-answer task again, with the passages retrieval found before each question
+RUN_QA = "run_qa"  # eval_tasks/_run/run_qa.yaml: the free-answer template for a domain without its own
+# What each run-made task measures, in the report's words.
+MEASURES = {
+    "heldout": "answers about text it never read (questions on passages held out of training)",
+    "knowledge": "whether it learned its documents (questions held out of training, on passages it trained on)",
+}
 
 # Only these reach lm-eval: teacher API keys and other secrets stay out of its logs.
 # What lm-eval needs beyond what every child gets (process.PASS_THROUGH).
@@ -45,9 +53,11 @@ _TQDM = re.compile(r"(Running \w+ requests|Requesting API)\S*\s+\d+%\|[^|]*\|\s*
 
 # In a GGUF run's command line until the server is up and its port known; the fingerprint never sees the port.
 SERVER_URL = "http://127.0.0.1:PORT/v1"
-# Why multiple-choice tasks have no GGUF score (said in the report and the README).
-GGUF_MC_GAP = ("multiple-choice tasks need prompt log-probabilities: llama_cpp.server's completions endpoint takes "
-               "text only, and lm-eval sends chat-templated prompts for those only as token ids")
+SERVER_ROOT = "http://127.0.0.1:PORT"  # lm-eval's gguf model appends /v1/completions itself
+# A multiple-choice task with its chat-templated prompts precomputed (<task>_chat): lm-eval's gguf model sends
+# prompts as text, so the chat template is rendered first, as the HF runs render it. Its run is <quant>_mc.
+CHAT_SUFFIX = "_chat"
+MC_RUN = "_mc"
 
 
 @dataclass(frozen=True)
@@ -117,11 +127,14 @@ def resolve_tasks(plan: Plan) -> list[str]:
     if not tasks:
         groups = domain_groups()
         group = groups.get(recipe.domain)
+        if group is None and recipe.datagen is not None:
+            return []  # the tasks made from the run's own data (held-out passages, knowledge probe) only
         if group is None:
             raise UserError(
                 f"no eval tasks for domain '{recipe.domain}'",
                 where="eval.tasks",
-                hint=f"list tasks, add a task group in eval_tasks/{recipe.domain}/, or use a domain that has one: "
+                hint=f"list tasks, add a task group in eval_tasks/{recipe.domain}/, add a datagen section (its "
+                     "held-out split and knowledge probe become tasks), or use a domain that has a group: "
                      f"{', '.join(sorted(set(groups)))}",
             )
         tasks = [group]
@@ -140,8 +153,16 @@ def resolve_tasks(plan: Plan) -> list[str]:
 
 
 def generation_tasks(tasks: Iterable[str], tasks_dir: Path | None = None) -> list[str]:
-    """The generate_until tasks among `tasks` (groups expanded, task YAML files followed through `include`): the
-    ones a GGUF behind llama_cpp.server can be scored on."""
+    """The generate_until tasks among `tasks` (groups expanded, task YAML files followed through `include`)."""
+    return tasks_of_type(tasks, "generate_until", tasks_dir)
+
+
+def multiple_choice_tasks(tasks: Iterable[str], tasks_dir: Path | None = None) -> list[str]:
+    return tasks_of_type(tasks, "multiple_choice", tasks_dir)
+
+
+def tasks_of_type(tasks: Iterable[str], kind: str, tasks_dir: Path | None = None) -> list[str]:
+    """The tasks of one output_type among `tasks` (groups expanded, task YAML files followed through `include`)."""
     configs = task_configs(tasks_dir)
     out: list[str] = []
 
@@ -155,14 +176,14 @@ def generation_tasks(tasks: Iterable[str], tasks_dir: Path | None = None) -> lis
         if name.endswith(".yaml"):
             path = Path(name)
             cfg = _read_task_yaml(path) or {}
-            if output_type(cfg, path) == "generate_until":
+            if output_type(cfg, path) == kind:
                 out.append(name)
             return
         path, cfg = configs[name]
         if "group" in cfg:
             for member in cfg.get("task") or []:
                 visit(member if isinstance(member, str) else member.get("task", ""))
-        elif output_type(cfg, path) == "generate_until":
+        elif output_type(cfg, path) == kind:
             out.append(name)
 
     for name in tasks:
@@ -181,35 +202,156 @@ def exported_ggufs(plan: Plan) -> list[tuple[str, Path]]:
     return [(q, files[q]) for q in plan.recipe.export.quantizations if q in files and files[q].exists()]
 
 
+def qa_template(plan: Plan, tasks: Iterable[str]) -> str:
+    """The free-answer task the run-made tasks are variants of: the domain's own (`metadata.heldout_qa` of its
+    group, or of a group or task listed in eval.tasks), else the generic eval_tasks/_run/run_qa.yaml."""
+    tasks = list(tasks)
+    qa_tasks = heldout_qa_tasks()
+    return next((qa_tasks[t] for t in [domain_groups().get(plan.recipe.domain, ""), *tasks] if t in qa_tasks),
+                next((t for t in tasks if t in qa_tasks.values()), RUN_QA))
+
+
+def _domain_slug(plan: Plan) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", plan.recipe.domain)
+
+
 def heldout_task(plan: Plan, tasks: Iterable[str]) -> Path | None:
-    """When datagen ran, write a QA task variant over its test split into the run folder; return its YAML."""
+    """When datagen ran, write a free-answer task variant over its test split into the run folder; return its
+    YAML. Named after the domain's QA task (coal_safety_qa_heldout), or <domain>_heldout on the generic one."""
     test_split = plan.eval_split_files.get("test")
     if test_split is None:
-        return None
-    qa_tasks = heldout_qa_tasks()
-    qa_task = next(
-        (qa_tasks[t] for t in [domain_groups().get(plan.recipe.domain, ""), *tasks] if t in qa_tasks),
-        next((t for t in tasks if t in qa_tasks.values()), None),
-    )
-    if qa_task is None:
         return None
     if not test_split.exists():
         raise UserError("datagen's test split is missing: run datagen before eval", where=test_split)
     if not test_split.read_text(encoding="utf-8").strip():
         return None  # split.test is 0: nothing held out
-    base_yaml = known_tasks()[qa_task].resolve()
-    out = plan.eval_dir / "tasks" / f"{qa_task}{HELDOUT_SUFFIX}.yaml"
+    qa_task = qa_template(plan, tasks)
+    name = f"{qa_task if qa_task != RUN_QA else _domain_slug(plan)}{HELDOUT_SUFFIX}"
+    return _task_variant(plan, name, qa_task, test_split, MEASURES["heldout"])
+
+
+def knowledge_task(plan: Plan, tasks: Iterable[str]) -> Path | None:
+    """When datagen wrote a knowledge probe, a free-answer task variant over it (<domain>_knowledge)."""
+    probe = plan.knowledge_file
+    if probe is None or not probe.exists() or not probe.read_text(encoding="utf-8").strip():
+        return None
+    name = f"{_domain_slug(plan)}{KNOWLEDGE_SUFFIX}"
+    return _task_variant(plan, name, qa_template(plan, tasks), probe, MEASURES["knowledge"])
+
+
+def run_made_tasks(plan: Plan, tasks: Iterable[str]) -> dict[str, Path]:
+    """kind ("heldout", "knowledge") -> the task variant over this run's own data, for those it has."""
+    tasks = list(tasks)
+    made = {"heldout": heldout_task(plan, tasks), "knowledge": knowledge_task(plan, tasks)}
+    return {kind: path for kind, path in made.items() if path is not None}
+
+
+def retrieval_tasks(plan: Plan, tasks: Iterable[str]) -> list[Path]:
+    """eval.retrieval: each free-answer task again (<task>_rag), each question preceded by the top passages BM25
+    finds in the run's own chunks, precomputed into the variant's data file (its `prompt` field) so plain lm_eval
+    reproduces it; the question itself stays what is scored against."""
+    cfg = plan.recipe.eval
+    if cfg.retrieval is None:
+        return []
+    from ..retrieval import run_retriever, with_passages
+
+    chunks_file = plan.extract_dir / "chunks.jsonl"
+    if not chunks_file.exists():
+        raise UserError("eval.retrieval searches the run's own chunks: run extract first", where=chunks_file)
+    retriever = run_retriever(chunks_file)
+    out = []
+    for task in generation_tasks(tasks):
+        yaml_path, name, data_file = _task_data(task)
+        rows = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for row in rows:
+            question = _question(row)
+            row["prompt"] = with_passages(question, retriever.search(question, cfg.retrieval_top_k))
+        target = plan.eval_dir / "tasks" / f"{name}{RAG_SUFFIX}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        out.append(_task_variant(plan, f"{name}{RAG_SUFFIX}", str(yaml_path), target,
+                                 f"{name} with the top {cfg.retrieval_top_k} passages of this run's chunks (BM25) "
+                                 "before each question", doc_to_text="{{prompt}}"))
+    return out
+
+
+def chat_templated_tasks(plan: Plan, tasks: Iterable[str], *, trained: Path, base_path: str) -> list[Path]:
+    """Each multiple-choice task with its prompts chat-templated ahead of time (<task>_chat): the text the HF runs
+    score (the system prompt and the task's doc_to_text, rendered by the tokenizer the engine trained with), in the
+    data file's `prompt` field, for lm-eval's gguf model, which sends prompts as text."""
+    mc = multiple_choice_tasks(tasks)
+    if not mc:
+        return []
+    import jinja2
+    from transformers import AutoTokenizer
+
+    from .metrics import mc_row
+
+    recipe = plan.recipe
+    tokenizer = AutoTokenizer.from_pretrained(str(trained if (trained / "tokenizer_config.json").exists() else base_path),
+                                              trust_remote_code=recipe.model.trust_remote_code)
+    env = jinja2.Environment()
+    out = []
+    for task in mc:
+        yaml_path, name, data_file = _task_data(task)
+        template = env.from_string(str(_task_key(yaml_path, "doc_to_text") or "{{question}}"))
+        rows = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for i, row in enumerate(rows):
+            system = [{"role": "system", "content": recipe.model.system_prompt}] if recipe.model.system_prompt else []
+            user = {"role": "user", "content": template.render(**mc_row(row, i))}
+            row["prompt"] = tokenizer.apply_chat_template([*system, user], tokenize=False, add_generation_prompt=True,
+                                                          enable_thinking=recipe.model.enable_thinking)
+        target = plan.eval_dir / "tasks" / f"{name}{CHAT_SUFFIX}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        # Under a chat template lm-eval puts no delimiter between the prompt and each choice.
+        out.append(_task_variant(plan, f"{name}{CHAT_SUFFIX}", str(yaml_path), target,
+                                 f"{name} with its chat-templated prompts rendered ahead of time, for a GGUF",
+                                 doc_to_text="{{prompt}}", target_delimiter=""))
+    return out
+
+
+def _task_key(path: Path, key: str):
+    """A key of a task YAML, following `include`."""
+    cfg = _read_task_yaml(path) or {}
+    while key not in cfg and "include" in cfg:
+        path = (path.parent / str(cfg["include"])).resolve()
+        cfg = _read_task_yaml(path) or {}
+    return cfg.get(key)
+
+
+def _task_data(task: str) -> tuple[Path, str, Path]:
+    """A task's YAML, name and data file (a name in eval_tasks/ or a variant's path; `include` followed)."""
+    path = Path(task) if task.endswith(".yaml") else known_tasks()[task]
+    cfg = _read_task_yaml(path) or {}
+    name = str(cfg.get("task") or path.stem)
+    at, data = path, (cfg.get("dataset_kwargs") or {}).get("data_file")
+    while data is None and "include" in cfg:
+        at = (at.parent / str(cfg["include"])).resolve()
+        cfg = _read_task_yaml(at) or {}
+        data = (cfg.get("dataset_kwargs") or {}).get("data_file")
+    if data is None:
+        raise UserError(f"task '{name}' names no data file: eval.retrieval cannot prepare it", where=path)
+    data_path = Path(data) if Path(data).is_absolute() else at.parent / data
+    return path.resolve(), name, data_path
+
+
+def _question(row: dict) -> str:
+    """What a QA item asks (as scoring.qa_row reads it)."""
+    question = row.get("question") or row.get("instruction") or ""
+    return f"{question}\n{row['input']}" if row.get("input") and not row.get("question") else question
+
+
+def _task_variant(plan: Plan, name: str, base_task: str, data_file: Path, measures: str, **keys: str) -> Path:
+    """A task YAML in the run folder: `base_task` (a task in eval_tasks/, or a YAML path) over `data_file` (lm-eval
+    needs absolute paths), with extra keys such as a doc_to_text."""
+    base_yaml = Path(base_task).resolve() if base_task.endswith(".yaml") else known_tasks()[base_task].resolve()
+    out = plan.eval_dir / "tasks" / f"{name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
-    header = (
-        f"# Written by domainft eval for recipe {plan.recipe.name} ({plan.recipe_hash[:12]}):\n"
-        f"# {qa_task} over datagen's held-out test split of this run (lm-eval needs absolute paths).\n"
-    )
-    body = {
-        "include": str(base_yaml),
-        "task": f"{qa_task}{HELDOUT_SUFFIX}",
-        "dataset_kwargs": {"data_file": str(test_split)},
-        "metadata": {"version": 1.0, "text": "held-out"},  # not the hand-written set's "seen"
-    }
+    header = (f"# Written by domainft eval for recipe {plan.recipe.name} ({plan.recipe_hash[:12]}):\n"
+              f"# {base_yaml.stem} over {data_file.name} of this run: {measures}.\n")
+    body = {"include": str(base_yaml), "task": name, "dataset_kwargs": {"data_file": str(data_file)}, **keys,
+            "metadata": {"version": 1.0}}
     _write_if_changed(out, header + yaml.safe_dump(body, allow_unicode=True, sort_keys=False))
     return out
 
@@ -267,6 +409,16 @@ def lm_eval_argv(
     )
 
 
+def gguf_mc_argv(plan: Plan, *, label: str, tasks: list[str], limit: int | None, out_root: Path) -> list[str]:
+    """lm-eval on a GGUF behind llama_cpp.server (which keeps every token's logits, so /v1/completions echoes the
+    prompt's log-probabilities), through domainft.evaluate.lm_gguf: lm-eval's `gguf` model, counting the context's
+    tokens where lm-eval's own compares character offsets that a chat template's special tokens throw off. The
+    chat-templated multiple-choice variants, prompts sent as text."""
+    return _argv(plan, model="domainft-gguf", label=label, tasks=tasks, limit=limit, out_root=out_root,
+                 model_args=f"base_url={SERVER_ROOT}", batch_size="1", gen_kwargs=None, chat=False,
+                 entry="domainft.evaluate.lm_gguf")
+
+
 def gguf_argv(plan: Plan, *, label: str, tasks: list[str], limit: int | None, out_root: Path,
               url: str = SERVER_URL) -> list[str]:
     """lm-eval on a GGUF behind llama_cpp.server (`url`): lm-eval's `local-chat-completions` model, the same
@@ -285,24 +437,26 @@ def gguf_argv(plan: Plan, *, label: str, tasks: list[str], limit: int | None, ou
 
 
 def _argv(plan: Plan, *, model: str, model_args: str, label: str, tasks: list[str], limit: int | None,
-          out_root: Path, batch_size: str, gen_kwargs: str) -> list[str]:
+          out_root: Path, batch_size: str, gen_kwargs: str | None, chat: bool = True,
+          entry: str = "lm_eval") -> list[str]:
     """What every run shares: the tasks of eval_tasks/, the chat template, the recipe's system prompt, per-item
-    samples, the seed, and its own output folder."""
+    samples, the seed, and its own output folder. `chat` False: the prompts are chat-templated already. `entry`:
+    the module that runs lm-eval's CLI (lm_eval itself, or one that adds a model to it)."""
     recipe = plan.recipe
     argv = [
-        sys.executable, "-m", "lm_eval", "run",
+        sys.executable, "-m", entry, "run",
         "--model", model,
         "--model_args", model_args,
         "--tasks", ",".join(tasks),
         "--include_path", str(folder("eval_tasks")),
-        "--apply_chat_template",
+        *(["--apply_chat_template"] if chat else []),
         "--log_samples",
         "--output_path", str(out_root / label),
         "--batch_size", batch_size,
-        "--gen_kwargs", gen_kwargs,
+        *(["--gen_kwargs", gen_kwargs] if gen_kwargs else []),
         "--seed", str(recipe.training.seed),
     ]
-    if recipe.model.system_prompt:
+    if recipe.model.system_prompt and chat:
         argv += ["--system_instruction", recipe.model.system_prompt]
     if limit is not None:
         argv += ["--limit", str(limit)]
@@ -335,13 +489,13 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
         raise UserError("eval needs lm-eval: pip install 'domainft[ml]'")
     tasks = resolve_tasks(plan)  # recipe mistakes first, missing artifacts after
     adapter = _trained_output(plan)
-    runs, heldout, base_path = lm_eval_runs(plan, tasks=tasks, limit=limit, backend=backend, adapter=adapter,
-                                            out_root=plan.eval_dir / "lm_eval")
+    runs, made, base_path = lm_eval_runs(plan, tasks=tasks, limit=limit, backend=backend, adapter=adapter,
+                                         out_root=plan.eval_dir / "lm_eval")
     outputs = {}
     for run in runs:
         weights = [run.gguf] if run.gguf else _files(adapter) if run.label == "tuned" else []
-        outputs[run.label] = _run_lm_eval(run, fingerprint=_fingerprint(run, weights, heldout))
-    ggufs = [outputs[run.label] for run in runs if run.gguf]
+        outputs[run.label] = _run_lm_eval(run, fingerprint=_fingerprint(run, weights, list(made.values())))
+    ggufs = _gguf_columns([outputs[run.label] for run in runs if run.gguf])
     judged = None
     if recipe.eval.judge is not None:
         from .judged import judge_runs
@@ -349,6 +503,8 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
         # Cached by question, answer, rubric and judge: only answers that changed are graded again.
         judged = judge_runs(plan, {label: out["samples"] for label, out in outputs.items()}, plan.eval_dir / "judge",
                             console=_console())
+    from .provenance import task_provenance
+
     return write_report(
         plan.eval_dir,
         base=outputs["base"],
@@ -362,10 +518,15 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
             "adapter": str(adapter),
             "backend": backend,
             "limit": limit,
-            "heldout_task": heldout.stem if heldout else None,
+            "heldout_task": made["heldout"].stem if "heldout" in made else None,
+            "knowledge_task": made["knowledge"].stem if "knowledge" in made else None,
+            "measures": {made[kind].stem: MEASURES[kind] for kind in MEASURES if kind in made},
+            "retrieval": {"method": recipe.eval.retrieval, "top_k": recipe.eval.retrieval_top_k,
+                          "suffix": RAG_SUFFIX} if recipe.eval.retrieval else None,
+            "provenance": task_provenance(plan, outputs["tuned"]["samples"]),
             "loss_plot": str(adapter / "loss.png") if (adapter / "loss.png").exists() else None,
             "ggufs": {run.label: str(run.gguf) for run in runs if run.gguf},
-            "gguf_note": GGUF_MC_GAP if ggufs else None,
+            "gguf_note": None,
             "judge_rubric": recipe.eval.judge.rubric if recipe.eval.judge else None,
             "commands": {run.label: run.argv[1:] for run in runs},
         },
@@ -373,27 +534,41 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
 
 
 def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: str, adapter: Path,
-                 out_root: Path, with_ggufs: bool = True) -> tuple[list[LmEvalRun], Path | None, str]:
+                 out_root: Path, with_ggufs: bool = True) -> tuple[list[LmEvalRun], dict[str, Path], str]:
     """The lm-eval runs on the same tasks and items, writing under out_root: base, then base + adapter, then each
-    exported GGUF (its generate_until tasks); with the held-out task over datagen's test split when there is one,
-    and the base model's path."""
-    heldout = heldout_task(plan, tasks)
-    if heldout is not None:
-        tasks = [*tasks, str(heldout)]
+    exported GGUF (its generate_until tasks); with the tasks made from the run's own data (held-out split,
+    knowledge probe, and with eval.retrieval each free-answer task's retrieval arm, on base and tuned only) when
+    there are any, and the base model's path."""
+    made = run_made_tasks(plan, tasks)
+    tasks = [*tasks, *(str(path) for path in made.values())]
+    rag = retrieval_tasks(plan, tasks)
+    for path in rag:
+        made[path.stem] = path
+    if not tasks:
+        raise UserError(f"nothing to evaluate: domain '{plan.recipe.domain}' has no task group and datagen left "
+                        "no held-out split or knowledge probe", where="eval.tasks",
+                        hint="list tasks in eval.tasks, or set datagen.split.test above 0")
     base_path = _base_model(plan)
     plan.eval_dir.mkdir(parents=True, exist_ok=True)
     runs = [
-        LmEvalRun(label, lm_eval_argv(plan, label=label, tasks=tasks, limit=limit, backend=backend,
+        LmEvalRun(label, lm_eval_argv(plan, label=label, tasks=[*tasks, *map(str, rag)], limit=limit, backend=backend,
                                       base_path=base_path, adapter=ad, trained=adapter, out_root=out_root),
                   out_root / label)
         for label, ad in (("base", None), ("tuned", adapter))
     ]
-    gen_tasks = generation_tasks(tasks) if plan.recipe.eval.gguf and with_ggufs else []
-    if gen_tasks:
-        runs += [LmEvalRun(quant, gguf_argv(plan, label=quant, tasks=gen_tasks, limit=limit, out_root=out_root),
-                           out_root / quant, gguf=path)
-                 for quant, path in exported_ggufs(plan)]
-    return runs, heldout, base_path
+    ggufs = exported_ggufs(plan) if plan.recipe.eval.gguf and with_ggufs else []
+    gen_tasks = generation_tasks(tasks) if ggufs else []
+    mc_tasks = chat_templated_tasks(plan, tasks, trained=adapter, base_path=base_path) if ggufs else []
+    for quant, path in ggufs:
+        if gen_tasks:
+            runs.append(LmEvalRun(quant, gguf_argv(plan, label=quant, tasks=gen_tasks, limit=limit, out_root=out_root),
+                                  out_root / quant, gguf=path))
+        if mc_tasks:
+            label = f"{quant}{MC_RUN}"
+            runs.append(LmEvalRun(label, gguf_mc_argv(plan, label=label, tasks=[str(t) for t in mc_tasks], limit=limit,
+                                                      out_root=out_root), out_root / label, gguf=path))
+    made.update({path.stem: path for path in mc_tasks})
+    return runs, made, base_path
 
 
 def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None = None,
@@ -411,7 +586,7 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
     limit = limit if limit is not None else recipe.eval.limit
     adapter = Path(adapter).resolve() if adapter is not None else plan.adapter_dir
     # The run's GGUFs were exported from the run's adapter: another adapter gets no GGUF runs beside it.
-    runs, heldout, _ = lm_eval_runs(plan, tasks=resolve_tasks(plan), limit=limit, backend=backend, adapter=adapter,
+    runs, made, _ = lm_eval_runs(plan, tasks=resolve_tasks(plan), limit=limit, backend=backend, adapter=adapter,
                                     out_root=plan.eval_dir / "by_hand", with_ggufs=adapter == plan.adapter_dir)
     labels = ",".join(run.label for run in runs)
     lines = [
@@ -422,12 +597,15 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
         "# Needs lm_eval on PATH with the eval_tasks' own packages (domainft's venv: source .venv/bin/activate).",
         f"# lm-eval writes results_*.json and samples_*.jsonl under {plan.eval_dir / 'by_hand'}/{{{labels}}}/.",
     ]
-    if heldout is not None:
-        lines.append(f"# {heldout.name} is written by domainft: the QA task over this run's held-out test split.")
+    for kind, path in made.items():
+        what = MEASURES.get(kind) or ("a multiple-choice task on its chat-templated prompts, for a GGUF"
+                                      if kind.endswith(CHAT_SUFFIX) else
+                                      "a free-answer task with retrieved passages before each question (eval.retrieval)")
+        lines.append(f"# {path.name} is written by domainft over this run's own data; it measures {what}.")
     lines.append("set -e")
     lines.append("export " + " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items() if k != "PYTHONUNBUFFERED"))
     for run in runs:
-        argv = ["lm_eval", *run.argv[3:]]
+        argv = ["lm_eval", *run.argv[3:]] if run.argv[2] == "lm_eval" else ["python", *run.argv[1:]]
         if run.gguf is None:
             lines.append(shlex.join(argv))
             continue
@@ -442,11 +620,31 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
             "SERVER=$!",
             "until python -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/v1/models')\" "
             "2> /dev/null; do sleep 1; done",
-            " ".join('"' + a.replace(SERVER_URL, "http://127.0.0.1:$PORT/v1") + '"' if SERVER_URL in a
-                     else shlex.quote(a) for a in argv),
+            " ".join('"' + a.replace(SERVER_URL, "http://127.0.0.1:$PORT/v1").replace(SERVER_ROOT, "http://127.0.0.1:$PORT")
+                     + '"' if SERVER_ROOT in a else shlex.quote(a) for a in argv),
             "kill $SERVER; wait $SERVER || true",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _gguf_columns(outputs: list[dict]) -> list[dict]:
+    """One column per GGUF: its multiple-choice run (<quant>_mc, on the <task>_chat variants) folded into its
+    free-answer run under the tasks' own names, so the report pairs them with the HF runs item by item."""
+    columns: dict[str, dict] = {}
+    for out in outputs:
+        quant = out["label"].removesuffix(MC_RUN)
+        rename = (lambda t: t.removesuffix(CHAT_SUFFIX)) if out["label"].endswith(MC_RUN) else (lambda t: t)
+        col = columns.setdefault(quant, {"label": quant, "results": {}, "samples": {}, "seconds": 0.0,
+                                         "reused": True, "parts": []})
+        for key in ("results", "higher_is_better", "n-samples", "configs"):
+            col["results"].setdefault(key, {}).update(
+                {rename(t): v for t, v in (out["results"].get(key) or {}).items()})
+        col["samples"].update({rename(t): p for t, p in out["samples"].items()})
+        col["seconds"] += out["seconds"]
+        col["reused"] = col["reused"] and out["reused"]
+        col["parts"].append(out)
+        col.setdefault("results_path", out["results_path"])
+    return list(columns.values())
 
 
 def _base_model(plan: Plan) -> str:
@@ -482,15 +680,15 @@ def _is_rubric(path: Path) -> bool:
     return isinstance(cfg, dict) and "scale" in cfg and "task" not in cfg and "group" not in cfg
 
 
-def _fingerprint(run: LmEvalRun, weights: list[Path], heldout: Path | None) -> str:
+def _fingerprint(run: LmEvalRun, weights: list[Path], variants: list[Path]) -> str:
     """What a run's results depend on beyond its command line (a GGUF server's port aside): the weights (adapter
-    files, or the GGUF), the tasks, the held-out data."""
+    files, or the GGUF), the tasks, the task variants written into the run folder and their data."""
     parts: list[str] = [json.dumps(run.argv[1:])]
     files = sorted(p for p in folder("eval_tasks").rglob("*")
                    if p.is_file() and "__pycache__" not in p.parts and not _is_rubric(p))
     files += weights
-    if heldout is not None:
-        files += [heldout, Path(yaml.safe_load(heldout.read_text())["dataset_kwargs"]["data_file"])]
+    for variant in variants:
+        files += [variant, Path(yaml.safe_load(variant.read_text(encoding="utf-8"))["dataset_kwargs"]["data_file"])]
     for path in files:
         stat = path.stat()
         parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
@@ -520,7 +718,8 @@ def _run_lm_eval(run: LmEvalRun, *, fingerprint: str) -> dict:
         # The server's whole output stays beside lm-eval's log: eval/lm_eval/<quant>.server.log.
         with serving(run.gguf, log_path=run.out_dir.parent / f"{run.label}.server.log", alias=run.label,
                      seed=_seed(run.argv)) as served:
-            argv = [a.replace(SERVER_URL, served.url) for a in run.argv]
+            argv = [a.replace(SERVER_URL, served.url).replace(SERVER_ROOT, served.url.removesuffix("/v1"))
+                    for a in run.argv]
             done = _stream(run.label, argv, run.out_dir, log_path)
     seconds = time.monotonic() - started
     if done.returncode != 0:

@@ -183,7 +183,7 @@ STAGES: tuple[Stage, ...] = (
         params=lambda p: {**_recipe_part(p, "name", "model", "dataset", "method", "training", "engine_overrides",
                                          "distributed"), "engine": p.engine, "model_path": p.model_path},
         inputs=lambda p: [*p.train_files, *p.val_files,
-                          *files_under([folder("templates") / d for d in (p.engine, "deepspeed", "folder")])],
+                          *files_under([folder("templates") / d for d in (p.engine, "deepspeed", "folder", "slurm")])],
         outputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
         run=_run_render,
     ),

@@ -80,6 +80,17 @@ class Engine(ABC):
         """How to train from the rendered folder: the by-hand command, with the output moved to plan.train_dir.
         `resume_from`: the newest complete checkpoint there, for engines that do not resume by themselves."""
 
+    @abstractmethod
+    def run_folder_args(self, plan: Plan, resume_from: Path | None = None) -> list[str]:
+        """What domainft adds to the by-hand train command so the engine writes into plan.train_dir (and resumes
+        from `resume_from`): train_launch's, and what `domainft run` passes to launch.sbatch."""
+
+    @abstractmethod
+    def cluster_command(self, plan: Plan) -> str:
+        """The shell line each Slurm task runs from inside the rendered folder to train through the engine's own
+        multi-node launcher. launch.sbatch exports NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR and MASTER_PORT
+        from the job; `"$@"` stands where run_folder_args go."""
+
     def after_train(self, train_dir: Path) -> None:
         """Leave the final adapter (or full weights) directly in train_dir, when the engine keeps it elsewhere."""
 

@@ -6,6 +6,8 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import process
@@ -16,38 +18,53 @@ from ..plan import Plan
 from . import get_engine
 from .base import Engine, Launch, last_checkpoint
 from .checks import validate
-from .folder import write_folder
+from .cluster import SCRIPT
+from .folder import README, write_folder
 from .loss_plot import write_loss_plot
 from .venv import require_engine, venv_capabilities, venv_dir
 
 DONE = ".domainft-done"  # in train_dir: training finished for these rendered files
 
 
+class ProgressBar:
+    """A rich bar fed with the engine's output lines: steps done of total, the last loss."""
+
+    def __init__(self, bar, task, engine: Engine):
+        self._bar, self._task, self._engine = bar, task, engine
+
+    def line(self, line: str) -> None:
+        progress = self._engine.parse_progress(line)
+        if progress is None:
+            return
+        if progress.loss is not None:
+            self._bar.update(self._task, loss=f"loss {progress.loss:.4f}")
+        if progress.step is not None:
+            self._bar.update(self._task, completed=progress.step, total=progress.total)
+
+    def describe(self, text: str) -> None:
+        self._bar.update(self._task, description=text)
+
+
+@contextmanager
+def progress_bar(engine: Engine, label: str) -> Iterator[ProgressBar]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+    ) as bar:
+        yield ProgressBar(bar, bar.add_task(f"{engine.name} {label}", total=None, loss=""), engine)
+
+
 def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | None = None,
                label: str = "training") -> None:
     """Run `launch` from the engine's venv: full log to log_path, a progress bar, EngineError on failure."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     venv = venv or require_engine(engine.name)
     env = {**process.clean_env(Path(log_path).parent, venv), **launch.env}
     argv = [str(venv / "bin" / launch.argv[0]), *launch.argv[1:]]
-    with Progress(
-        TextColumn(f"[bold]{engine.name} {label}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-    ) as bar:
-        task = bar.add_task(label, total=None, loss="")
-
-        def show(line: str) -> None:
-            progress = engine.parse_progress(line)
-            if progress is None:
-                return
-            if progress.loss is not None:
-                bar.update(task, loss=f"loss {progress.loss:.4f}")
-            if progress.step is not None:
-                bar.update(task, completed=progress.step, total=progress.total)
-
+    with progress_bar(engine, label) as bar:
         try:
-            done = process.run(argv, env=env, cwd=launch.cwd, log_path=log_path, on_line=show)
+            done = process.run(argv, env=env, cwd=launch.cwd, log_path=log_path, on_line=bar.line)
         except OSError as exc:
             raise EngineError(f"cannot start {launch.argv[0]}: {exc.strerror}", where=venv) from None
     if done.returncode != 0:
@@ -57,6 +74,8 @@ def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | N
 def train(plan: Plan) -> Path:
     """Render, check, write, launch; the adapter (or full weights) folder. Resumes from the last checkpoint."""
     engine = get_engine(plan.engine)
+    # The base model is made local here, on this machine, before any launch (local or a Slurm job): pulling a hub
+    # model belongs before this point too, once (a `models pull` stage before render), never on each node.
     if plan.is_embedded:
         from ..models.embedded import materialize
 
@@ -74,10 +93,16 @@ def train(plan: Plan) -> Path:
     checkpoint = last_checkpoint(plan.train_dir)
     # LLaMA-Factory (overwrite_output_dir false) and Axolotl (auto_resume_from_checkpoints) resume by themselves
     # from their output folder; others are told the checkpoint. Naming it keeps the log honest about it.
-    launch = engine.train_launch(plan, resume_from=checkpoint)
     label = f"training (resuming from {checkpoint.name})" if checkpoint is not None else "training"
+    log_path = plan.run_dir / "logs" / f"train-{engine.name}.log"
     started = time.monotonic()
-    run_launch(launch, plan.run_dir / "logs" / f"train-{engine.name}.log", engine, venv=venv, label=label)
+    if plan.recipe.distributed.launcher == "slurm":
+        # Everything before this ran once, here; the job trains on every node; what follows runs here again.
+        from .slurm import train_on_slurm
+
+        train_on_slurm(plan, engine, venv, engine.run_folder_args(plan, resume_from=checkpoint), log_path, label)
+    else:
+        run_launch(engine.train_launch(plan, resume_from=checkpoint), log_path, engine, venv=venv, label=label)
     plan.train_dir.mkdir(parents=True, exist_ok=True)
     engine.after_train(plan.train_dir)
     write_loss_plot(plan.train_dir, title=f"{plan.recipe.name}: {engine.name} training")
@@ -117,9 +142,14 @@ def merge(plan: Plan, out_dir: Path) -> Path:
 
 
 def _training_digest(plan: Plan, files: dict[str, str]) -> str:
-    """What a training run depends on: the rendered files and the bytes of the data they point at."""
+    """What a training run depends on: the rendered files the engine reads, the bytes of the data they point at,
+    and how many processes share the work. Not the README or the batch script: the same run launched locally or
+    through Slurm is one run (a resume, not a fresh start)."""
     data = {str(p): sha256_file(p) for p in [*plan.train_files, *plan.val_files] if p.exists()}
-    return hashlib.sha256(json.dumps([files, data], sort_keys=True).encode()).hexdigest()
+    read = {rel: text for rel, text in files.items() if rel not in (README, SCRIPT)}
+    dist = plan.recipe.distributed
+    world = [dist.nnodes, dist.nproc_per_node, dist.deepspeed]
+    return hashlib.sha256(json.dumps([read, data, world], sort_keys=True).encode()).hexdigest()
 
 
 STARTED = ".domainft-started"

@@ -12,6 +12,7 @@ from ...errors import RecipeError, did_you_mean
 from .. import checks as V
 from ..base import Engine, Launch, Progress, move_up
 from ..folder import README, data_layout, deepspeed_rel, readme
+from ..cluster import cluster_files
 from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_args, training_values
 from ..venv import Spec
 
@@ -136,6 +137,7 @@ class Axolotl(Engine):
             ))
         }
         files.update(deepspeed_files(plan))
+        files.update(cluster_files(plan, self))
         train = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, CONFIG))}"  # recipe values shell-quoted
         if plan.recipe.distributed.nnodes > 1:
             train = train.replace("--nnodes", "--node_rank=$NODE_RANK --nnodes")
@@ -197,9 +199,20 @@ class Axolotl(Engine):
     # The rendered file writes into the folder (output/, prepared/); a run keeps those in its own folders
     # instead, through Axolotl's command-line overrides of config keys.
     def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
-        argv = self._train_argv(plan, CONFIG, f"--output-dir={plan.train_dir.resolve()}",
-                                f"--dataset-prepared-path={(plan.run_dir / 'train' / 'axolotl-prepared').resolve()}")
-        return Launch(argv, {}, plan.render_dir)
+        return Launch(self._train_argv(plan, CONFIG, *self.run_folder_args(plan, resume_from)), {}, plan.render_dir)
+
+    def run_folder_args(self, plan: Plan, resume_from: Path | None = None) -> list[str]:
+        # it resumes from its output folder by itself (auto_resume_from_checkpoints)
+        return [f"--output-dir={plan.train_dir.resolve()}",
+                f"--dataset-prepared-path={(plan.run_dir / 'train' / 'axolotl-prepared').resolve()}"]
+
+    def cluster_command(self, plan: Plan) -> str:
+        # Options for the config go before `--launcher`; torchrun's own rendezvous options after `--`. Static
+        # rendezvous: node 0 hosts it and holds global rank 0, as with LLaMA-Factory's launcher. The rendezvous id
+        # must be the same on every node: without one Axolotl adds a random id per node, and they never meet.
+        return (f'{NO_TRACKING} axolotl train {CONFIG} "$@" --launcher torchrun -- --nnodes="$NNODES" '
+                '--node_rank="$NODE_RANK" --nproc_per_node="$NPROC_PER_NODE" '
+                '--rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_backend=static --rdzv_id="$SLURM_JOB_ID"')
 
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
         # merge-lora writes into <output_dir>/merged; after_merge moves it to out_dir.

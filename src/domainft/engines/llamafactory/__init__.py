@@ -11,6 +11,7 @@ from ...errors import RecipeError, did_you_mean
 from .. import checks as V
 from ..base import Engine, Launch, Progress
 from ..folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
+from ..cluster import cluster_files
 from ..hf import deepspeed_files, parse_trainer_progress, readme_env, tidy_yaml, torchrun_env, training_values
 from ..venv import Spec
 
@@ -106,6 +107,7 @@ class LlamaFactory(Engine):
             )),
         }
         files.update(deepspeed_files(plan))
+        files.update(cluster_files(plan, self))
         files[README] = readme(
             plan, files, engine="LLaMA-Factory", config_file=TRAIN_YAML,
             model_key=f"`model_name_or_path` in `{TRAIN_YAML}` and `{MERGE_YAML}`",
@@ -159,8 +161,15 @@ class LlamaFactory(Engine):
     # `key=value` after the YAML overrides it (LLaMA-Factory merges them with OmegaConf). The value is
     # YAML-quoted: OmegaConf reads `a #b` as `a` and `a: b` as a mapping.
     def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
-        argv = ["llamafactory-cli", "train", TRAIN_YAML, _cli_set("output_dir", plan.train_dir)]
+        argv = ["llamafactory-cli", "train", TRAIN_YAML, *self.run_folder_args(plan, resume_from)]
         return Launch(argv, torchrun_env(plan), plan.render_dir)
+
+    def run_folder_args(self, plan: Plan, resume_from: Path | None = None) -> list[str]:
+        return [_cli_set("output_dir", plan.train_dir)]  # it resumes from its output folder by itself
+
+    def cluster_command(self, plan: Plan) -> str:
+        # LLaMA-Factory's launcher starts torchrun with NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR, MASTER_PORT.
+        return f'FORCE_TORCHRUN=1 llamafactory-cli train {TRAIN_YAML} "$@"'
 
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
         argv = ["llamafactory-cli", "export", MERGE_YAML, _cli_set("adapter_name_or_path", plan.train_dir),

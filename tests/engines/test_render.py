@@ -36,6 +36,10 @@ VARIANTS = {
     # datagen's validation split becomes the engine's eval set; the source projects' weight decay
     "datagen_val": {"extract": {"inputs": ["docs"]}, "datagen": {"provider": "extractive"},
                     "training": {"weight_decay": 0.01, "eval_steps": 3}},
+    # launch.sbatch and the folder README's sbatch step
+    "slurm": {"distributed": {"launcher": "slurm", "nnodes": 4, "nproc_per_node": 8, "master_port": 29600,
+                              "slurm": {"partition": "gpu", "account": "coal-lab", "time_limit": "12:00:00",
+                                        "gpus_per_node": 8, "sbatch_lines": ["--exclusive", "--mem=0"]}}},
 }
 # Keys every engine on the HF Trainer spells the same: one replaces a rendered key, one adds a key.
 OVERRIDES = {"seed": 7, "max_grad_norm": 0.5}

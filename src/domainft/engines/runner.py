@@ -18,8 +18,7 @@ from ..plan import Plan
 from . import get_engine
 from .base import Engine, Launch, last_checkpoint
 from .checks import validate
-from .cluster import SCRIPT
-from .folder import README, write_folder
+from .folder import write_folder
 from .loss_plot import write_loss_plot
 from .venv import require_engine, venv_capabilities, venv_dir
 
@@ -142,14 +141,9 @@ def merge(plan: Plan, out_dir: Path) -> Path:
 
 
 def _training_digest(plan: Plan, files: dict[str, str]) -> str:
-    """What a training run depends on: the rendered files the engine reads, the bytes of the data they point at,
-    and how many processes share the work. Not the README or the batch script: the same run launched locally or
-    through Slurm is one run (a resume, not a fresh start)."""
+    """What a training run depends on: the rendered files and the bytes of the data they point at."""
     data = {str(p): sha256_file(p) for p in [*plan.train_files, *plan.val_files] if p.exists()}
-    read = {rel: text for rel, text in files.items() if rel not in (README, SCRIPT)}
-    dist = plan.recipe.distributed
-    world = [dist.nnodes, dist.nproc_per_node, dist.deepspeed]
-    return hashlib.sha256(json.dumps([read, data, world], sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([files, data], sort_keys=True).encode()).hexdigest()
 
 
 STARTED = ".domainft-started"

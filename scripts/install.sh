@@ -25,24 +25,34 @@ else
   echo "up to date"
 fi
 
+# Debian packages only a test needs (as root or with password-less sudo): a failed install is said, not fatal.
+#   debian_packages "PKGS" READY_TEST "WHO SKIPS"
+debian_packages() {
+  local pkgs="$1" ready="$2" skips="$3"
+  if eval "$ready"; then
+    echo "up to date"
+  elif ! command -v apt-get >/dev/null; then
+    echo "no apt-get: install $pkgs by hand, or $skips"
+  elif [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs; } ||
+      echo "could not install $pkgs: $skips (fails under CI=true)"
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    { sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs; } ||
+      echo "could not install $pkgs: $skips (fails under CI=true)"
+  else
+    echo "not root and no password-less sudo: run 'sudo apt-get install $pkgs', or $skips"
+  fi
+}
+
 step "chromium (Debian's package: the review page's browser test drives it headless)"
 # Playwright's own browser download needs a host we cannot reach; the distribution's package comes from its
 # registry. CJK fonts so the page's screenshots show the Chinese sample documents.
-browser_pkgs="chromium fonts-wqy-microhei"
-if [ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi wenquanyi; then
-  echo "up to date"
-elif ! command -v apt-get >/dev/null; then
-  echo "no apt-get: install Chromium as /usr/bin/chromium by hand, or the browser test skips"
-elif [ "$(id -u)" = 0 ]; then
-  # Only a test needs it: a failed install is said, not fatal to the demo.
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $browser_pkgs; } ||
-    echo "could not install $browser_pkgs: the browser test skips (fails under CI=true)"
-elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-  { sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $browser_pkgs; } ||
-    echo "could not install $browser_pkgs: the browser test skips (fails under CI=true)"
-else
-  echo "not root and no password-less sudo: run 'sudo apt-get install $browser_pkgs', or the browser test skips"
-fi
+debian_packages "chromium fonts-wqy-microhei" \
+  "[ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi wenquanyi" "the browser test skips"
+
+step "slurm (Debian's slurm-wlm and munge: the cluster tests start a one-node Slurm on this machine)"
+debian_packages "slurm-wlm munge" "command -v sbatch >/dev/null && [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ]" \
+  "the Slurm tests skip"
 
 step "llama.cpp: llama-cpp-python + HF->GGUF converter (first time: ~10 min source build)"
 bash scripts/llamacpp_tools.sh .venv

@@ -39,3 +39,22 @@ def smollm2_server(tmp_path_factory) -> str:
 
     with serving(smollm2_gguf(), log_path=tmp_path_factory.mktemp("llama") / "server.log", alias="smollm2") as served:
         yield served.url
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node Slurm cluster (slurm_cluster.py) for the whole session: skipped with the reason where Slurm
+    is not installed or cannot start (a failure under CI); every job cancelled and the daemons stopped at the end."""
+    from slurm_cluster import one_node_cluster, skip_or_fail, unavailable
+
+    if reason := unavailable():
+        skip_or_fail(reason)
+    try:
+        context = one_node_cluster(tmp_path_factory.mktemp("slurm"))
+        cluster = context.__enter__()
+    except RuntimeError as exc:
+        skip_or_fail(f"Slurm did not start: {exc}")
+    try:
+        yield cluster
+    finally:
+        context.__exit__(None, None, None)

@@ -69,3 +69,27 @@ def test_a_broken_readme_command_fails_the_check(tmp_path):
     assert proc.returncode != 0
     assert "rendr" in proc.stderr
     assert not (tmp_path / "by-hand").exists()
+
+
+CLUSTER_SECTION = "On a Slurm cluster"
+
+
+@pytest.mark.e2e
+def test_readme_cluster_commands_run_as_written(tmp_path, slurm_cluster, monkeypatch):
+    """README's "On a Slurm cluster" blocks, verbatim, against the one-node Slurm the fixture starts (its config
+    is the one thing the shell is given beyond a user's)."""
+    checkout = scratch_checkout(tmp_path / "checkout")
+    blocks = bash_blocks((REPO / "README.md").read_text(encoding="utf-8"), CLUSTER_SECTION)
+    assert len(blocks) == 2, "the section lost its command blocks"
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster.env["SLURM_CONF"])
+    proc = run_blocks(blocks, checkout, timeout=1800)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert "#SBATCH --ntasks-per-node=1" in proc.stdout  # the script, as `cat` showed it
+    by_hand = tmp_path / "cluster" / "lf"
+    assert (by_hand / "output" / "adapter_model.safetensors").exists()
+    run = checkout / "runs" / "demo-coal-smollm2"
+    assert (run / "train" / "llamafactory" / "adapter_model.safetensors").exists()
+    for folder in (by_hand, run / "render" / "llamafactory"):  # one job each, trained on its one node
+        (job,) = [p for p in (folder / "logs").iterdir() if p.is_dir()]
+        assert (job / "node-0.exit").read_text().strip() == "0" and (job / "exit").read_text().strip() == "0"
+    assert slurm_cluster.jobs() == []

@@ -64,6 +64,14 @@ SetOpt = Annotated[
 ]
 EngineOpt = Annotated[Optional[str], typer.Option("--engine", "-e", help=f"{' | '.join(ENGINES)} (default: the recipe's).")]
 RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default: runs/<recipe name>).")]
+LauncherOpt = Annotated[Optional[str], typer.Option(
+    "--launcher", help="local | slurm: train here, or submit the rendered launch.sbatch and follow the job "
+    "(default: the recipe's distributed.launcher).")]
+
+
+def _launcher(set_: list[str] | None, launcher: str | None) -> list[str]:
+    """--launcher as the recipe override it is, so the schema checks it and the manifest records it."""
+    return [*(set_ or []), *([f"distributed.launcher={launcher}"] if launcher else [])]
 
 
 def _plan(recipe_path: Path, overrides: list[str] | None, engine: str | None = None, run_dir: Path | None = None,
@@ -154,6 +162,7 @@ def render(
     """
     from .engines import get_engine
     from .engines.checks import validate as rendered_and_checked
+    from .engines.cluster import SCRIPT
     from .engines.folder import README, folder_files, write_folder
     from .pipeline import run_pipeline
 
@@ -189,7 +198,8 @@ def render(
                   soft_wrap=True, markup=False, highlight=False)
     if note := length_report(plan):
         err.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
-    out.print(f"run by hand, from that folder: [bold]cd {dest} && {eng.hand_command()}[/bold]  "
+    hand = f"sbatch {SCRIPT}" if SCRIPT in files else eng.hand_command()
+    out.print(f"run by hand, from that folder: [bold]cd {dest} && {hand}[/bold]  "
               f"[dim](every command: {dest / README})[/dim]", soft_wrap=True)
 
 
@@ -337,11 +347,13 @@ def datagen(
 
 
 @app.command()
-def train(recipe: RecipeArg, engine: EngineOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None) -> None:
-    """Render, then train with the engine from its own venv (resumes from the last checkpoint)."""
+def train(recipe: RecipeArg, engine: EngineOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+          launcher: LauncherOpt = None) -> None:
+    """Render, then train with the engine from its own venv (resumes from the last checkpoint); with the slurm
+    launcher, through a Slurm job on every node."""
     from .pipeline import run_pipeline
 
-    plan = _plan(recipe, set_, engine, run_dir)
+    plan = _plan(recipe, _launcher(set_, launcher), engine, run_dir)
     from .needs import require_gpu
 
     require_gpu(plan)  # bf16/fp16 cannot train without a CUDA GPU: said before any pull or datagen
@@ -454,11 +466,12 @@ def run(
     engine: EngineOpt = None,
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
+    launcher: LauncherOpt = None,
 ) -> None:
     """All stages: extract → datagen → render → train → eval → export, skipping what is up to date."""
     from .pipeline import outcomes_table, run_pipeline
 
-    plan = _plan(recipe, set_, engine, run_dir)
+    plan = _plan(recipe, _launcher(set_, launcher), engine, run_dir)
     result = run_pipeline(plan, from_stage=from_, only=only, skip=skip, dry_run=dry_run)
     out.print(outcomes_table(result))
     if dry_run:
@@ -518,7 +531,11 @@ def lineage(file: Annotated[Path, typer.Argument(help="Any file in a run folder.
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into exit code 130 and, outside standalone mode, returns it
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as exc:
         print(f"{_styled('error:', '31', sys.stderr)} {exc.one_line()}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -77,6 +77,8 @@ def gpu_wants(plan: Plan) -> list[str]:
 def require_gpu(plan: Plan) -> None:
     """bf16/fp16 training cannot start without a CUDA GPU (the engine fails seconds into the launch): refuse now."""
     precision = plan.recipe.training.precision
+    if plan.recipe.distributed.launcher == "slurm":
+        return  # the job trains on the cluster's nodes; this machine only submits it
     if precision in ("bf16", "fp16") and not cuda_gpus():
         raise EngineError(f"training in {precision} needs a CUDA GPU, and none was found on this machine",
                           where="training.precision", hint="train on a GPU machine, or set it to fp32 to train "
@@ -169,7 +171,10 @@ def notes(plan: Plan) -> list[str]:
     peak = f"estimated peak {estimate:.1f} GiB of GPU memory per GPU" if estimate else None
     if wants:
         gpus = cuda_gpus()
-        if not gpus:
+        if not gpus and plan.recipe.distributed.launcher == "slurm":
+            out.append(f"this recipe needs a CUDA GPU ({', '.join(wants)}) on each Slurm node (this machine only "
+                       "submits the job)" + (f"; {peak}" if peak else ""))
+        elif not gpus:
             out.append(f"this recipe needs a CUDA GPU ({', '.join(wants)}) and none was found here"
                        + (f"; {peak}" if peak else ""))
         elif peak:

@@ -128,10 +128,12 @@ def _curate_rubric_file(plan: Plan) -> list[Path]:
 
 
 def _render_templates(plan: Plan) -> list[Path]:
-    """The engine's templates and data files, and every template they import (templates/_shared/kv.j2)."""
+    """The engine's templates and data files, and every template they import (templates/_shared/kv.j2); the Slurm
+    batch script's with the slurm launcher."""
     from .render import template_files
 
-    return template_files(plan.engine, "deepspeed", "folder")
+    slurm = ("slurm",) if plan.recipe.distributed.launcher == "slurm" else ()
+    return template_files(plan.engine, "deepspeed", "folder", *slurm)
 
 
 def _review_journal(plan: Plan) -> list[Path]:

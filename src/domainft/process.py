@@ -151,6 +151,18 @@ def end_group(proc: subprocess.Popen, grace: float = GRACE_S) -> None:
             continue
 
 
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM to domainft raises Terminated inside the block (in the main thread), so cleanup that runs between
+    children (cancelling a cluster job) still runs."""
+    previous = _terminate_on_sigterm()
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _terminate_on_sigterm():
     if threading.current_thread() is not threading.main_thread():
         return None

@@ -352,12 +352,42 @@ class TrainingConfig(Section):
         raise ValueError("a whole number of steps (>= 1) or a fraction of the total steps (between 0 and 1)")
 
 
+# Slurm's time formats: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, or UNLIMITED.
+SLURM_TIME = r"^(UNLIMITED|infinite|\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2})$"
+
+
+class SlurmConfig(Section):
+    """What launch.sbatch asks of the cluster. Values land in `#SBATCH` lines: no line breaks, no shell."""
+
+    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.,-]+$",
+                                  description="Partition (sbatch --partition); None: the cluster's default.")
+    account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="Account charged (sbatch --account).")
+    time_limit: str | None = Field(None, pattern=SLURM_TIME, description="Wall-clock limit in Slurm's format "
+                                   "(e.g. 04:00:00, 2-00:00:00); None: the partition's.")
+    gpus_per_node: int | None = Field(None, ge=0, description="GPUs per node (sbatch --gpus-per-node), usually "
+                                      "distributed.nproc_per_node; None: none asked for.")
+    sbatch_lines: list[str] = Field(default_factory=list, description="More sbatch options, one per item, written as "
+                                    "`#SBATCH <item>` after domainft's own (so they win), e.g. --exclusive.")
+
+    @field_validator("sbatch_lines")
+    @classmethod
+    def _one_option_per_line(cls, lines: list[str]) -> list[str]:
+        for line in lines:
+            if not line.startswith("-") or any(ord(c) < 32 or ord(c) == 127 for c in line):
+                raise ValueError(f"{line!r} is not one sbatch option on one line (e.g. '--exclusive')")
+        return lines
+
+
 class DistributedConfig(Section):
     deepspeed: Literal[0, 2, 3] = Field(0, description="DeepSpeed ZeRO stage; 0 means off.")
     nnodes: int = Field(1, ge=1, description="Machines; each runs the same command with NODE_RANK set.")
     nproc_per_node: int = Field(1, ge=1, description="Processes (GPUs) per machine.")
     master_addr: str = Field("127.0.0.1", description="Address of the NODE_RANK=0 machine.")
     master_port: int = Field(29500, ge=1024, le=65535, description="Rendezvous port on master_addr.")
+    launcher: Literal["local", "slurm"] = Field(
+        "local", description="local: train here (other nodes started by hand with NODE_RANK); slurm: render "
+        "launch.sbatch, and `domainft run`/`train` submit it and follow the job (master_addr comes from the job).")
+    slurm: SlurmConfig = SlurmConfig()
 
 
 class EvalConfig(Section):
@@ -436,6 +466,13 @@ class Recipe(Section):
             raise ValueError("datagen writes alpaca pairs: use dataset.format 'alpaca' with datagen")
         if self.method.pretrain is not None and self.datagen is None:
             raise ValueError("method.pretrain reads the chunks datagen trains on: add a datagen section")
+        return self
+
+    @model_validator(mode="after")
+    def _pretrain_runs_locally(self) -> Recipe:
+        if self.method.pretrain is not None and self.distributed.launcher == "slurm":
+            raise ValueError("method.pretrain runs through the local launcher only; with distributed.launcher slurm, "
+                             "run the rendered folder's pre-training command in a job of your own first")
         return self
 
     @property

@@ -41,6 +41,10 @@ VARIANTS = {
                          "method": {"pretrain": {"max_steps": 3, "learning_rate": 5.0e-4}}},
     "full_pretrain": {"extract": {"inputs": ["docs"]}, "datagen": {"provider": "extractive"},
                       "method": {"kind": "full", "pretrain": {"epochs": 2.0}}},
+    # launch.sbatch and the folder README's sbatch step
+    "slurm": {"distributed": {"launcher": "slurm", "nnodes": 4, "nproc_per_node": 8, "master_port": 29600,
+                              "slurm": {"partition": "gpu", "account": "coal-lab", "time_limit": "12:00:00",
+                                        "gpus_per_node": 8, "sbatch_lines": ["--exclusive", "--mem=0"]}}},
 }
 # Keys every engine on the HF Trainer spells the same: one replaces a rendered key, one adds a key.
 OVERRIDES = {"seed": 7, "max_grad_norm": 0.5}

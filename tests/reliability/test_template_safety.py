@@ -51,7 +51,8 @@ PAYLOADS = {
 }
 # Keys the schema restricts to names it knows: any payload there must be refused, never rendered.
 REFUSED_FIELDS = ("name", "domain", "model.chat_template", "method.target_modules", "dataset.columns<key>",
-                  "dataset.tags<key>", "engine_overrides<key>", "model.revision")
+                  "dataset.tags<key>", "engine_overrides<key>", "model.revision", "distributed.slurm.partition",
+                  "distributed.slurm.account", "distributed.slurm.time_limit", "distributed.slurm.sbatch_lines")
 # Free-text fields and where each one is exercised in this file.
 COVERED = {
     "description": "recipe_with", "model.base": "recipe_with (payload-named model folder)",
@@ -348,6 +349,9 @@ REFUSED = {
                                                        "format": "sharegpt", "tags": {p: "x"}}),
     "engine_overrides<key>": lambda p: _base_dict(engine_overrides={p: 1}),
     "model.revision": lambda p: _base_dict(model={"base": "org/model", "chat_template": "smollm2", "revision": p}),
+    **{f"distributed.slurm.{key}": (lambda key: lambda p: _base_dict(distributed={
+        "launcher": "slurm", "slurm": {key: [p] if key == "sbatch_lines" else p}}))(key)
+       for key in ("partition", "account", "time_limit", "sbatch_lines")},
 }
 assert set(REFUSED) == set(REFUSED_FIELDS)
 

@@ -84,6 +84,17 @@ class Engine(ABC):
         """How to run continued pre-training (method.pretrain) from the rendered folder, into plan.pretrain_dir."""
         raise NotImplementedError(f"{self.label} has no continued pre-training here")
 
+    @abstractmethod
+    def run_folder_args(self, plan: Plan, resume_from: Path | None = None) -> list[str]:
+        """What domainft adds to the by-hand train command so the engine writes into plan.train_dir (and resumes
+        from `resume_from`): train_launch's, and what `domainft run` passes to launch.sbatch."""
+
+    @abstractmethod
+    def cluster_command(self, plan: Plan) -> str:
+        """The shell line each Slurm task runs from inside the rendered folder to train through the engine's own
+        multi-node launcher. launch.sbatch exports NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR and MASTER_PORT
+        from the job; `"$@"` stands where run_folder_args go."""
+
     def after_train(self, train_dir: Path) -> None:
         """Leave the final adapter (or full weights) directly in train_dir, when the engine keeps it elsewhere."""
 

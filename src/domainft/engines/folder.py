@@ -16,6 +16,7 @@ from .. import render as R
 from ..chat_formats import instructions, user_turn
 from ..errors import DataError
 from ..fsutil import atomic_write
+from .cluster import SCRIPT
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
     from ..plan import Plan
@@ -120,7 +121,10 @@ DESCRIPTIONS = {
                             f"`{PRETRAIN_OUTPUT}/`, where training starts from)",
     "ds_zero2.json": "DeepSpeed ZeRO-2 config",
     "ds_zero3.json": "DeepSpeed ZeRO-3 config",
+    SCRIPT: "the Slurm batch script: one task per node, each through the engine's own torchrun launcher",
 }
+CLUSTER_STEP = ("Or train on a Slurm cluster instead, with this folder on a filesystem every node sees and the engine "
+                "on PATH there (each node's output goes to `logs/<job id>/node-<rank>.log`)")
 
 
 def readme(plan: Plan, files: dict[str, str], *, engine: str, config_file: str, model_key: str, install: str,
@@ -137,6 +141,8 @@ def readme(plan: Plan, files: dict[str, str], *, engine: str, config_file: str, 
     listing += [(rel, f"validation data for eval loss (a copy of {source.name}{folded})") for rel, source in val.items()]
     listing += [(rel, f"raw text for continued pre-training (a copy of {source.name})")
                 for rel, source in pretrain_layout(plan).items()]
+    if SCRIPT in files:  # right after the train step
+        steps = [steps[0], (CLUSTER_STEP, [f"sbatch {SCRIPT}"]), *steps[1:]]
     return R.render_template(
         "folder/README.md.j2", recipe=plan.recipe.name, recipe_hash=plan.recipe_hash[:16], engine=engine,
         config_file=config_file, model_key=model_key, model=plan.model_path, install=install, steps=steps,

@@ -6,6 +6,8 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import process
@@ -44,33 +46,47 @@ class StepCounter:
         return (progress.step, progress.total) if progress.total == self.total else None
 
 
+class ProgressBar:
+    """A rich bar fed with the engine's output lines: steps done of total, the last loss."""
+
+    def __init__(self, bar, task, engine: Engine):
+        self._bar, self._task, self._engine = bar, task, engine
+        self._steps = StepCounter()
+
+    def line(self, line: str) -> None:
+        progress = self._engine.parse_progress(line)
+        if progress is None:
+            return
+        if progress.loss is not None:
+            self._bar.update(self._task, loss=f"loss {progress.loss:.4f}")
+        if (shown := self._steps.feed(progress)) is not None:
+            self._bar.update(self._task, completed=shown[0], total=shown[1])
+
+    def describe(self, text: str) -> None:
+        self._bar.update(self._task, description=text)
+
+
+@contextmanager
+def progress_bar(engine: Engine, label: str) -> Iterator[ProgressBar]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+    ) as bar:
+        yield ProgressBar(bar, bar.add_task(f"{engine.name} {label}", total=None, loss=""), engine)
+
+
 def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | None = None,
                label: str = "training", report_to: str = "none") -> None:
     """Run `launch` from the engine's venv: full log to log_path, a progress bar, EngineError on failure.
     `report_to`: the training logger whose settings (WANDB_*, MLFLOW_*) the child may see."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     venv = venv or require_engine(engine.name)
     env = {**process.clean_env(Path(log_path).parent, venv, report_to=report_to), **launch.env}
     argv = [str(venv / "bin" / launch.argv[0]), *launch.argv[1:]]
-    with Progress(
-        TextColumn(f"[bold]{engine.name} {label}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-    ) as bar:
-        task = bar.add_task(label, total=None, loss="")
-        steps = StepCounter()
-
-        def show(line: str) -> None:
-            progress = engine.parse_progress(line)
-            if progress is None:
-                return
-            if progress.loss is not None:
-                bar.update(task, loss=f"loss {progress.loss:.4f}")
-            if (shown := steps.feed(progress)) is not None:
-                bar.update(task, completed=shown[0], total=shown[1])
-
+    with progress_bar(engine, label) as bar:
         try:
-            done = process.run(argv, env=env, cwd=launch.cwd, log_path=log_path, on_line=show)
+            done = process.run(argv, env=env, cwd=launch.cwd, log_path=log_path, on_line=bar.line)
         except OSError as exc:
             raise EngineError(f"cannot start {launch.argv[0]}: {exc.strerror}", where=venv) from None
     if done.returncode != 0:
@@ -119,11 +135,18 @@ def _run_training(plan: Plan, engine: Engine, *, out_dir: Path, digest: str, lau
     checkpoint = last_checkpoint(out_dir)
     # LLaMA-Factory (overwrite_output_dir false) and Axolotl (auto_resume_from_checkpoints) resume by themselves
     # from their output folder; others are told the checkpoint. Naming it keeps the log honest about it.
-    how = launch(plan, resume_from=checkpoint)
     label = f"{label} (resuming from {checkpoint.name})" if checkpoint is not None else label
+    log_path = plan.run_dir / "logs" / f"{log_name}-{engine.name}.log"
     started = time.monotonic()
-    run_launch(how, plan.run_dir / "logs" / f"{log_name}-{engine.name}.log", engine, label=label,
-               report_to=plan.recipe.training.report_to)
+    if plan.recipe.distributed.launcher == "slurm":
+        # Everything before this ran once, here; the job trains on every node; what follows runs here again.
+        from .slurm import train_on_slurm
+
+        train_on_slurm(plan, engine, require_engine(engine.name), engine.run_folder_args(plan, resume_from=checkpoint),
+                       log_path, label)
+    else:
+        run_launch(launch(plan, resume_from=checkpoint), log_path, engine, label=label,
+                   report_to=plan.recipe.training.report_to)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine.after_train(out_dir)
     deploy_chat_template(plan.recipe, out_dir)  # what chat and eval read beside the adapter

@@ -11,6 +11,7 @@ from ...chat_formats import alpaca_formats, system_turn
 from ...errors import RecipeError, did_you_mean
 from .. import checks as V
 from ..base import Engine, Launch, Progress, move_up
+from ..cluster import cluster_files
 from ..folder import PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
 from ..hf import deepspeed_files, parse_trainer_progress, pretrain_values, tidy_yaml, torchrun_args, training_values
 from ..venv import Spec
@@ -150,6 +151,7 @@ class Axolotl(Engine):
                           for rel in pretrain_layout(plan)], test_datasets=[], overrides=r.engine_overrides,
             ))
         files.update(deepspeed_files(plan))
+        files.update(cluster_files(plan, self))
         train = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, CONFIG))}"  # recipe values shell-quoted
         pretrain = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, PRETRAIN_CONFIG))}"
         if plan.recipe.distributed.nnodes > 1:
@@ -224,10 +226,21 @@ class Axolotl(Engine):
     # The rendered file writes into the folder (output/, prepared/); a run keeps those in its own folders
     # instead, through Axolotl's command-line overrides of config keys.
     def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
-        argv = self._train_argv(plan, CONFIG, f"--output-dir={plan.train_dir.resolve()}",
-                                f"--dataset-prepared-path={(plan.run_dir / 'train' / 'axolotl-prepared').resolve()}",
-                                *self._after_pretrain(plan))
-        return Launch(argv, {}, plan.render_dir)
+        return Launch(self._train_argv(plan, CONFIG, *self.run_folder_args(plan, resume_from)), {}, plan.render_dir)
+
+    def run_folder_args(self, plan: Plan, resume_from: Path | None = None) -> list[str]:
+        # it resumes from its output folder by itself (auto_resume_from_checkpoints)
+        return [f"--output-dir={plan.train_dir.resolve()}",
+                f"--dataset-prepared-path={(plan.run_dir / 'train' / 'axolotl-prepared').resolve()}",
+                *self._after_pretrain(plan)]
+
+    def cluster_command(self, plan: Plan) -> str:
+        # Options for the config go before `--launcher`; torchrun's own rendezvous options after `--`. Static
+        # rendezvous: node 0 hosts it and holds global rank 0, as with LLaMA-Factory's launcher. The rendezvous id
+        # must be the same on every node: without one Axolotl adds a random id per node, and they never meet.
+        return (f'{NO_TRACKING} axolotl train {CONFIG} "$@" --launcher torchrun -- --nnodes="$NNODES" '
+                '--node_rank="$NODE_RANK" --nproc_per_node="$NPROC_PER_NODE" '
+                '--rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_backend=static --rdzv_id="$SLURM_JOB_ID"')
 
     @staticmethod
     def _after_pretrain(plan: Plan) -> list[str]:

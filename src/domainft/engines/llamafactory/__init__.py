@@ -11,6 +11,7 @@ from ...chat_formats import system_turn
 from ...errors import RecipeError, did_you_mean
 from .. import checks as V
 from ..base import Engine, Launch, Progress
+from ..cluster import cluster_files
 from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
 from ..hf import (deepspeed_files, parse_trainer_progress, pretrain_values, readme_env, tidy_yaml, torchrun_env,
                   training_values)
@@ -130,6 +131,7 @@ class LlamaFactory(Engine):
             steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
                              "then goes on from it)", [self._train_command(plan, PRETRAIN_YAML)]))
         files.update(deepspeed_files(plan))
+        files.update(cluster_files(plan, self))
         files[README] = readme(
             plan, files, engine="LLaMA-Factory", config_file=TRAIN_YAML,
             model_key=f"`model_name_or_path` in `{TRAIN_YAML}` and `{MERGE_YAML}`" if r.method.pretrain is None else
@@ -189,15 +191,23 @@ class LlamaFactory(Engine):
     # `key=value` after the YAML overrides it (LLaMA-Factory merges them with OmegaConf). The value is
     # YAML-quoted: OmegaConf reads `a #b` as `a` and `a: b` as a mapping.
     def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
-        argv = ["llamafactory-cli", "train", TRAIN_YAML, _cli_set("output_dir", plan.train_dir)]
-        if plan.recipe.method.pretrain is not None:  # go on from the run's own pre-training output
-            key = "model_name_or_path" if plan.recipe.method.kind == "full" else "adapter_name_or_path"
-            argv.append(_cli_set(key, plan.pretrain_dir))
+        argv = ["llamafactory-cli", "train", TRAIN_YAML, *self.run_folder_args(plan, resume_from)]
         return Launch(argv, torchrun_env(plan), plan.render_dir)
 
     def pretrain_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
         argv = ["llamafactory-cli", "train", PRETRAIN_YAML, _cli_set("output_dir", plan.pretrain_dir)]
         return Launch(argv, torchrun_env(plan), plan.render_dir)
+
+    def run_folder_args(self, plan: Plan, resume_from: Path | None = None) -> list[str]:
+        args = [_cli_set("output_dir", plan.train_dir)]  # it resumes from its output folder by itself
+        if plan.recipe.method.pretrain is not None:  # go on from the run's own pre-training output
+            key = "model_name_or_path" if plan.recipe.method.kind == "full" else "adapter_name_or_path"
+            args.append(_cli_set(key, plan.pretrain_dir))
+        return args
+
+    def cluster_command(self, plan: Plan) -> str:
+        # LLaMA-Factory's launcher starts torchrun with NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR, MASTER_PORT.
+        return f'FORCE_TORCHRUN=1 llamafactory-cli train {TRAIN_YAML} "$@"'
 
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:
         argv = ["llamafactory-cli", "export", MERGE_YAML, _cli_set("adapter_name_or_path", plan.train_dir),

@@ -21,6 +21,7 @@ from ...errors import RecipeError, did_you_mean
 from ...resources import folder
 from .. import checks as V
 from ..base import Engine, Launch, Progress, last_checkpoint, move_up
+from ..cluster import cluster_files
 from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
 from ..hf import (deepspeed_files, parse_trainer_progress, pretrain_values, readme_env, tidy_yaml, torchrun_env,
                   training_values)
@@ -133,6 +134,7 @@ class Swift(Engine):
             ))
         }
         files.update(deepspeed_files(plan))
+        files.update(cluster_files(plan, self))
         # ms-swift starts torchrun itself when NPROC_PER_NODE is set
         prefix = f"{HUB} {readme_env(plan, force_torchrun=False)}".strip()
         adapter = f"{OUTPUT}/{LAST}"
@@ -215,11 +217,7 @@ class Swift(Engine):
 
     # ms-swift does not resume by itself: the run names the newest complete checkpoint.
     def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
-        argv = ["swift", "sft", CONFIG, "--output_dir", str(plan.train_dir.resolve())]
-        if resume_from is not None:
-            argv += ["--resume_from_checkpoint", str(Path(resume_from).resolve())]
-        if plan.recipe.method.pretrain is not None:  # go on from the run's own pre-training output
-            argv += ["--model" if plan.recipe.method.kind == "full" else "--adapters", str(plan.pretrain_dir.resolve())]
+        argv = ["swift", "sft", CONFIG, *self.run_folder_args(plan, resume_from)]
         return Launch(argv, {"USE_HF": "1", **torchrun_env(plan, force_torchrun=False)}, plan.render_dir)
 
     def pretrain_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
@@ -227,6 +225,18 @@ class Swift(Engine):
         if resume_from is not None:
             argv += ["--resume_from_checkpoint", str(Path(resume_from).resolve())]
         return Launch(argv, {"USE_HF": "1", **torchrun_env(plan, force_torchrun=False)}, plan.render_dir)
+
+    def run_folder_args(self, plan: Plan, resume_from: Path | None = None) -> list[str]:
+        args = ["--output_dir", str(plan.train_dir.resolve())]
+        if resume_from is not None:
+            args += ["--resume_from_checkpoint", str(Path(resume_from).resolve())]
+        if plan.recipe.method.pretrain is not None:  # go on from the run's own pre-training output
+            args += ["--model" if plan.recipe.method.kind == "full" else "--adapters", str(plan.pretrain_dir.resolve())]
+        return args
+
+    def cluster_command(self, plan: Plan) -> str:
+        # ms-swift starts torchrun itself when NPROC_PER_NODE or NNODES is set, reading the rendezvous from them.
+        return f'{HUB} swift sft {CONFIG} "$@"'
 
     def after_train(self, train_dir: Path) -> None:
         """The final adapter (or weights) beside the checkpoints, where eval and export look for it, as the

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 # Before pydantic loads: looking for pydantic plugins scans every installed distribution, which takes longer
 # than validating a recipe (the ML stack beside domainft is large). A user's own setting wins.
@@ -31,6 +31,21 @@ app = typer.Typer(
 engines_app = typer.Typer(help="Install and inspect the per-engine virtual environments.", no_args_is_help=True)
 app.add_typer(engines_app, name="engines")
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"domainft {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_show_version)] = False,
+) -> None:
+    """Documents in, a tuned, evaluated, GGUF-exported domain expert out."""
 
 
 class _LazyConsole:
@@ -71,7 +86,7 @@ def _plan(recipe_path: Path, overrides: list[str] | None, engine: str | None = N
     from .recipe_file import read_recipe_data
 
     data, node = read or read_recipe_data(recipe_path, overrides)
-    recipe = recipe_from_dict(data, source=Path(recipe_path), node=node)
+    recipe = recipe_from_dict(data, source=Path(recipe_path), node=node, overrides=overrides)
     if engine is not None and engine not in ENGINES:
         from .errors import did_you_mean
 
@@ -253,7 +268,7 @@ def extract(
 @app.command()
 def datagen(
     recipe: RecipeArg,
-    split_unit: Annotated[Optional[str], typer.Option(
+    split_unit: Annotated[Optional[Literal["document", "section", "auto"]], typer.Option(
         "--split-unit", help="document | section | auto: what stays whole on one side of the split "
         "(default: the recipe's datagen.split.unit).")] = None,
     set_: SetOpt = None,
@@ -295,8 +310,8 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Run even when up to dat
 @app.command(name="eval")
 def eval_(
     recipe: RecipeArg,
-    limit: Annotated[Optional[int], typer.Option(help="Items per task (default: the recipe's eval.limit).")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="hf | vllm (default: the recipe's eval.backend).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Items per task (default: the recipe's eval.limit).", min=1)] = None,
+    backend: Annotated[Optional[Literal["hf", "vllm"]], typer.Option(help="hf | vllm (default: the recipe's eval.backend).")] = None,
     print_commands: Annotated[bool, typer.Option(
         "--print-commands", help="Print the exact lm_eval command lines (base, then tuned) as a shell script; run nothing.")] = False,
     adapter: Annotated[Optional[Path], typer.Option(
@@ -358,8 +373,8 @@ def chat(
     question: Annotated[Optional[str], typer.Option("--question", "-q", help="Ask one question and exit.")] = None,
     questions: Annotated[Optional[Path], typer.Option(help="Questions file: a JSON array (strings or objects with question or input), JSONL, or text, one per line.")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Where batch answers go.")] = Path("results.json"),
-    backend: Annotated[str, typer.Option(help="auto | gguf | hf")] = "auto",
-    think: Annotated[str, typer.Option(help="show | hide R1-style <think> blocks.")] = "hide",
+    backend: Annotated[Literal["auto", "gguf", "hf"], typer.Option(help="auto | gguf | hf")] = "auto",
+    think: Annotated[Literal["show", "hide"], typer.Option(help="show | hide R1-style <think> blocks.")] = "hide",
     engine: EngineOpt = None,
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
@@ -447,12 +462,47 @@ def lineage(file: Annotated[Path, typer.Argument(help="Any file in a run folder.
     out.print(lineage_tree(file))
 
 
+def usage_line(exc: typer.TyperException) -> str:
+    """A command-line mistake (click's usage error) as one line: the command, what was wrong, the nearest valid
+    choice, and where the help is. A value that looks like a pasted key is not repeated."""
+    import re
+
+    from .errors import did_you_mean
+    from .apikeys import redact
+
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "domainft"
+    message = exc.format_message().strip()
+    hint = None
+    if type(exc).__name__ == "NoSuchOption":
+        option = getattr(exc, "option_name", "")
+        message = f"no such option '{option}'"
+        hint = did_you_mean(option, getattr(exc, "possibilities", None) or [])
+    elif m := re.match(r"No such command '(.*)'\.(?: Did you mean '(.*)'\?)?$", message):
+        message = f"no such command '{m.group(1)}'"
+        hint = f"did you mean '{m.group(2)}'?" if m.group(2) else None
+    elif message.startswith("Got unexpected extra argument"):
+        found = re.search(r"\(([^()]*)\)$", message)
+        extra = found.group(1).split() if found else []
+        message = f"unexpected extra argument{'s' if len(extra) > 1 else ''} {' '.join(map(repr, extra))}"
+        if extra and all(Path(a).exists() for a in extra):
+            hint = "a shell glob that matched several files? quote it, or name one file"
+    else:
+        message = message[:1].lower() + message[1:].rstrip(".")
+        if m := re.search(r"'([^']*)' is not one of (.*)$", message):
+            hint = did_you_mean(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
+    text = f"{command}: {message}" + (f" ({hint})" if hint else "")
+    return redact(" ".join(text.split())) + f"; see '{command} --help'"
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app(prog_name="domainft", standalone_mode=False)
     except UserError as exc:
-        print(f"{_styled('error:', '31', sys.stderr)} {exc.one_line()}", file=sys.stderr)
+        from .apikeys import redact
+
+        print(f"{_styled('error:', '31', sys.stderr)} {redact(exc.one_line())}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted; rerun the same command to resume")
@@ -464,13 +514,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except typer.TyperException as exc:  # click's usage errors: unknown command, option or value, missing argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
             sys.exit(exc.exit_code)
-        raise
+        print(f"{_styled('error:', '31', sys.stderr)} {usage_line(exc)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

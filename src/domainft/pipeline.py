@@ -89,11 +89,12 @@ def render_for_plan(plan: Plan) -> list[Path]:
 
 
 def _datagen_prompt_file(plan: Plan) -> list[Path]:
+    """The prompt file, or each file of a language family (general_zh, general_en)."""
     if not plan.recipe.datagen:
         return []
-    spec = plan.prompts
-    candidate = folder("datagen") / f"{spec}.yaml"
-    return [candidate] if candidate.exists() else [plan.recipe.resolve(spec)]
+    from .prompt_files import prompt_paths
+
+    return list(prompt_paths(plan.recipe).values())
 
 
 def _curate_rubric_file(plan: Plan) -> list[Path]:

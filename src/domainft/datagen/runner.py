@@ -28,7 +28,7 @@ from ..recipe import DatagenConfig
 from ..review.journal import Journal, fold, pair_id
 from .clean import clean_and_split
 from .curate import curate_pairs, load_curate_rubric
-from .prompts import BadReply, PromptSpec, _norm, check_pairs, load_prompts, parse_json_reply
+from .prompts import BadReply, PromptSet, PromptSpec, _norm, check_pairs, load_prompt_set, parse_json_reply
 from .providers import Provider, Transient, make_provider
 from .retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
 
@@ -170,12 +170,12 @@ def pairs_for_chunks(chunks: list[Chunk], per_document: int | None, per_chunk: i
     return counts
 
 
-def probes_per_chunk(cfg: DatagenConfig, spec: PromptSpec) -> int:
+def probes_per_chunk(cfg: DatagenConfig, spec: PromptSpec | PromptSet) -> int:
     """Knowledge-probe questions to ask per chunk: the recipe's count, else the prompt file's."""
     return spec.probe_per_chunk if cfg.probe_per_chunk is None else cfg.probe_per_chunk
 
 
-def _fingerprint(cfg: DatagenConfig, spec: PromptSpec, per_chunk: int) -> str:
+def _fingerprint(cfg: DatagenConfig, spec: PromptSpec | PromptSet, per_chunk: int) -> str:
     """What decides a chunk's pairs: a change means earlier pairs no longer match the recipe."""
     counts = ["per_document", cfg.pairs_per_document] if cfg.pairs_per_document else per_chunk
     key = [cfg.provider, cfg.model, cfg.base_url, spec.text_hash(), counts]
@@ -200,7 +200,7 @@ def _set_aside_if_stale(out: Path, fingerprint: str) -> str | None:
 
 
 class _Run:
-    def __init__(self, cfg: DatagenConfig, spec: PromptSpec, n_pairs: dict[str, int], provider: Provider,
+    def __init__(self, cfg: DatagenConfig, spec: PromptSet, n_pairs: dict[str, int], provider: Provider,
                  store: Store):
         self.cfg, self.spec, self.n_pairs, self.provider, self.store = cfg, spec, n_pairs, provider, store
         self.limiter = RateLimiter(cfg.rate_limit_per_s)
@@ -251,11 +251,11 @@ class _Run:
     async def _attempt(self, chunk: Chunk) -> tuple[list[dict[str, str]], Counter, int | None]:
         await self.limiter.acquire()
         with self._watching():
-            reply = await self.provider.complete(chunk, self.spec, self.n_pairs[chunk.id])
+            reply = await self.provider.complete(chunk, self.spec.of(chunk), self.n_pairs[chunk.id])
             if reply.tokens is not None:  # spent even when the reply is then rejected
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
-            pairs, rejected = check_pairs(raw, self.spec, chunk, self.n_pairs[chunk.id])
+            pairs, rejected = check_pairs(raw, self.spec.of(chunk), chunk, self.n_pairs[chunk.id])
         return pairs, rejected, reply.tokens
 
     def _watching(self):
@@ -267,11 +267,11 @@ class _Run:
         pairs is rejected here (near-duplicates of any training question are refused at the split)."""
         await self.limiter.acquire()
         with self._watching():
-            reply = await self.provider.probe(chunk, self.spec, self.n_probe, [p["question"] for p in pairs])
+            reply = await self.provider.probe(chunk, self.spec.of(chunk), self.n_probe, [p["question"] for p in pairs])
             if reply.tokens is not None:
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
-            probes, rejected = check_pairs(raw, self.spec, chunk, self.n_probe)
+            probes, rejected = check_pairs(raw, self.spec.of(chunk), chunk, self.n_probe)
         asked = {_norm(p["question"]) for p in pairs}
         kept = [p for p in probes if _norm(p["question"]) not in asked]
         if len(kept) < len(probes):
@@ -314,10 +314,11 @@ def run_datagen(plan: Plan, *, progress: bool = True, console=None) -> DatagenSu
     cfg = plan.recipe.datagen
     if cfg is None:
         raise RecipeError("the recipe has no datagen section", where="datagen")
-    spec = load_prompts(plan.prompts, plan.recipe.base_dir)
+    specs = load_prompt_set(plan.recipe)
     if cfg.curate is not None:
         load_curate_rubric(cfg.curate, plan.recipe.base_dir)
     chunks = read_chunks(plan.extract_dir / "chunks.jsonl")
+    spec = PromptSet(specs, chunks)  # a language family: each document asked in its own language
     n_pairs = pairs_for_chunks(chunks, cfg.pairs_per_document, cfg.pairs_per_chunk or spec.pairs_per_chunk)
     if cfg.max_chunks:
         chunks = chunks[: cfg.max_chunks]

@@ -111,11 +111,19 @@ def recipes() -> None:
     from .recipe import load_recipe
     from .resources import folder
 
-    table = Table("recipe", "engine", "base model", "method", title=str(folder("recipes")))
+    from rich.markup import escape
+
+    # Two columns that fit 80 characters: the file name whole, then what it is and what it runs on.
+    table = Table()
+    table.add_column("recipe", no_wrap=True)
+    table.add_column("what it trains", overflow="fold")
     for path in sorted(folder("recipes").glob("*.yaml")):
         r = load_recipe(path)
-        table.add_row(path.name, r.engine, r.model.base, r.method.kind)
+        table.add_row(path.name, f"{escape(r.description)}\n[dim]{r.engine} · {r.method.kind} · "
+                                 f"{escape(r.model.base)}[/dim]")
     out.print(table)
+    out.print(f"in {folder('recipes')}", soft_wrap=True, highlight=False, markup=False)
+    out.print("or start from your own documents: domainft init FOLDER", highlight=False, markup=False)
 
 
 @app.command()
@@ -130,11 +138,14 @@ def validate(
     from .engines.checks import validate as validate_plan
     from .recipe_file import read_recipe_data
 
+    from . import preflight
+
     read = read_recipe_data(recipe, set_)
     check_engine_keys(read[0], engine)  # before the schema: no pydantic import
     plan = _plan(recipe, set_, engine, read=read)
     validate_plan(plan, deep=deep)
-    if note := length_report(plan):
+    preflight.check(plan)
+    for note in [*preflight.notes(plan), *filter(None, [length_report(plan)])]:
         print(f"note: {note}", file=sys.stderr)
     print(f"{_styled('✓', '32', sys.stdout)} {recipe}: valid for {plan.engine}" + (" (deep)" if deep else ""))
 
@@ -247,22 +258,38 @@ def extract(
 ) -> None:
     """Split documents into section-aware chunks with provenance, and show a table per file."""
     from . import extract as ex
+    from .pipeline import shown
     from .recipe import ExtractConfig
 
     if target.suffix in (".yaml", ".yml") and target.is_file():
-        result = ex.extract_for_plan(_plan(target, set_))
-    else:
-        if not target.exists():
-            raise UserError("no such file or folder", where=target)
-        defaults = ExtractConfig()
-        result = ex.extract_inputs([target], chunk_chars=chunk_chars or defaults.chunk_chars,
-                                   overlap_chars=defaults.overlap_chars if overlap_chars is None else overlap_chars)
-        if result.chunks:
-            ex.write_chunks(result, output or Path("chunks.jsonl"))
+        # Through the pipeline: the manifest records it (`status` shows it, the next datagen does not extract again).
+        from .pipeline import run_pipeline
+
+        plan = _plan(target, set_)
+        if not plan.recipe.extract.inputs:
+            raise UserError("no documents to extract: set extract.inputs", where=target)
+        from .preflight import check_documents
+
+        check_documents(plan)
+        outcome = next(o for o in run_pipeline(plan, only=["extract"]).outcomes if o.name == "extract")
+        if outcome.value is not None:
+            ex.print_extract_table(outcome.value, console=out)
+        else:
+            out.print(f"chunks: {shown(plan.extract_dir / 'chunks.jsonl')} (up to date)", soft_wrap=True)
+        return
+    if not target.exists():
+        raise UserError("no such file or folder", where=target)
+    defaults = ExtractConfig()
+    result = ex.extract_inputs([target], chunk_chars=chunk_chars or defaults.chunk_chars,
+                               overlap_chars=defaults.overlap_chars if overlap_chars is None else overlap_chars)
+    if result.chunks:
+        ex.write_chunks(result, output or Path("chunks.jsonl"))
     ex.print_extract_table(result, console=out)
     if not result.chunks:
         reasons = "; ".join(f"{s.file}: {s.reason}" for s in result.skipped[:3])
         raise UserError(f"no text extracted ({reasons or 'no readable documents'})", where=target)
+    out.print(f"[green]✓[/green] {len(result.chunks)} chunks written to {shown(output or Path('chunks.jsonl'))}",
+              soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -280,11 +307,20 @@ def datagen(
     # A flag is a recipe override, so the manifest records it and a change reruns the split.
     plan = _plan(recipe, [*(set_ or []), *([f"datagen.split.unit={split_unit}"] if split_unit else [])], run_dir=run_dir)
     if plan.recipe.datagen is None:
-        raise UserError("the recipe has no datagen section", where=recipe)
+        raise UserError("the recipe makes no pairs: set extract.inputs (documents to learn from)", where=recipe)
+    from .datagen.table import summary_table
+    from .pipeline import shown
+    from .preflight import check
+
+    check(plan, evaluate=False)  # documents and prompts, before any chunk is sent
     # Through the pipeline so the manifest records it; extract reruns only when documents changed.
     run_pipeline(plan, only=["extract", "datagen"])
     summary = json.loads((plan.datagen_dir / "summary.json").read_text(encoding="utf-8"))
-    out.print_json(data=summary)
+    out.print(summary_table(summary, title=f"datagen {plan.recipe.name}"))
+    made = ", ".join(f for f in ("train.jsonl", "val.jsonl", "test.jsonl", "knowledge.jsonl")
+                     if (plan.datagen_dir / f).exists())
+    out.print(f"{made} in {shown(plan.datagen_dir)}/ (every count: summary.json)", soft_wrap=True, highlight=False,
+              markup=False)
     if summary.get("failed"):
         raise UserError(f"{summary['failed']} chunk(s) failed; rerun to retry them", where=plan.datagen_dir / "summary.json")
 
@@ -361,7 +397,9 @@ def export(
     plan = _plan(recipe, overrides, engine, run_dir)
     run_pipeline(plan, only=["export"], from_stage="export" if force else None)
     record = json.loads((plan.export_dir / "export.json").read_text(encoding="utf-8"))
-    table = Table("file", "quant", "MB", "sha256", title=str(plan.export_dir))
+    from .pipeline import shown
+
+    table = Table("file", "quant", "MB", "sha256", caption=f"in {shown(plan.export_dir)}/", caption_justify="left")
     for f in record["files"]:
         table.add_row(f["path"], f["quant"] or "", f"{f['bytes'] / 1e6:.1f}", f["sha256"][:16])
     out.print(table)
@@ -390,6 +428,20 @@ def chat(
                   settings=settings)
 
 
+def _preflight(plan, stages: list[str]) -> None:
+    """Before the first long stage: everything `validate` checks that these stages need, and the notes it prints."""
+    from . import preflight
+
+    if {"render", "train"} & set(stages):
+        from .engines.checks import validate as validate_plan
+
+        validate_plan(plan)
+    preflight.check(plan, for_run=True, evaluate="eval" in stages)
+    for note in preflight.notes(plan):
+        if "eval" in stages or not note.startswith("nothing to evaluate"):
+            err.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
+
+
 @app.command()
 def run(
     recipe: RecipeArg,
@@ -403,9 +455,10 @@ def run(
     run_dir: RunDirOpt = None,
 ) -> None:
     """All stages: extract → datagen → render → train → eval → export, skipping what is up to date."""
-    from .pipeline import outcomes_table, run_pipeline
+    from .pipeline import outcomes_table, run_pipeline, stages_to_run
 
     plan = _plan(recipe, set_, engine, run_dir)
+    _preflight(plan, stages_to_run(plan, only=only, skip=skip))
     result = run_pipeline(plan, from_stage=from_, only=only, skip=skip, dry_run=dry_run)
     out.print(outcomes_table(result))
     if dry_run:

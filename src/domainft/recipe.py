@@ -300,7 +300,10 @@ class DistributedConfig(Section):
 
 
 class EvalConfig(Section):
-    tasks: list[str] = Field(default_factory=list, description="lm-eval task or group names from eval_tasks/.")
+    tasks: list[str] = Field(default_factory=list, description="lm-eval task or group names from eval_tasks/, "
+                             "task YAML files, or JSONL files of your own question/answer items (relative to the "
+                             "recipe); default: the domain's group. The run's held-out passages and knowledge probe "
+                             "are added whenever datagen runs.")
     limit: int | None = Field(None, ge=1, description="Items per task (quick runs).")
     backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval model backend; vllm on a GPU is faster.")
     batch_size: int = Field(1, ge=1, description="lm-eval batch size.")

@@ -289,7 +289,11 @@ def check_chat_template(plan: Plan) -> None:
     every engine template, when the model is a local folder."""
     model_dir = Path(plan.model_path)
     if not model_dir.is_dir():
-        return
+        from ..preflight import hub_cache_dir  # a hub id: its copy in the Hugging Face cache, if any
+
+        model_dir = None if model_dir.is_absolute() else hub_cache_dir(plan.model_path)
+        if model_dir is None:
+            return  # not here: `validate` and `run` say so (preflight.notes)
     tokens = tokenizer_special_tokens(model_dir) or set()
     own = tokenizer_own_template(model_dir)
     if not tokens and not own:

@@ -1,0 +1,89 @@
+"""What can be checked before the first long stage, beyond the engine's static checks (engines/checks.py): the
+documents exist, the domain has prompts and something to be evaluated on, and what could not be checked here is
+said. `domainft validate` runs these; `domainft run` runs them (and the static checks) before any stage starts,
+so a mistake surfaces in a second, not after datagen, training and export.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import DataError, RecipeError
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+
+def check(plan: Plan, *, for_run: bool = False, evaluate: bool = True) -> None:
+    """One-line UserError on the first problem. `for_run`: `domainft run` is about to start; `evaluate`: its eval
+    stage is not excluded."""
+    check_documents(plan)
+    if plan.recipe.datagen is not None:
+        from .prompt_files import prompt_paths
+
+        prompt_paths(plan.recipe)  # the domain's prompts, or a one-line error naming what to set
+    if evaluate:
+        check_eval_tasks(plan, for_run=for_run)
+
+
+def check_documents(plan: Plan) -> None:
+    for given, path in zip(plan.recipe.extract.inputs, plan.document_inputs):
+        if not path.exists():
+            raise DataError(f"document file or folder not found: {given}", where=f"extract.inputs ({path})")
+
+
+def nothing_to_evaluate(plan: Plan) -> str | None:
+    """Why the eval stage would have no task, or None. Cheap: the task folders' YAML, no lm-eval."""
+    from .evaluate.run import domain_groups
+
+    recipe = plan.recipe
+    if recipe.eval.tasks or recipe.domain in domain_groups():
+        return None
+    if recipe.datagen is None:
+        return f"domain '{recipe.domain}' has no eval tasks and the recipe has no documents to make them from"
+    if not recipe.datagen.split.test and recipe.datagen.probe_per_chunk == 0:
+        return "datagen.split.test and datagen.probe_per_chunk are 0: no held-out passages, no knowledge probe"
+    return None
+
+
+def check_eval_tasks(plan: Plan, *, for_run: bool) -> None:
+    """Every task in eval.tasks exists, and there is something to evaluate. A recipe of dataset files only, in the
+    default domain, is valid for training alone (`validate` notes it); `run` refuses it before training."""
+    from .evaluate.run import resolve_tasks
+
+    why = nothing_to_evaluate(plan)
+    if why and plan.recipe.datagen is None and plan.recipe.domain == "general" and not for_run:
+        return  # said by notes()
+    if why and plan.recipe.datagen is None:
+        resolve_tasks(plan)  # its one line: "no eval tasks for domain …", with what to set
+    if why:
+        raise RecipeError(f"nothing to evaluate: {why}", where="eval.tasks",
+                          hint="set datagen.split.test above 0, or list your own question/answer JSONL in eval.tasks")
+    resolve_tasks(plan)  # unknown task names, missing task files
+
+
+def notes(plan: Plan) -> list[str]:
+    """What could not be checked here, or will stop `run`, in words: printed as notes, never silently skipped."""
+    found = []
+    model_path = Path(plan.model_path)
+    if not plan.is_embedded and not model_path.is_absolute() and hub_cache_dir(plan.model_path) is None:
+        found.append(f"model.base '{plan.recipe.model.base}' is a hub id with no local copy: chat template "
+                     f"'{plan.recipe.model.chat_template}' was not checked against its tokenizer here (the engine "
+                     "downloads it when training starts; download it into the Hugging Face cache first to have it "
+                     "checked)")
+    if why := nothing_to_evaluate(plan):
+        found.append(f"nothing to evaluate: {why}; `domainft run` needs eval.tasks (e.g. your own question/answer "
+                     "JSONL, relative to the recipe) or --skip eval")
+    return found
+
+
+def hub_cache_dir(model_id: str) -> Path | None:
+    """A hub model's newest snapshot in the local Hugging Face cache, when one is there."""
+    home = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+    snapshots = Path(home) / f"models--{model_id.replace('/', '--')}" / "snapshots"
+    found = sorted((p for p in snapshots.glob("*") if (p / "tokenizer_config.json").is_file()),
+                   key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
+    return found[-1] if found else None

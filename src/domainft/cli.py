@@ -127,6 +127,26 @@ def recipes() -> None:
 
 
 @app.command()
+def init(
+    docs: Annotated[Path, typer.Argument(help="A folder (or file) of your documents: txt, md, html, docx, pdf.",
+                                         show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Recipe file to write (default: "
+                                                   "<name>.yaml here); never overwritten.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Recipe and run name (default: the folder's name).")] = None,
+    lang: Annotated[Literal["auto", "zh", "en"], typer.Option(
+        help="auto: each document asked in its own language; zh or en: all in one.")] = "auto",
+) -> None:
+    """Write a working recipe for your own documents (offline, CPU), print it and the command that runs it."""
+    from .init_recipe import write_init_recipe
+
+    path, text, notes = write_init_recipe(docs, output, name, lang)
+    print(text, end="")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"\n{_styled('✓', '32', sys.stdout)} wrote {path}; next:\n  domainft run {path}")
+
+
+@app.command()
 def validate(
     recipe: RecipeArg,
     deep: Annotated[bool, typer.Option(help="Also run the engine's own validator inside its venv.")] = False,

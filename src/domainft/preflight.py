@@ -54,10 +54,16 @@ def check_eval_tasks(plan: Plan, *, for_run: bool) -> None:
     from .evaluate.run import resolve_tasks
 
     why = nothing_to_evaluate(plan)
-    if why and plan.recipe.datagen is None and plan.recipe.domain == "general" and not for_run:
-        return  # said by notes()
     if why and plan.recipe.datagen is None:
-        resolve_tasks(plan)  # its one line: "no eval tasks for domain …", with what to set
+        if plan.recipe.domain == "general" and not for_run:
+            return  # valid for training alone: said by notes()
+        from .evaluate.run import domain_groups
+
+        raise RecipeError(
+            f"no eval tasks for domain '{plan.recipe.domain}'", where="eval.tasks",
+            hint="list your own question/answer JSONL in eval.tasks (relative to the recipe), set extract.inputs "
+                 "(the run's held-out passages and knowledge probe become tasks), use a domain that has tasks ("
+                 f"{', '.join(sorted(set(domain_groups().values())))})" + (", or run with --skip eval" if for_run else ""))
     if why:
         raise RecipeError(f"nothing to evaluate: {why}", where="eval.tasks",
                           hint="set datagen.split.test above 0, or list your own question/answer JSONL in eval.tasks")

@@ -337,10 +337,9 @@ def datagen(
     run_pipeline(plan, only=["extract", "datagen"])
     summary = json.loads((plan.datagen_dir / "summary.json").read_text(encoding="utf-8"))
     out.print(summary_table(summary, title=f"datagen {plan.recipe.name}"))
-    made = ", ".join(f for f in ("train.jsonl", "val.jsonl", "test.jsonl", "knowledge.jsonl")
+    made = ", ".join(f for f in ("train.jsonl", "val.jsonl", "test.jsonl", "knowledge.jsonl", "summary.json")
                      if (plan.datagen_dir / f).exists())
-    out.print(f"{made} in {shown(plan.datagen_dir)}/ (every count: summary.json)", soft_wrap=True, highlight=False,
-              markup=False)
+    out.print(f"in {shown(plan.datagen_dir)}/: {made}", soft_wrap=True, highlight=False, markup=False)
     if summary.get("failed"):
         raise UserError(f"{summary['failed']} chunk(s) failed; rerun to retry them", where=plan.datagen_dir / "summary.json")
 

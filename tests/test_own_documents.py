@@ -207,3 +207,25 @@ def test_questions_of_your_own_become_a_task_lm_eval_loads(docs, tmp_path, monke
     assert cfg["task"] == "my_questions" and cfg["output_type"] == "generate_until"
     loaded = cfg["custom_dataset"](**cfg["dataset_kwargs"])["test"]
     assert [d["question"] for d in loaded] == [r["question"] for r in rows] and loaded[1]["keywords"] == ["班次"]
+
+
+def test_a_hub_models_tokenizer_is_checked_from_the_cache_or_said_unchecked(docs, tmp_path):
+    run_cli("init", "my-docs", cwd=tmp_path)
+    hub = tmp_path / "hf-hub"
+    env = {"HF_HUB_CACHE": str(hub)}
+    model = ["-s", "model.base=SiteOrg/site-model-1b", "-s", "model.chat_template=qwen"]
+    unchecked = run_cli("validate", "my-docs.yaml", *model, cwd=tmp_path, env=env)
+    assert unchecked.code == 0, unchecked.stderr
+    assert "note: model.base 'SiteOrg/site-model-1b' is a hub id with no local copy" in unchecked.stderr
+    assert "was not checked against its tokenizer" in unchecked.stderr
+    dry = run_cli("run", "my-docs.yaml", *model, "--dry-run", cwd=tmp_path, env=env)
+    assert dry.code == 0 and "is a hub id with no local copy" in dry.stderr, dry.stderr
+    # In the Hugging Face cache: checked against that copy's tokenizer, in both directions.
+    snapshot = hub / "models--SiteOrg--site-model-1b" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": {
+        "0": {"content": "<|im_start|>"}, "1": {"content": "<|im_end|>"}, "2": {"content": "<|endoftext|>"}}}))
+    checked = run_cli("validate", "my-docs.yaml", *model, cwd=tmp_path, env=env)
+    assert checked.code == 0 and "hub id" not in checked.stderr, checked.stderr
+    wrong = run_cli("validate", "my-docs.yaml", *model, "-s", "model.chat_template=llama3", cwd=tmp_path, env=env)
+    assert_one_line_error(wrong, "-s model.chat_template=llama3", "does not match the tokenizer")

@@ -78,10 +78,16 @@ EngineOpt = Annotated[Optional[str], typer.Option("--engine", "-e", help=f"{' | 
 RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default: runs/<recipe name>).")]
 
 
+# This command's `-s` items: an error at a recipe key one of them set names the override, not the key (main()).
+_OVERRIDES: list[str] = []
+
+
 def _plan(recipe_path: Path, overrides: list[str] | None, engine: str | None = None, run_dir: Path | None = None,
           read: tuple[dict, object] | None = None):
     """`read`: the recipe file's data and YAML node when already read (recipe_file.read_recipe_data)."""
     from .plan import make_plan
+
+    _OVERRIDES[:] = overrides or []
     from .recipe import recipe_from_dict
     from .recipe_file import read_recipe_data
 
@@ -572,8 +578,14 @@ def main() -> None:
     try:
         app(prog_name="domainft", standalone_mode=False)
     except UserError as exc:
+        import re
+
         from .apikeys import redact
 
+        if exc.where and _OVERRIDES and re.fullmatch(r"[a-z_]+(\.[a-z0-9_]+)*", exc.where):
+            from .recipe import override_where
+
+            exc.where = override_where(exc.where.split("."), _OVERRIDES) or exc.where
         print(f"{_styled('error:', '31', sys.stderr)} {redact(exc.one_line())}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

@@ -442,7 +442,7 @@ def _check_renamed(data: dict[str, Any], where_file: str, node: Any, overrides: 
         for part in parts[:-1]:
             target = target.get(part) if isinstance(target, dict) else None
         if isinstance(target, dict) and parts[-1] in target:
-            where = _override_where(parts, overrides) or _where(where_file, node, parts)
+            where = override_where(parts, overrides) or _where(where_file, node, parts)
             raise RecipeError(f"'{old}' was renamed to '{new}'", where=where)
 
 
@@ -450,7 +450,7 @@ def _check_renamed(data: dict[str, Any], where_file: str, node: Any, overrides: 
 SECRET_FIELDS = ("api_key_env",)
 
 
-def _override_where(loc: list[Any], overrides: list[str]) -> str | None:
+def override_where(loc: list[Any], overrides: list[str]) -> str | None:
     """The `-s` override an error at `loc` comes from (the last one that sets `loc`, a key inside it, or a section
     around it), as the user typed it; a value that may be a key is not repeated."""
     from .apikeys import looks_like_key
@@ -470,7 +470,7 @@ def _to_recipe_error(exc: ValidationError, where_file: str, node: Any, overrides
     loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
     dotted = ".".join(str(p) for p in loc)
     kind = err["type"]
-    where = _override_where(loc, list(overrides)) or _where(where_file, node, loc)
+    where = override_where(loc, list(overrides)) or _where(where_file, node, loc)
     if loc and str(loc[-1]) in SECRET_FIELDS:
         err = {k: v for k, v in err.items() if k != "input"}  # never echoed: it may be the key
     if kind == "extra_forbidden":

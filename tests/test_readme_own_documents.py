@@ -14,14 +14,10 @@ from test_readme_by_hand import run_blocks, scratch_checkout
 SECTION = "Your own documents"
 
 
-def readme_blocks() -> list[str]:
-    return bash_blocks((REPO / "README.md").read_text(encoding="utf-8"), SECTION)
-
-
 @pytest.mark.e2e
 def test_your_own_documents_as_written(tmp_path):
     checkout = scratch_checkout(tmp_path / "checkout")
-    blocks = readme_blocks()
+    blocks = bash_blocks((REPO / "README.md").read_text(encoding="utf-8"), SECTION)
     assert len(blocks) == 2 and "domainft init my-docs" in blocks[0], "the section lost its command blocks"
     proc = run_blocks(blocks, checkout, timeout=3000)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]

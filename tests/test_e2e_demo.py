@@ -78,8 +78,13 @@ def test_report_scores_the_q4_k_m_gguf_and_its_answers_are_what_chat_gives(demo_
     report = json.loads((run_dir / "eval" / "report.json").read_text(encoding="utf-8"))
     assert report["gguf_labels"] == ["q4_k_m"]
     qa = report["tasks"]["coal_safety_qa"]
-    assert qa["metrics"]["rouge_l_char"]["gguf"]["q4_k_m"]["paired"]["n"] == qa["n"] == 5
+    assert qa["metrics"]["fact_recall"]["gguf"]["q4_k_m"]["paired"]["n"] == qa["n"] == 5
     assert "| task | metric | n | base | tuned | q4_k_m |" in (run_dir / "eval" / "report.md").read_text(encoding="utf-8")
+    # Multiple choice has its GGUF column too, within noise of the tuned HF model on the same prompts.
+    from domainft.evaluate.paired import Paired
+
+    mc = report["tasks"]["coal_safety_mc"]["metrics"]["acc"]["gguf"]["q4_k_m"]
+    assert mc["paired"]["n"] == 5 and not Paired(**mc["paired"]).worse(), mc
     rows = [json.loads(line) for path in (run_dir / "eval" / "lm_eval" / "q4_k_m").rglob("samples_coal_safety_qa_2*")
             for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 5 and any(r["filtered_resps"][0].strip() for r in rows)
@@ -92,6 +97,36 @@ def test_report_scores_the_q4_k_m_gguf_and_its_answers_are_what_chat_gives(demo_
     assert chat.code == 0, chat.stderr[-2000:]
     answers = [r["answer"] for r in json.loads(out.read_text(encoding="utf-8"))["results"]]
     assert answers == [r["filtered_resps"][0] for r in rows]
+
+
+def test_report_says_what_the_model_learned_and_whether_retrieval_would_do_better(demo_run):
+    """The knowledge probe beside the held-out split, each said in words; provenance computed for this run (none of
+    coal_safety_qa's passages is in the demo's documents); the retrieval arms and their verdict; free answers judged
+    on fact_recall, which a restated question cannot earn."""
+    run_dir, _, _, first = demo_run
+    assert first.code == 0
+    report = json.loads((run_dir / "eval" / "report.json").read_text(encoding="utf-8"))
+    md = (run_dir / "eval" / "report.md").read_text(encoding="utf-8")
+    tasks = report["tasks"]
+    assert {"coal_safety_mc", "coal_safety_qa", "coal_safety_qa_heldout", "coal_knowledge"} == set(tasks)
+    assert report["knowledge_task"] == "coal_knowledge" and tasks["coal_knowledge"]["n"] == 5
+    assert "- `coal_knowledge`: whether it learned its documents" in md
+    assert "- `coal_safety_qa_heldout`: answers about text it never read" in md
+    assert tasks["coal_safety_qa"]["provenance"] == {"n": 5, "trained": 0, "held_out": 0, "elsewhere": 5}
+    assert tasks["coal_knowledge"]["provenance"]["trained"] == 5
+    for name in ("coal_safety_qa", "coal_safety_qa_heldout", "coal_knowledge"):
+        assert tasks[name]["primary"] == "fact_recall", name
+    # A gain is only ever claimed on a score a restated question cannot earn.
+    claims = [line for line in report["verdict"] if line.startswith("The tuned model beats")]
+    assert all("(fact_recall:" in line or "(acc:" in line for line in claims), claims
+    arms = report["retrieval_arms"]
+    assert set(arms) == {"coal_safety_qa", "coal_safety_qa_heldout", "coal_knowledge"}
+    assert all(set(a["values"]) == {"base", "base+retrieval", "tuned", "tuned+retrieval"} for a in arms.values())
+    assert all(a["vs_tuned"]["base+retrieval"]["n"] == 5 for a in arms.values())
+    assert "## Tune, retrieve, or both" in md and any(line.startswith("For this corpus (judged on coal_knowledge)")
+                                                      for line in report["verdict"])
+    assert "| base+retrieval |" in md.split("## Sample answers")[1]
+    print("\n".join(report["verdict"]))
 
 
 def test_rerun_with_nothing_changed_does_no_work(demo_run):

@@ -66,6 +66,7 @@ class Answer:
     seconds: float
     tokens: int  # generated tokens
     thinking: str | None = None  # the <think> block's content, when there was one
+    sources: tuple[str, ...] = ()  # with --rag: the passages put before the question, "[n] file › section"
 
     @property
     def tokens_per_s(self) -> float:
@@ -289,13 +290,40 @@ class ThinkFilter:
         return answer
 
 
+@dataclass(frozen=True)
+class Rag:
+    """`chat --rag`: the run's chunks behind BM25; each question goes to the model with its top passages before it
+    (eval_tasks/retrieval_prompt.yaml), and the answer cites them."""
+
+    retriever: Any  # domainft.retrieval.Retriever
+    top_k: int
+
+    @classmethod
+    def for_plan(cls, plan: Plan) -> Rag:
+        from .retrieval import run_retriever
+
+        chunks = plan.extract_dir / "chunks.jsonl"
+        if not chunks.exists():
+            raise UserError("--rag searches the run's own chunks: run extract first", where=chunks)
+        return cls(run_retriever(chunks), plan.recipe.eval.retrieval_top_k)
+
+    def prompt(self, question: str) -> tuple[str, tuple[str, ...]]:
+        """The question with its passages before it, and the passages' citations in the order they are numbered."""
+        from .retrieval import with_passages
+
+        hits = self.retriever.search(question, self.top_k)
+        return with_passages(question, hits), tuple(f"[{n}] {h.citation}" for n, h in enumerate(hits, 1))
+
+
 def ask(model: ChatModel, question: str, *, think: Think = "hide", on_text: Callable[[str], Any] | None = None,
-        history: list[dict[str, str]] | None = None) -> Answer:
-    """One question -> Answer. `on_text` receives the answer as it streams (think block hidden when asked)."""
+        history: list[dict[str, str]] | None = None, rag: Rag | None = None) -> Answer:
+    """One question -> Answer. `on_text` receives the answer as it streams (think block hidden when asked). With
+    `rag`, the model reads the retrieved passages before the question and the answer lists them as its sources."""
     started = time.perf_counter()
     pieces: list[str] = []
     shown = ThinkFilter(think, model.settings.thinking)
-    for piece in model.stream(model.messages(question, history)):
+    prompt, sources = rag.prompt(question) if rag is not None else (question, ())
+    for piece in model.stream(model.messages(prompt, history)):
         pieces.append(piece)
         if on_text and (visible := shown.feed(piece)):
             on_text(visible)
@@ -305,14 +333,19 @@ def ask(model: ChatModel, question: str, *, think: Think = "hide", on_text: Call
     raw = "".join(pieces)
     thinking, answer = split_think(raw)
     return Answer(text=raw if think == "show" else answer, seconds=round(seconds, 3),
-                  tokens=model.count_tokens(raw), thinking=thinking)
+                  tokens=model.count_tokens(raw), thinking=thinking, sources=sources)
+
+
+def sources_text(answer: Answer) -> str:
+    """The passages an answer was given, one per line under "Sources:" ('' without --rag)."""
+    return "Sources:\n" + "\n".join(answer.sources) + "\n" if answer.sources else ""
 
 
 # ---------------------------------------------------------------- interactive and batch
 
 
 def interactive(model: ChatModel, *, think: Think = "hide", read: Callable[[str], str] = input,
-                write: Callable[[str], Any] = sys.stdout.write) -> None:
+                write: Callable[[str], Any] = sys.stdout.write, rag: Rag | None = None) -> None:
     """A streaming chat loop keeping the conversation; /reset forgets it, /exit (or Ctrl-D) leaves."""
     write(f"Chatting with {model.source} ({model.backend}). /reset forgets the conversation, /exit leaves.\n")
     history: list[dict[str, str]] = []
@@ -330,8 +363,8 @@ def interactive(model: ChatModel, *, think: Think = "hide", read: Callable[[str]
             history.clear()
             continue
         write("model> ")
-        answer = ask(model, question, think=think, on_text=write, history=history)
-        write(f"\n[{answer.tokens} tokens, {answer.seconds:.1f} s, {answer.tokens_per_s:.1f} tok/s]\n")
+        answer = ask(model, question, think=think, on_text=write, history=history, rag=rag)
+        write(f"\n{sources_text(answer)}[{answer.tokens} tokens, {answer.seconds:.1f} s, {answer.tokens_per_s:.1f} tok/s]\n")
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": split_think(answer.text)[1]}]
 
 
@@ -408,7 +441,7 @@ def _question(index: int, where: str, item: Any) -> Question:
 
 
 def run_batch(model: ChatModel, questions_file: str | Path, out_path: str | Path, *, think: Think = "hide",
-              on_result: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+              on_result: Callable[[dict[str, Any]], Any] | None = None, rag: Rag | None = None) -> dict[str, Any]:
     """Answer every question; write results.json (after each question, atomically) with one entry per
     question. A question that fails gets its error in its entry and the batch goes on."""
     questions = read_questions(questions_file)
@@ -427,9 +460,11 @@ def run_batch(model: ChatModel, questions_file: str | Path, out_path: str | Path
             entry.update(answer=None, error=q.error)
         else:
             try:
-                answer = ask(model, q.text or "", think=think)
+                answer = ask(model, q.text or "", think=think, rag=rag)
                 entry.update(answer=answer.text, thinking=answer.thinking, seconds=answer.seconds,
                              tokens=answer.tokens, tokens_per_s=round(answer.tokens_per_s, 2), error=None)
+                if rag is not None:
+                    entry["sources"] = list(answer.sources)
             except Exception as exc:  # noqa: BLE001 - one bad question must not end the batch; its entry says why
                 entry.update(answer=None, error=f"{type(exc).__name__}: {exc}")
         report["results"].append(entry)
@@ -449,18 +484,24 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def main(source: Plan | Path, *, question: str | None, questions: Path | None, output: Path,
-         backend: Backend = "auto", think: Think = "hide", settings: ChatSettings | None = None) -> None:
-    """`domainft chat`: one question (-q), a questions file (--questions), else the interactive loop."""
+         backend: Backend = "auto", think: Think = "hide", settings: ChatSettings | None = None,
+         rag: bool = False) -> None:
+    """`domainft chat`: one question (-q), a questions file (--questions), else the interactive loop. With `rag`
+    (a recipe only: its run's chunks), each answer reads the retrieved passages and cites them."""
     if think not in ("show", "hide"):
         raise UserError(f"unknown --think mode '{think}'", where="--think", hint="show or hide")
     if questions is not None and not Path(questions).is_file():
         raise UserError("questions file not found", where=questions)
+    if rag and not isinstance(source, Plan):
+        raise UserError("--rag searches a run's own chunks: pass the recipe, not a model file", where="--rag")
+    retrieval = Rag.for_plan(source) if rag else None
     model = load_chat_model(source, backend, settings=settings)
     if question is not None:
-        answer = ask(model, question, think=think, on_text=lambda t: (sys.stdout.write(t), sys.stdout.flush()))
-        sys.stdout.write(f"\n[{answer.tokens} tokens, {answer.seconds:.1f} s]\n")
+        answer = ask(model, question, think=think, on_text=lambda t: (sys.stdout.write(t), sys.stdout.flush()),
+                     rag=retrieval)
+        sys.stdout.write(f"\n{sources_text(answer)}[{answer.tokens} tokens, {answer.seconds:.1f} s]\n")
     elif questions is not None:
-        summary = run_batch(model, questions, output, think=think)
+        summary = run_batch(model, questions, output, think=think, rag=retrieval)
         answered = len(summary["results"]) - summary["failed"]
         sys.stdout.write(f"{answered} of {len(summary['results'])} questions answered in {summary['seconds']} s; "
                          f"results: {Path(output).resolve()}\n")
@@ -468,7 +509,7 @@ def main(source: Plan | Path, *, question: str | None, questions: Path | None, o
             first = next(r for r in summary["results"] if r["error"])
             raise UserError(f"{summary['failed']} question(s) failed, the first: {first['error']}", where=output)
     else:
-        interactive(model, think=think)
+        interactive(model, think=think, rag=retrieval)
 
 
 def sample_question(plan: Plan) -> str | None:

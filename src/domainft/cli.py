@@ -358,7 +358,7 @@ def train(recipe: RecipeArg, engine: EngineOpt = None, set_: SetOpt = None, run_
     plan = _plan(recipe, set_, engine, run_dir)
     if plan.recipe.datagen is not None and not plan.eval_split_files["val"].exists():
         run_pipeline(plan, only=["extract", "datagen"])
-    result = run_pipeline(plan, only=["render", "train"])
+    result = run_pipeline(plan, only=["render", "pretrain", "train"])
     if any(o.action == "ran (worker)" for o in result.outcomes):
         out.print("[green]✓[/green] worker node done; the adapter is saved on node 0 (NODE_RANK=0)")
     else:
@@ -441,6 +441,8 @@ def chat(
     engine: EngineOpt = None,
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
+    rag: Annotated[bool, typer.Option("--rag", help="Put the run's best-matching passages (BM25) before each "
+                                      "question and cite them (file and section); needs a recipe.")] = False,
 ) -> None:
     """Talk to the model: interactive, one question (-q), or a questions file (--questions)."""
     from . import chat as chat_mod
@@ -450,7 +452,7 @@ def chat(
     else:  # a .gguf file or a model folder: -s sets how to talk to it
         source, settings = target, chat_mod.ChatSettings.from_overrides(set_ or [])
     chat_mod.main(source, question=question, questions=questions, output=output, backend=backend, think=think,
-                  settings=settings)
+                  settings=settings, rag=rag)
 
 
 def _preflight(plan, stages: list[str]) -> None:

@@ -59,6 +59,12 @@ def _run_render(plan: Plan) -> Any:
     return render_for_plan(plan)
 
 
+def _run_pretrain(plan: Plan) -> Any:
+    from .engines.runner import pretrain
+
+    return pretrain(plan)
+
+
 def _run_train(plan: Plan) -> Any:
     from .engines.runner import train
 
@@ -139,8 +145,22 @@ def datagen_unfinished(plan: Plan) -> str | None:
 
 
 def _train_outputs(plan: Plan) -> list[Path]:
-    return [p for p in _top_files(plan.train_dir) if p.suffix in {".safetensors", ".json", ".bin", ".model"}
+    return _weights(plan.train_dir)
+
+
+def _weights(folder_path: Path) -> list[Path]:
+    return [p for p in _top_files(folder_path) if p.suffix in {".safetensors", ".json", ".bin", ".model"}
             and not p.name.startswith(("trainer_state", "all_results", "train_results", "eval_results"))]
+
+
+def _pretrain_outputs(plan: Plan) -> list[Path]:
+    """Continued pre-training's adapter (or weights): SFT starts from them (none without method.pretrain)."""
+    return _weights(plan.pretrain_dir) if plan.recipe.method.pretrain is not None else []
+
+
+def _pretrain_inputs(plan: Plan) -> list[Path]:
+    """The rendered pre-training config and its raw text: SFT settings changing do not rerun it."""
+    return [p for p in [*_top_files(plan.render_dir), *_top_files(plan.render_dir / "data")] if "pretrain" in p.name]
 
 
 def _eval_task_files(plan: Plan) -> list[Path]:
@@ -157,9 +177,12 @@ def _eval_task_files(plan: Plan) -> list[Path]:
 
 
 def _knowledge_probe(plan: Plan) -> list[Path]:
-    """datagen's knowledge probe, a task of its own in eval (absent in runs made before it existed)."""
+    """datagen's knowledge probe, a task of its own in eval (absent in runs made before it existed), and with
+    eval.retrieval the chunks it searches."""
     probe = plan.knowledge_file
-    return [probe] if probe is not None and probe.exists() else []
+    chunks = plan.extract_dir / "chunks.jsonl"
+    return ([probe] if probe is not None and probe.exists() else []) + (
+        [chunks] if plan.recipe.eval.retrieval and chunks.exists() else [])
 
 
 def _eval_ggufs(plan: Plan) -> list[Path]:
@@ -216,7 +239,8 @@ STAGES: tuple[Stage, ...] = (
         params=lambda p: _recipe_part(p, "datagen", "domain", "review"),
         inputs=lambda p: [p.extract_dir / "chunks.jsonl", *_datagen_prompt_file(p), *_curate_rubric_file(p),
                           *_review_journal(p)],
-        outputs=lambda p: [p.datagen_dir / f for f in ("train.jsonl", "val.jsonl", "test.jsonl", "knowledge.jsonl")],
+        outputs=lambda p: [p.datagen_dir / f for f in ("train.jsonl", "val.jsonl", "test.jsonl", "knowledge.jsonl",
+                                                       "pretrain.jsonl")],
         run=_run_datagen,
         unfinished=datagen_unfinished,
         said=_said_datagen,
@@ -226,17 +250,25 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda p: True,
         params=lambda p: {**_recipe_part(p, "name", "model", "dataset", "method", "training", "engine_overrides",
                                          "distributed"), "engine": p.engine, "model_path": p.model_path},
-        inputs=lambda p: [*p.train_files, *p.val_files,
+        inputs=lambda p: [*p.train_files, *p.val_files, *p.pretrain_files,
                           *files_under([folder("templates") / d for d in (p.engine, "deepspeed", "folder")])],
         outputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
         run=_run_render,
         said=lambda p, v: f"engine config and data in {shown(p.render_dir)}/ (its README.md has the commands)",
     ),
     Stage(
+        "pretrain", "continued pre-training on the raw chunks -> the adapter training goes on from",
+        enabled=lambda p: p.recipe.method.pretrain is not None,
+        params=lambda p: {"engine": p.engine},
+        inputs=_pretrain_inputs,
+        outputs=_pretrain_outputs,
+        run=_run_pretrain,
+    ),
+    Stage(
         "train", "engine subprocess -> adapter",
         enabled=lambda p: True,
         params=lambda p: {"engine": p.engine},
-        inputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
+        inputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data"), *_pretrain_outputs(p)],
         outputs=_train_outputs,
         run=_run_train,
         said=lambda p, v: f"adapter in {shown(p.adapter_dir)}/",

@@ -68,6 +68,18 @@ class Plan:
         return self.run_dir / "export"
 
     @property
+    def pretrain_dir(self) -> Path:
+        """Continued pre-training's output (method.pretrain): the adapter (or weights) SFT starts from."""
+        return self.run_dir / "pretrain" / self.engine
+
+    @property
+    def pretrain_files(self) -> list[Path]:
+        """The raw text continued pre-training reads: datagen's pretrain.jsonl (the trained chunks), when asked for."""
+        if self.recipe.method.pretrain is None or self.recipe.datagen is None:
+            return []
+        return [(self.datagen_dir / "pretrain.jsonl").resolve()]
+
+    @property
     def adapter_dir(self) -> Path:
         return self.train_dir
 

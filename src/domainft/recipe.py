@@ -234,6 +234,17 @@ SHAREGPT_DEFAULT_TAGS = {
 }
 
 
+class PretrainConfig(Section):
+    """Continued pre-training on the raw text of the chunks the run trains on, before SFT. With LoRA, SFT goes on
+    training the adapter pre-training made (one adapter on the untouched base, so eval, export and chat see no
+    difference); with full tuning, SFT starts from the pre-trained weights."""
+
+    epochs: PositiveFloat = Field(1.0, description="Passes over the chunks.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (overrides epochs).")
+    learning_rate: PositiveFloat | None = Field(None, description="Peak learning rate (default: "
+                                                "training.learning_rate).")
+
+
 class MethodConfig(Section):
     """How weights are tuned."""
 
@@ -247,6 +258,8 @@ class MethodConfig(Section):
     quant_bits: Literal[4, 8] = Field(4, description="qlora only.")
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="qlora only.")
     double_quant: bool = Field(True, description="qlora only.")
+    pretrain: PretrainConfig | None = Field(None, description="Continued pre-training on the raw chunks before "
+                                            "SFT (needs datagen: its train split's chunks); off when absent.")
 
     @field_validator("target_modules")
     @classmethod
@@ -312,6 +325,11 @@ class EvalConfig(Section):
                        "on the generate_until tasks.")
     judge: JudgeConfig | None = Field(None, description="An LLM judge grades free answers against the reference "
                                       "(0..1 beside ROUGE-L); off when absent.")
+    retrieval: Literal["bm25"] | None = Field(
+        None, description="Retrieval arms: the free-answer tasks again with the top passages of the run's own chunks "
+        "(BM25; jieba words for Chinese) before each question, on base and tuned; off when absent.")
+    retrieval_top_k: int = Field(3, ge=1, le=20, description="Passages put before each question (eval.retrieval "
+                                 "and chat --rag).")
 
 
 class SamplingConfig(Section):
@@ -382,6 +400,8 @@ class Recipe(Section):
             raise ValueError("datagen needs documents: set extract.inputs")
         if self.dataset.format == "sharegpt" and self.datagen is not None:
             raise ValueError("datagen writes alpaca pairs: use dataset.format 'alpaca' with datagen")
+        if self.method.pretrain is not None and self.datagen is None:
+            raise ValueError("method.pretrain reads the chunks datagen trains on: add a datagen section")
         return self
 
     @property

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import bash_blocks, run_cli
+from helpers import COAL_DOCS, bash_blocks, run_cli
 
 from domainft.engines import NAMES as ENGINES
 from domainft.engines.venv import ensure_engine
@@ -24,8 +24,18 @@ pytestmark = pytest.mark.e2e
 def test_moved_folder_trains_and_merges_by_its_readme(engine, plan_for, tmp_path):
     from domainft.engines.checks import validate
 
+    from domainft.datagen import run_datagen
+    from domainft.extract import extract_for_plan
+
     venv = ensure_engine(engine)
-    plan = plan_for(engine)  # tiny random Llama, 4 steps, the demo coal QA
+    # Tiny random Llama, 4 steps, on the demo coal QA and datagen's pairs from a few chunks, after 2 steps of
+    # continued pre-training on those chunks' raw text (method.pretrain): the README's first command.
+    plan = plan_for(engine, extract={"inputs": [str(COAL_DOCS)], "chunk_chars": 600, "overlap_chars": 60},
+                    datagen={"provider": "extractive", "prompts": "coal", "max_chunks": 6,
+                             "split": {"val": 0.0, "test": 0.0}},
+                    method={"pretrain": {"max_steps": 2}})
+    extract_for_plan(plan)
+    run_datagen(plan, progress=False)
     rendered = tmp_path / "rendered"
     write_folder(plan, validate(plan), rendered)
     folder = shutil.move(str(rendered), tmp_path / "elsewhere" / "my-run")  # as if copied to the GPU machine
@@ -42,6 +52,9 @@ def test_moved_folder_trains_and_merges_by_its_readme(engine, plan_for, tmp_path
 
     # The adapter and the merged weights where the engine puts them inside the folder (output/, a checkpoint
     # under it, merged/ or output/merged/).
+    assert "pretrain" in commands[0], commands[0]
+    pretrained = [p.parent for p in (folder / "output-pretrain").rglob("adapter_config.json")]
+    assert pretrained and all((a / "adapter_model.safetensors").exists() for a in pretrained)
     adapters = [p.parent for p in (folder / "output").rglob("adapter_config.json")]
     assert adapters and all(json.loads((a / "adapter_config.json").read_text())["peft_type"] == "LORA" for a in adapters)
     assert all((a / "adapter_model.safetensors").exists() for a in adapters)

@@ -36,6 +36,11 @@ VARIANTS = {
     # datagen's validation split becomes the engine's eval set; the source projects' weight decay
     "datagen_val": {"extract": {"inputs": ["docs"]}, "datagen": {"provider": "extractive"},
                     "training": {"weight_decay": 0.01, "eval_steps": 3}},
+    # continued pre-training on the raw chunks, then SFT goes on from its adapter (full: from its weights)
+    "datagen_pretrain": {"extract": {"inputs": ["docs"]}, "datagen": {"provider": "extractive"},
+                         "method": {"pretrain": {"max_steps": 3, "learning_rate": 5.0e-4}}},
+    "full_pretrain": {"extract": {"inputs": ["docs"]}, "datagen": {"provider": "extractive"},
+                      "method": {"kind": "full", "pretrain": {"epochs": 2.0}}},
 }
 # Keys every engine on the HF Trainer spells the same: one replaces a rendered key, one adds a key.
 OVERRIDES = {"seed": 7, "max_grad_norm": 0.5}

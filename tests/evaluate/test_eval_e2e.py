@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from helpers import COAL_DOCS
 
 from domainft.evaluate import run_eval
+from domainft.extract import extract_for_plan
 from domainft.plan import make_plan
 from domainft.recipe import recipe_from_dict
 from domainft.resources import folder
@@ -83,9 +85,12 @@ def test_run_eval_base_vs_tuned_writes_the_report(tmp_path, tiny_model):
     assert report["verdict"]
     assert (plan.eval_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = report_md.read_text(encoding="utf-8")
-    assert "| coal_safety_qa *(seen text)* | **rouge_l_char** |" in text and "## Sample answers" in text
-    assert "| coal_safety_qa_heldout | **rouge_l_char** |" in text  # the held-out split is not seen text
-    paired = report["tasks"]["coal_safety_qa"]["metrics"]["rouge_l_char"]["paired"]
+    assert "| coal_safety_qa | **fact_recall** |" in text and "## Sample answers" in text
+    assert "| coal_safety_qa_heldout | **fact_recall** |" in text
+    # What each task measures, from provenance: no document of this run holds the hand-written items' passages.
+    assert "- `coal_safety_qa`: answers about text it never read" in text
+    assert "- `coal_safety_qa_heldout`: answers about text it never read (questions on passages held out" in text
+    paired = report["tasks"]["coal_safety_qa"]["metrics"]["fact_recall"]["paired"]
     assert paired["n"] == report["tasks"]["coal_safety_qa"]["n"] and paired["low"] <= paired["mean_diff"] <= paired["high"]
     for label in ("base", "tuned"):
         assert list((plan.eval_dir / "lm_eval" / label).rglob("samples_coal_safety_qa_*.jsonl"))
@@ -111,14 +116,19 @@ def _per_item(root):
 
 def test_printed_lm_eval_commands_give_the_same_items_and_scores(tmp_path, tiny_model):
     """`domainft eval --print-commands`, run by hand in a shell, reproduces domainft eval item for item: base, tuned,
-    and the exported GGUF behind a llama_cpp.server the script starts and stops itself."""
+    and the exported GGUF behind a llama_cpp.server the script starts and stops itself (free answers through
+    local-chat-completions, multiple choice through lm-eval's gguf model on chat-templated prompts)."""
     from domainft.evaluate.run import hand_commands
 
-    plan = _eval_plan(tmp_path, tiny_model, export={"quantizations": ["q8_0"]})
+    plan = _eval_plan(tmp_path, tiny_model, export={"quantizations": ["q8_0"]},
+                      eval={"limit": 2, "max_new_tokens": 8, "retrieval": "bm25", "retrieval_top_k": 1})
+    shutil.copy(COAL_DOCS / "19-中华人民共和国矿山安全法.txt", tmp_path / "docs")
+    extract_for_plan(plan)  # the chunks the retrieval arms search
     _export_gguf(plan, tiny_model)
     run_eval(plan, limit=None)
     script = hand_commands(plan)
     assert script.count("\nlm_eval run ") == 3 and "--system_instruction" in script
+    assert script.count("\npython -m domainft.evaluate.lm_gguf run --model domainft-gguf ") == 1
     assert "-m llama_cpp.server" in script
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"  # lm_eval from the wrapper's venv
@@ -128,7 +138,9 @@ def test_printed_lm_eval_commands_give_the_same_items_and_scores(tmp_path, tiny_
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = {"coal_safety_mc", "coal_safety_qa", "coal_safety_qa_heldout"}
-    for label, tasks in (("base", expected), ("tuned", expected), ("q8_0", expected - {"coal_safety_mc"})):
+    rag = {"coal_safety_qa_rag", "coal_safety_qa_heldout_rag"}  # the retrieval arms: base and tuned only
+    for label, tasks in (("base", expected | rag), ("tuned", expected | rag), ("q8_0", expected - {"coal_safety_mc"}),
+                         ("q8_0_mc", {"coal_safety_mc_chat"})):
         ours = _per_item(plan.eval_dir / "lm_eval" / label)
         by_hand = _per_item(plan.eval_dir / "by_hand" / label)
         assert set(ours) == tasks, ours.keys()
@@ -170,10 +182,13 @@ def test_gguf_is_scored_by_lm_eval_through_llama_cpp_server_and_answers_as_chat_
     report = json.loads((plan.eval_dir / "report.json").read_text(encoding="utf-8"))
     assert report["gguf_labels"] == ["q8_0"]
     qa = report["tasks"]["coal_safety_qa"]
-    g = qa["metrics"]["rouge_l_char"]["gguf"]["q8_0"]
+    g = qa["metrics"]["fact_recall"]["gguf"]["q8_0"]
     assert 0.0 <= g["value"] <= 1.0 and g["paired"]["n"] == qa["n"] == 2  # same items as base and tuned
-    assert "q8_0" in report["tasks"]["coal_safety_qa_heldout"]["metrics"]["rouge_l_char"]["gguf"]
-    assert report["tasks"]["coal_safety_mc"]["gguf_missing"] == ["q8_0"]  # multiple choice: no GGUF score
+    assert "q8_0" in report["tasks"]["coal_safety_qa_heldout"]["metrics"]["fact_recall"]["gguf"]
+    # Multiple choice too: lm-eval's gguf model on the same chat-templated prompts, paired with the tuned HF model.
+    mc = report["tasks"]["coal_safety_mc"]
+    assert mc["gguf_missing"] == [] and mc["metrics"]["acc"]["gguf"]["q8_0"]["paired"]["n"] == mc["n"] == 2
+    assert "--model domainft-gguf" in " ".join(report["commands"]["q8_0_mc"])
     assert any(line.startswith("q8_0 ") for line in report["verdict"]), report["verdict"]
     text = (plan.eval_dir / "report.md").read_text(encoding="utf-8")
     assert "| task | metric | n | base | tuned | q8_0 |" in text and "## Quantization" in text

@@ -174,6 +174,38 @@ def test_kill_9_training_then_rerun_resumes_from_the_last_checkpoint(tmp_path, t
     assert log == (run / "logs" / "train-llamafactory.log").read_text(errors="replace")
 
 
+@pytest.mark.e2e
+def test_kill_9_pretraining_then_rerun_resumes_it_and_training_goes_on_from_its_adapter(tmp_path, tiny_model):
+    """method.pretrain is a stage like the others: killed mid-way, the rerun resumes it from its last checkpoint,
+    SFT then loads its adapter, the manifest records both, and a third call runs nothing."""
+    from domainft.engines.venv import ensure_engine
+
+    ensure_engine("llamafactory")
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(
+        extract={"inputs": [str(DATA / "coal" / "docs")], "chunk_chars": 600, "overlap_chars": 60},
+        datagen={"provider": "extractive", "prompts": "coal", "max_chunks": 8, "split": {"val": 0.0, "test": 0.0}},
+        method={"pretrain": {"max_steps": MAX_STEPS}}, training={**tiny_recipe()["training"], "max_steps": 4}))
+    run = tmp_path / "run"
+    out = run / "pretrain" / "llamafactory"
+    proc = start(["train", recipe, "--run-dir", run], tmp_path, tmp_path / "killed.log")
+    kill_when(proc, lambda: 4 in complete_checkpoints(out), random.Random(SEED + 3).uniform(0, 0.25), run)
+    assert not (out / "adapter_model.safetensors").exists(), "the kill must land before pre-training ends"
+    resume_from = complete_checkpoints(out)[-1]
+
+    rerun_ok(["train", recipe, "--run-dir", run], tmp_path)
+    pretrain_log = (run / "logs" / "pretrain-llamafactory.log").read_text(errors="replace")
+    assert f"Resuming training from {out / f'checkpoint-{resume_from}'}" in pretrain_log.split("\n$ ")[-1]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == MAX_STEPS
+    train_log = (run / "logs" / "train-llamafactory.log").read_text(errors="replace")
+    assert f"adapter_name_or_path={out}" in train_log.replace("'", "").replace('"', "")
+    assert "Loaded adapter(s)" in train_log or "Resume" in train_log or "adapter" in train_log
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"]["pretrain"]["status"] == manifest["stages"]["train"]["status"] == "done"
+    assert any(key.startswith("pretrain/llamafactory/") for key in manifest["stages"]["train"]["inputs"])
+    again = rerun_ok(["run", recipe, "--run-dir", run, "--only", "pretrain", "--only", "train"], tmp_path)
+    assert "pretrain: up to date, skipped" in again and "train: up to date, skipped" in again
+
+
 # ------------------------------------------------------------------ (c) export
 
 

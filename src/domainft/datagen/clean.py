@@ -7,6 +7,7 @@ normalized Levenshtein ratio against the threshold.
 
 from __future__ import annotations
 
+import json
 import random
 import unicodedata
 import zlib
@@ -216,6 +217,19 @@ class CleanReport:
 
 SPLIT_RECORD = "splits.jsonl"  # which pair went to which split, and why a pair went to none
 KNOWLEDGE = "knowledge.jsonl"  # the knowledge probe: held out of every split, on passages train holds
+
+
+PRETRAIN = "pretrain.jsonl"  # the trained chunks' raw text, for continued pre-training (method.pretrain)
+
+
+def trained_chunk_ids(out_dir: Path) -> set[str]:
+    """The chunks at least one of whose pairs is in the train split (splits.jsonl): the passages a run trains on."""
+    path = Path(out_dir) / SPLIT_RECORD
+    if not path.exists():
+        return set()
+    with path.open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return {r["pair_id"].rsplit("#", 1)[0] for r in rows if r.get("split") == "train"}
 
 
 def knowledge_probe(probes: list[dict[str, Any]], train: list[dict[str, Any]], threshold: float,

@@ -22,11 +22,11 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from ..errors import DataError, RecipeError, TeacherError
 from ..extract import Chunk, read_chunks
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, atomic_write_jsonl
 from ..plan import Plan
 from ..recipe import DatagenConfig
 from ..review.journal import Journal, fold, pair_id
-from .clean import clean_and_split
+from .clean import PRETRAIN, clean_and_split, trained_chunk_ids
 from .curate import curate_pairs, load_curate_rubric
 from .prompts import BadReply, PromptSet, PromptSpec, _norm, check_pairs, load_prompt_set, parse_json_reply
 from .providers import Provider, Transient, make_provider
@@ -434,6 +434,9 @@ def _clean(plan: Plan, cfg: DatagenConfig, chunks: list[Chunk], out: Path,
         unit=cfg.split.unit, review=review, accepted_only=plan.recipe.review.accepted_only,
         probes=_pairs_in_order(chunks, out, probes=True), train_questions=_dataset_questions(plan),
     )
+    trained = trained_chunk_ids(out)
+    # Continued pre-training reads the raw text of exactly the passages SFT trains on: never a held-out one.
+    atomic_write_jsonl(out / PRETRAIN, [{"text": c.text} for c in chunks if c.id in trained])
     return {**asdict(report), "restored_from_set_aside": len(restored)}
 
 

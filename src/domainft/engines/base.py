@@ -80,6 +80,10 @@ class Engine(ABC):
         """How to train from the rendered folder: the by-hand command, with the output moved to plan.train_dir.
         `resume_from`: the newest complete checkpoint there, for engines that do not resume by themselves."""
 
+    def pretrain_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
+        """How to run continued pre-training (method.pretrain) from the rendered folder, into plan.pretrain_dir."""
+        raise NotImplementedError(f"{self.label} has no continued pre-training here")
+
     def after_train(self, train_dir: Path) -> None:
         """Leave the final adapter (or full weights) directly in train_dir, when the engine keeps it elsewhere."""
 

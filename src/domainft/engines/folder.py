@@ -23,6 +23,7 @@ DATA = "data"  # training files, copied in
 OUTPUT = "output"  # where the engine writes checkpoints and the adapter when run by hand
 MERGED = "merged"  # where a by-hand merge writes full weights
 README = "README.md"
+PRETRAIN_OUTPUT = "output-pretrain"  # where continued pre-training (method.pretrain) writes, run by hand
 
 
 def data_layout(plan: Plan) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -37,10 +38,15 @@ def data_layout(plan: Plan) -> tuple[dict[str, Path], dict[str, Path]]:
     return train, val
 
 
+def pretrain_layout(plan: Plan) -> dict[str, Path]:
+    """Where continued pre-training's raw text lands inside the folder (method.pretrain): relative path -> source."""
+    return {f"{DATA}/{source.name}": source for source in plan.pretrain_files}
+
+
 def data_copies(plan: Plan) -> dict[str, Path]:
-    """Every data file copied into the folder (training, then validation): relative path -> source."""
+    """Every data file copied into the folder (training, validation, pre-training): relative path -> source."""
     train, val = data_layout(plan)
-    return {**train, **val}
+    return {**train, **val, **pretrain_layout(plan)}
 
 
 def deepspeed_rel(plan: Plan) -> str | None:
@@ -54,6 +60,10 @@ DESCRIPTIONS = {
     "merge.yaml": "the LLaMA-Factory config that merges the adapter into full weights",
     "dataset_info.json": "names the training files and their columns for LLaMA-Factory",
     "axolotl.yml": "the Axolotl config (training and merge)",
+    "pretrain.yaml": f"continued pre-training on the raw chunks, run before training (it writes `{PRETRAIN_OUTPUT}/`, "
+                     "where training starts from)",
+    "axolotl-pretrain.yml": f"continued pre-training on the raw chunks, run before training (it writes "
+                            f"`{PRETRAIN_OUTPUT}/`, where training starts from)",
     "ds_zero2.json": "DeepSpeed ZeRO-2 config",
     "ds_zero3.json": "DeepSpeed ZeRO-3 config",
 }
@@ -66,6 +76,8 @@ def readme(plan: Plan, files: dict[str, str], *, engine: str, config_file: str, 
     train, val = data_layout(plan)
     listing += [(rel, f"training data (a copy of {source.name})") for rel, source in train.items()]
     listing += [(rel, f"validation data for eval loss (a copy of {source.name})") for rel, source in val.items()]
+    listing += [(rel, f"raw text for continued pre-training (a copy of {source.name})")
+                for rel, source in pretrain_layout(plan).items()]
     return R.render_template(
         "folder/README.md.j2", recipe=plan.recipe.name, recipe_hash=plan.recipe_hash[:16], engine=engine,
         config_file=config_file, model_key=model_key, model=plan.model_path, install=install, steps=steps,

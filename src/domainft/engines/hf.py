@@ -40,6 +40,16 @@ def training_values(plan: Plan) -> dict[str, object]:
     }
 
 
+def pretrain_values(plan: Plan) -> dict[str, object]:
+    """What continued pre-training changes in training_values: its own length and learning rate, into
+    output-pretrain/, with no eval set (the validation split is question-answer pairs, not raw text)."""
+    from .folder import PRETRAIN_OUTPUT
+
+    pt, t = plan.recipe.method.pretrain, plan.recipe.training
+    return {"output_dir": PRETRAIN_OUTPUT, "epochs": float(pt.epochs), "max_steps": pt.max_steps,
+            "learning_rate": float(pt.learning_rate or t.learning_rate)}
+
+
 def tidy_yaml(text: str) -> str:
     """Drop the blank lines Jinja leaves behind; keep one before each `###` section."""
     lines = [ln for ln in text.splitlines() if ln.strip()]

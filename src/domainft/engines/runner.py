@@ -55,34 +55,57 @@ def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | N
 
 
 def train(plan: Plan) -> Path:
-    """Render, check, write, launch; the adapter (or full weights) folder. Resumes from the last checkpoint."""
+    """Render, check, write, launch; the adapter (or full weights) folder. Resumes from the last checkpoint. After
+    continued pre-training (method.pretrain) it goes on from plan.pretrain_dir, whose files are part of what it
+    depends on."""
     engine = get_engine(plan.engine)
+    files = _prepare(plan, engine)
+    data = [*plan.train_files, *plan.val_files, *(_files(plan.pretrain_dir) if plan.recipe.method.pretrain else [])]
+    return _run_training(plan, engine, out_dir=plan.train_dir, digest=_training_digest(files, data),
+                         launch=engine.train_launch, log_name="train", label="training")
+
+
+def pretrain(plan: Plan) -> Path:
+    """Continued pre-training on the raw chunks (method.pretrain) into plan.pretrain_dir, from the rendered folder's
+    pre-training config; skipped when done with the same config and text, resumed from its last checkpoint."""
+    engine = get_engine(plan.engine)
+    files = _prepare(plan, engine)
+    config = {rel: text for rel, text in files.items() if "pretrain" in rel}
+    return _run_training(plan, engine, out_dir=plan.pretrain_dir, digest=_training_digest(config, plan.pretrain_files),
+                         launch=engine.pretrain_launch, log_name="pretrain", label="pre-training")
+
+
+def _prepare(plan: Plan, engine: Engine) -> dict[str, str]:
     if plan.is_embedded:
         from ..models.embedded import materialize
 
         materialize(plan.recipe.model.base)
-    venv = require_engine(engine.name)
+    require_engine(engine.name)
     files = validate(plan)
     check_speed_switches(plan)
     write_folder(plan, files, plan.render_dir)
-    digest = _training_digest(plan, files)
-    done = plan.train_dir / DONE
+    return files
+
+
+def _run_training(plan: Plan, engine: Engine, *, out_dir: Path, digest: str, launch, log_name: str,
+                  label: str) -> Path:
+    done = out_dir / DONE
     if done.exists() and json.loads(done.read_text()).get("render_sha256") == digest:
-        return plan.train_dir  # finished before with exactly these files and data
-    _set_aside_foreign_checkpoints(plan.train_dir, digest)
-    _set_aside_torn_checkpoints(plan.train_dir)
-    checkpoint = last_checkpoint(plan.train_dir)
+        return out_dir  # finished before with exactly these files and data
+    _set_aside_foreign_checkpoints(out_dir, digest)
+    _set_aside_torn_checkpoints(out_dir)
+    checkpoint = last_checkpoint(out_dir)
     # LLaMA-Factory (overwrite_output_dir false) and Axolotl (auto_resume_from_checkpoints) resume by themselves
     # from their output folder; others are told the checkpoint. Naming it keeps the log honest about it.
-    launch = engine.train_launch(plan, resume_from=checkpoint)
-    label = f"training (resuming from {checkpoint.name})" if checkpoint is not None else "training"
+    how = launch(plan, resume_from=checkpoint)
+    label = f"{label} (resuming from {checkpoint.name})" if checkpoint is not None else label
     started = time.monotonic()
-    run_launch(launch, plan.run_dir / "logs" / f"train-{engine.name}.log", engine, venv=venv, label=label)
-    plan.train_dir.mkdir(parents=True, exist_ok=True)
-    engine.after_train(plan.train_dir)
-    write_loss_plot(plan.train_dir, title=f"{plan.recipe.name}: {engine.name} training")
+    run_launch(how, plan.run_dir / "logs" / f"{log_name}-{engine.name}.log", engine, label=label)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engine.after_train(out_dir)
+    write_loss_plot(out_dir, title=f"{plan.recipe.name}: {engine.name} {label}")
     atomic_write(done, json.dumps({"render_sha256": digest, "seconds": round(time.monotonic() - started, 1)}) + "\n")
-    return plan.train_dir
+    return out_dir
 
 
 def check_speed_switches(plan: Plan) -> None:
@@ -116,10 +139,16 @@ def merge(plan: Plan, out_dir: Path) -> Path:
     return out_dir
 
 
-def _training_digest(plan: Plan, files: dict[str, str]) -> str:
-    """What a training run depends on: the rendered files and the bytes of the data they point at."""
-    data = {str(p): sha256_file(p) for p in [*plan.train_files, *plan.val_files] if p.exists()}
-    return hashlib.sha256(json.dumps([files, data], sort_keys=True).encode()).hexdigest()
+def _training_digest(files: dict[str, str], data: list[Path]) -> str:
+    """What a training run depends on: the rendered files and the bytes of the data (and weights) they point at."""
+    digests = {str(p): sha256_file(p) for p in data if p.exists()}
+    return hashlib.sha256(json.dumps([files, digests], sort_keys=True).encode()).hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    """The weights and configs a stage left directly in its folder (not its checkpoints or markers)."""
+    return sorted(p for p in Path(folder).glob("*") if p.is_file() and not p.name.startswith(".")
+                  and p.suffix in {".safetensors", ".json", ".bin", ".model"})
 
 
 STARTED = ".domainft-started"

@@ -43,9 +43,10 @@ key_facts = _scoring.key_facts
 states_fact = _scoring.states_fact
 fact_recall = _scoring.fact_recall
 score_qa = _scoring.score_qa
+mc_row = _scoring.mc_row
 
 __all__ = [
     "char_tokens", "contains_keyword", "content_units", "derive_keywords", "fact_recall", "key_facts",
-    "keyword_recall", "normalize", "novel_recall", "rouge_l_char", "rouge_l_f1", "rouge_l_word", "score_qa",
+    "keyword_recall", "mc_row", "normalize", "novel_recall", "rouge_l_char", "rouge_l_f1", "rouge_l_word", "score_qa",
     "states_fact", "strip_think", "word_tokens",
 ]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..datagen.clean import trained_chunk_ids
 from ..plan import Plan
 
 TRAINED, HELD_OUT, ELSEWHERE = "trained", "held_out", "elsewhere"
@@ -51,7 +52,7 @@ def run_text(plan: Plan) -> RunText:
 
     chunks_file = plan.extract_dir / "chunks.jsonl"
     chunks = read_chunks(chunks_file) if chunks_file.exists() else []
-    trained = trained_chunk_ids(plan)
+    trained = trained_chunk_ids(plan.datagen_dir)
     by_pair = {(r["instruction"] + (f"\n{r['input']}" if r.get("input") else ""), r["output"]): r["source"]["chunk_id"]
                for r in _read_jsonl(plan.datagen_dir / "pairs.jsonl")}
     texts = [flat(c.text) for c in chunks if c.id in trained]
@@ -60,12 +61,6 @@ def run_text(plan: Plan) -> RunText:
         rows = _read_jsonl(path) if path.suffix == ".jsonl" else _read_json(path)
         texts += [flat(str(r[column])) for r in rows if isinstance(r, dict) and r.get(column)]
     return RunText(trained, texts, {Path(c.file).name for c in chunks}, by_pair)
-
-
-def trained_chunk_ids(plan: Plan) -> set[str]:
-    """The chunks at least one of whose pairs is in datagen's train split (splits.jsonl)."""
-    return {r["pair_id"].rsplit("#", 1)[0] for r in _read_jsonl(plan.datagen_dir / "splits.jsonl")
-            if r.get("split") == "train"}
 
 
 def item_counts(run: RunText, docs: list[dict[str, Any]]) -> dict[str, int]:

@@ -24,8 +24,8 @@ def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dic
             provenance: dict[str, dict[str, int]] | None = None, measures: dict[str, str] | None = None
             ) -> dict[str, dict[str, Any]]:
     """{task: {n, primary, provenance, measures, gguf_missing, metrics: {metric: {base, tuned, delta, base_stderr,
-    tuned_stderr,
-    higher_is_better, paired, gguf}}}}; `paired` (tuned against base item by item, from the samples files) or None;
+    tuned_stderr, higher_is_better, paired, gguf}}}} (and each run's rows of the task, under _base_rows and
+    _tuned_rows, for the retrieval arms' pairing; write_report drops them); `paired` (tuned against base item by item, from the samples files) or None;
     `gguf` {label: {value, stderr, paired}} with each GGUF paired against the tuned HF model. With `judged` (from
     evaluate.judged.judge_runs), free-answer tasks gain a `judge` metric: the judge's mean score on 0..1 over the
     answers it graded, with `judge_model` and `judge_failed` (per run, the items it could not grade).
@@ -63,7 +63,8 @@ def compare(base: dict, tuned: dict, ggufs: list[dict] | tuple = (), judged: dic
             continue  # a group without an aggregate
         primary = next((m for m in PRIMARY if m in metrics), next(iter(metrics)))
         n = n_samples.get(task, {})
-        out[task] = {"n": n.get("effective", n.get("original")), "primary": primary,
+        out[task] = {"_base_rows": b_rows, "_tuned_rows": t_rows, "n": n.get("effective", n.get("original")),
+                     "primary": primary,
                      "provenance": (provenance or {}).get(task), "measures": (measures or {}).get(task),
                      "gguf_missing": [g["label"] for g in ggufs if task not in g["results"]["results"]],
                      "metrics": metrics}
@@ -259,13 +260,18 @@ def _worse(m: dict[str, Any]) -> bool:
     return loss > 0 and noise is not None and loss > noise
 
 
-def side_by_side(base: dict, tuned: dict, tasks: dict[str, dict[str, Any]], ggufs: list[dict] | tuple = ()
-                 ) -> dict[str, list[dict[str, Any]]]:
-    """A few items per task with what each model answered (each GGUF too, where it was scored on the task)."""
+def side_by_side(base: dict, tuned: dict, tasks: dict[str, dict[str, Any]], ggufs: list[dict] | tuple = (),
+                 rag_suffix: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """A few items per task with what each model answered (each GGUF too, where it was scored on the task, and
+    base and tuned with retrieved passages, where the task has a retrieval arm)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for task in tasks:
         b_rows = {row["doc_id"]: row for row in _rows(base, task)}
         g_rows = {g["label"]: {row["doc_id"]: row for row in _rows(g, task)} for g in ggufs}
+        if rag_suffix:
+            for label, run in (("base+retrieval", base), ("tuned+retrieval", tuned)):
+                if rows := _rows(run, f"{task}{rag_suffix}"):
+                    g_rows[label] = {row["doc_id"]: row for row in rows}
         rows = []
         for t_row in _rows(tuned, task):
             b_row = b_rows.get(t_row["doc_id"])
@@ -290,8 +296,9 @@ def _sample_pair(b_row: dict, t_row: dict, g_rows: dict[str, dict], primary: str
         pair["reference"] = doc.get("answer", "")
         pair["base"], pair["tuned"] = _answer(b_row), _answer(t_row)
     pair["base_score"], pair["tuned_score"] = b_row.get(primary), t_row.get(primary)
-    # GGUF runs score generate_until tasks only, so their rows are free answers.
-    pair["gguf"] = {label: {"answer": _answer(row), "score": row.get(primary)} for label, row in g_rows.items()}
+    # Each GGUF's answer, and base's and tuned's with retrieved passages (eval.retrieval): more rows per item.
+    pair["others"] = {label: {"answer": _chosen(row, doc) if "choices" in doc else _answer(row),
+                              "score": row.get(primary)} for label, row in g_rows.items()}
     return pair
 
 
@@ -310,19 +317,113 @@ def _chosen(row: dict, doc: dict) -> str:
     return doc["choices"][max(range(len(scores)), key=scores.__getitem__)]
 
 
+# ---------------------------------------------------------------- tune, retrieve, or both
+
+ARMS = ("base", "base+retrieval", "tuned", "tuned+retrieval")
+
+
+def retrieval_arms(tasks: dict[str, dict[str, Any]], suffix: str) -> dict[str, dict[str, Any]]:
+    """Per free-answer task with a retrieval arm (<task><suffix>), on its primary metric: the four arms' scores,
+    each other arm paired against the tuned model item by item (arm minus tuned), tuned+retrieval paired against
+    base+retrieval (what tuning adds once passages are retrieved), and the decision."""
+    out: dict[str, dict[str, Any]] = {}
+    for task, info in tasks.items():
+        rag = tasks.get(f"{task}{suffix}")
+        if task.endswith(suffix) or rag is None or info["primary"] not in rag["metrics"]:
+            continue
+        name = info["primary"]
+        plain, with_rag = info["metrics"][name], rag["metrics"][name]
+        values = {"base": plain["base"], "base+retrieval": with_rag["base"], "tuned": plain["tuned"],
+                  "tuned+retrieval": with_rag["tuned"]}
+        vs_tuned = {"base": _flip(plain.get("paired")), "base+retrieval": _cross(info, rag, name),
+                    "tuned+retrieval": _cross(info, rag, name, tuned_only=True)}
+        arm = {"metric": name, "n": info["n"], "higher_is_better": plain["higher_is_better"], "values": values,
+               "vs_tuned": vs_tuned, "tuning_with_retrieval": with_rag.get("paired")}
+        arm["decision"] = _decide(arm)
+        out[task] = arm
+    return out
+
+
+def _flip(p: dict[str, Any] | None) -> dict[str, Any] | None:
+    """base minus tuned, from tuned minus base."""
+    if not p:
+        return None
+    return {**p, "mean_diff": -p["mean_diff"], "low": -p["high"], "high": -p["low"], "wins": p["losses"],
+            "losses": p["wins"]}
+
+
+def _cross(info: dict[str, Any], rag: dict[str, Any], name: str, *, tuned_only: bool = False) -> dict[str, Any] | None:
+    """An arm of the retrieval task (base+retrieval, or tuned+retrieval) minus the tuned model on the plain task,
+    item by item: the rows were kept on compare's task info."""
+    tuned_rows, arm_rows = info.get("_tuned_rows"), rag.get("_tuned_rows" if tuned_only else "_base_rows")
+    if not tuned_rows or not arm_rows:
+        return None
+    pair = paired_rows(tuned_rows, arm_rows, name, higher_is_better=info["metrics"][name]["higher_is_better"])
+    return pair.as_dict() if pair else None
+
+
+def _decide(arm: dict[str, Any]) -> str:
+    """tune, retrieve, both or neither, from the paired intervals (beyond noise only)."""
+    higher = arm["higher_is_better"]
+    better = lambda p: bool(p) and Paired(**p).better(higher)  # noqa: E731
+    vs = arm["vs_tuned"]
+    tuning_helps = bool(vs["base"]) and Paired(**vs["base"]).worse(higher)
+    retrieval_helps = better(vs["tuned+retrieval"]) or better(vs["base+retrieval"])
+    tuning_adds_to_retrieval = better(arm["tuning_with_retrieval"])
+    if retrieval_helps and tuning_adds_to_retrieval:
+        return "both"
+    if retrieval_helps:
+        return "retrieve"
+    if tuning_helps:
+        return "tune"
+    return "neither"
+
+
+DECISIONS = {
+    "both": "both: retrieval adds to the tuned model, and tuning adds to retrieval",
+    "retrieve": "retrieve: retrieving the passages beats the tuned model, and tuning adds nothing beyond noise once "
+                "they are retrieved",
+    "tune": "tune: tuning beats the base model and retrieval adds nothing beyond noise",
+    "neither": "neither beyond noise: no arm beats the tuned model or the base model beyond noise on these items",
+}
+
+
+def arms_verdict(arms: dict[str, dict[str, Any]]) -> list[str]:
+    """Per task, the four arms and what the intervals say; then one line for the corpus, judged on the knowledge
+    probe (the run's own questions on its own passages) where there is one."""
+    lines = []
+    for task, a in arms.items():
+        v = a["values"]
+        scores = ", ".join(f"{arm} {v[arm]:.3f}" for arm in ARMS)
+        pairs = "; ".join(f"{arm} − tuned {_interval(p)}" for arm, p in a["vs_tuned"].items() if p)
+        lines.append(f"Tune, retrieve, or both on {task} ({a['metric']}, n={a['n']}): {scores}. {pairs}. "
+                     f"Verdict: {DECISIONS[a['decision']]}.")
+    if arms:
+        key = next((t for t in arms if t.endswith("_knowledge")), next((t for t in arms if t.endswith("_heldout")),
+                                                                         next(iter(arms))))
+        lines.append(f"For this corpus (judged on {key}): {arms[key]['decision']}.")
+    return lines
+
+
 # ---------------------------------------------------------------- writing
 
 
 def write_report(eval_dir: Path, *, base: dict, tuned: dict, meta: dict[str, Any], ggufs: list[dict] | tuple = (),
                  judged: dict | None = None) -> Path:
     tasks = compare(base, tuned, ggufs, judged, provenance=meta.get("provenance"), measures=meta.get("measures"))
+    suffix = (meta.get("retrieval") or {}).get("suffix")
+    arms = retrieval_arms(tasks, suffix) if suffix else {}
+    # A retrieval arm is reported beside its task (base, base+retrieval, tuned, tuned+retrieval), not as a task.
+    tasks = {t: {k: v for k, v in info.items() if not k.startswith("_")} for t, info in tasks.items()
+             if not (suffix and t.endswith(suffix) and t[: -len(suffix)] in tasks)}
     report = {
         **meta,
         "eval_dir": str(eval_dir),
         "gguf_labels": [g["label"] for g in ggufs],
         "tasks": tasks,
-        "verdict": verdict(tasks),
-        "samples": side_by_side(base, tuned, tasks, ggufs),
+        "retrieval_arms": arms,
+        "verdict": verdict(tasks) + arms_verdict(arms),
+        "samples": side_by_side(base, tuned, tasks, ggufs, rag_suffix=suffix),
         "runs": {
             r["label"]: {"results": str(r["results_path"]), "seconds": round(r["seconds"], 1), "reused": r["reused"],
                          "samples": {t: str(p) for t, p in r["samples"].items()}}
@@ -379,6 +480,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"judge: `{judge['judge_model']}` graded each free answer against the reference and its source on "
                   f"the rubric `{report.get('judge_rubric') or 'judge_rubric'}`, shown on 0..1 (grade / top grade) "
                   "beside ROUGE-L; answers it could not grade are left out of its mean.", ""]
+    lines += _arms_section(report.get("retrieval_arms") or {}, report.get("retrieval") or {})
     if ggufs:
         lines += ["## Quantization: each GGUF against the tuned HF model", "",
                   "| task | metric | GGUF | tuned | GGUF score | delta | paired 95% interval | wins / losses / ties |",
@@ -411,7 +513,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| reference | {_cell(row['reference'])} | |",
                 f"| base | {_cell(row['base'])} | {_score(row['base_score'])} |",
                 f"| tuned | {_cell(row['tuned'])} | {_score(row['tuned_score'])} |",
-                *[f"| {q} | {_cell(g['answer'])} | {_score(g['score'])} |" for q, g in row.get("gguf", {}).items()],
+                *[f"| {q} | {_cell(g['answer'])} | {_score(g['score'])} |" for q, g in row.get("others", {}).items()],
                 "",
             ]
     lines += ["## Runs", "", "Raw lm-eval results and per-item samples (every prompt and answer):", ""]
@@ -419,6 +521,31 @@ def render_markdown(report: dict[str, Any]) -> str:
         note = " (reused: nothing it depends on changed)" if run.get("reused") else ""
         lines.append(f"- {label}: `{_relative(run['results'], report.get('eval_dir'))}`, {run['seconds']} s{note}")
     return "\n".join(lines) + "\n"
+
+
+def _arms_section(arms: dict[str, dict[str, Any]], retrieval: dict[str, Any]) -> list[str]:
+    """The retrieval baseline: base, base+retrieval, tuned, tuned+retrieval on each free-answer task."""
+    if not arms:
+        return []
+    lines = ["## Tune, retrieve, or both", "",
+             f"Each free-answer task again with the top {retrieval.get('top_k')} passages that "
+             f"{str(retrieval.get('method', '')).upper()} finds in this run's own chunks before each question "
+             "(`<task>_rag` in eval/tasks/), on the base and the tuned model. Intervals: each arm minus the tuned "
+             "model on the same items (bootstrap 95 %); \"tuning with retrieval\": tuned+retrieval minus "
+             "base+retrieval.", "",
+             "| task | metric | n | base | base+retrieval | tuned | tuned+retrieval | base − tuned | "
+             "base+retrieval − tuned | tuned+retrieval − tuned | tuning with retrieval | verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|---|---|---|"]
+    for task, a in arms.items():
+        cells = [_short(a["vs_tuned"].get(arm)) for arm in ("base", "base+retrieval", "tuned+retrieval")]
+        lines.append(f"| {task} | {a['metric']} | {a['n']} | "
+                     + " | ".join(f"{a['values'][arm]:.3f}" for arm in ARMS)
+                     + f" | {' | '.join(cells)} | {_short(a.get('tuning_with_retrieval'))} | {a['decision']} |")
+    return [*lines, ""]
+
+
+def _short(p: dict[str, Any] | None) -> str:
+    return f"{p['mean_diff']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]" if p else ""
 
 
 def plot(tasks: dict[str, dict[str, Any]], out: Path, *, title: str) -> None:

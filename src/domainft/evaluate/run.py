@@ -30,6 +30,7 @@ from .report import write_report
 
 HELDOUT_SUFFIX = "_heldout"
 KNOWLEDGE_SUFFIX = "_knowledge"
+RAG_SUFFIX = "_rag"  # a free-answer task again, with the passages retrieval found before each question
 RUN_QA = "run_qa"  # eval_tasks/_run/run_qa.yaml: the free-answer template for a domain without its own
 # What each run-made task measures, in the report's words.
 MEASURES = {
@@ -52,9 +53,11 @@ _TQDM = re.compile(r"(Running \w+ requests|Requesting API)\S*\s+\d+%\|[^|]*\|\s*
 
 # In a GGUF run's command line until the server is up and its port known; the fingerprint never sees the port.
 SERVER_URL = "http://127.0.0.1:PORT/v1"
-# Why multiple-choice tasks have no GGUF score (said in the report and the README).
-GGUF_MC_GAP = ("multiple-choice tasks need prompt log-probabilities: llama_cpp.server's completions endpoint takes "
-               "text only, and lm-eval sends chat-templated prompts for those only as token ids")
+SERVER_ROOT = "http://127.0.0.1:PORT"  # lm-eval's gguf model appends /v1/completions itself
+# A multiple-choice task with its chat-templated prompts precomputed (<task>_chat): lm-eval's gguf model sends
+# prompts as text, so the chat template is rendered first, as the HF runs render it. Its run is <quant>_mc.
+CHAT_SUFFIX = "_chat"
+MC_RUN = "_mc"
 
 
 @dataclass(frozen=True)
@@ -162,8 +165,16 @@ def items_task(plan: Plan, items: Path) -> Path:
 
 
 def generation_tasks(tasks: Iterable[str], tasks_dir: Path | None = None) -> list[str]:
-    """The generate_until tasks among `tasks` (groups expanded, task YAML files followed through `include`): the
-    ones a GGUF behind llama_cpp.server can be scored on."""
+    """The generate_until tasks among `tasks` (groups expanded, task YAML files followed through `include`)."""
+    return tasks_of_type(tasks, "generate_until", tasks_dir)
+
+
+def multiple_choice_tasks(tasks: Iterable[str], tasks_dir: Path | None = None) -> list[str]:
+    return tasks_of_type(tasks, "multiple_choice", tasks_dir)
+
+
+def tasks_of_type(tasks: Iterable[str], kind: str, tasks_dir: Path | None = None) -> list[str]:
+    """The tasks of one output_type among `tasks` (groups expanded, task YAML files followed through `include`)."""
     configs = task_configs(tasks_dir)
     out: list[str] = []
 
@@ -177,14 +188,14 @@ def generation_tasks(tasks: Iterable[str], tasks_dir: Path | None = None) -> lis
         if name.endswith(".yaml"):
             path = Path(name)
             cfg = _read_task_yaml(path) or {}
-            if output_type(cfg, path) == "generate_until":
+            if output_type(cfg, path) == kind:
                 out.append(name)
             return
         path, cfg = configs[name]
         if "group" in cfg:
             for member in cfg.get("task") or []:
                 visit(member if isinstance(member, str) else member.get("task", ""))
-        elif output_type(cfg, path) == "generate_until":
+        elif output_type(cfg, path) == kind:
             out.append(name)
 
     for name in tasks:
@@ -247,15 +258,111 @@ def run_made_tasks(plan: Plan, tasks: Iterable[str]) -> dict[str, Path]:
     return {kind: path for kind, path in made.items() if path is not None}
 
 
-def _task_variant(plan: Plan, name: str, base_task: str, data_file: Path, measures: str) -> Path:
-    """A task YAML in the run folder: `base_task` (from eval_tasks/) over `data_file` (lm-eval needs absolute
-    paths), with extra keys such as a doc_to_text."""
-    base_yaml = known_tasks()[base_task].resolve()
+def retrieval_tasks(plan: Plan, tasks: Iterable[str]) -> list[Path]:
+    """eval.retrieval: each free-answer task again (<task>_rag), each question preceded by the top passages BM25
+    finds in the run's own chunks, precomputed into the variant's data file (its `prompt` field) so plain lm_eval
+    reproduces it; the question itself stays what is scored against."""
+    cfg = plan.recipe.eval
+    if cfg.retrieval is None:
+        return []
+    from ..retrieval import run_retriever, with_passages
+
+    chunks_file = plan.extract_dir / "chunks.jsonl"
+    if not chunks_file.exists():
+        raise UserError("eval.retrieval searches the run's own chunks: run extract first", where=chunks_file)
+    retriever = run_retriever(chunks_file)
+    out = []
+    for task in generation_tasks(tasks):
+        yaml_path, name, data_file = _task_data(task)
+        rows = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for row in rows:
+            question = _question(row)
+            row["prompt"] = with_passages(question, retriever.search(question, cfg.retrieval_top_k))
+        target = plan.eval_dir / "tasks" / f"{name}{RAG_SUFFIX}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        out.append(_task_variant(plan, f"{name}{RAG_SUFFIX}", str(yaml_path), target,
+                                 f"{name} with the top {cfg.retrieval_top_k} passages of this run's chunks (BM25) "
+                                 "before each question", doc_to_text="{{prompt}}"))
+    return out
+
+
+def chat_templated_tasks(plan: Plan, tasks: Iterable[str], *, trained: Path, base_path: str) -> list[Path]:
+    """Each multiple-choice task with its prompts chat-templated ahead of time (<task>_chat): the text the HF runs
+    score (the system prompt and the task's doc_to_text, rendered by the tokenizer the engine trained with), in the
+    data file's `prompt` field, for lm-eval's gguf model, which sends prompts as text."""
+    mc = multiple_choice_tasks(tasks)
+    if not mc:
+        return []
+    import jinja2
+    from transformers import AutoTokenizer
+
+    from .metrics import mc_row
+
+    recipe = plan.recipe
+    tokenizer = AutoTokenizer.from_pretrained(str(trained if (trained / "tokenizer_config.json").exists() else base_path),
+                                              trust_remote_code=recipe.model.trust_remote_code)
+    env = jinja2.Environment()
+    out = []
+    for task in mc:
+        yaml_path, name, data_file = _task_data(task)
+        template = env.from_string(str(_task_key(yaml_path, "doc_to_text") or "{{question}}"))
+        rows = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for i, row in enumerate(rows):
+            system = [{"role": "system", "content": recipe.model.system_prompt}] if recipe.model.system_prompt else []
+            user = {"role": "user", "content": template.render(**mc_row(row, i))}
+            row["prompt"] = tokenizer.apply_chat_template([*system, user], tokenize=False, add_generation_prompt=True,
+                                                          enable_thinking=recipe.model.enable_thinking)
+        target = plan.eval_dir / "tasks" / f"{name}{CHAT_SUFFIX}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        # Under a chat template lm-eval puts no delimiter between the prompt and each choice.
+        out.append(_task_variant(plan, f"{name}{CHAT_SUFFIX}", str(yaml_path), target,
+                                 f"{name} with its chat-templated prompts rendered ahead of time, for a GGUF",
+                                 doc_to_text="{{prompt}}", target_delimiter=""))
+    return out
+
+
+def _task_key(path: Path, key: str):
+    """A key of a task YAML, following `include`."""
+    cfg = _read_task_yaml(path) or {}
+    while key not in cfg and "include" in cfg:
+        path = (path.parent / str(cfg["include"])).resolve()
+        cfg = _read_task_yaml(path) or {}
+    return cfg.get(key)
+
+
+def _task_data(task: str) -> tuple[Path, str, Path]:
+    """A task's YAML, name and data file (a name in eval_tasks/ or a variant's path; `include` followed)."""
+    path = Path(task) if task.endswith(".yaml") else known_tasks()[task]
+    cfg = _read_task_yaml(path) or {}
+    name = str(cfg.get("task") or path.stem)
+    at, data = path, (cfg.get("dataset_kwargs") or {}).get("data_file")
+    while data is None and "include" in cfg:
+        at = (at.parent / str(cfg["include"])).resolve()
+        cfg = _read_task_yaml(at) or {}
+        data = (cfg.get("dataset_kwargs") or {}).get("data_file")
+    if data is None:
+        raise UserError(f"task '{name}' names no data file: eval.retrieval cannot prepare it", where=path)
+    data_path = Path(data) if Path(data).is_absolute() else at.parent / data
+    return path.resolve(), name, data_path
+
+
+def _question(row: dict) -> str:
+    """What a QA item asks (as scoring.qa_row reads it)."""
+    question = row.get("question") or row.get("instruction") or ""
+    return f"{question}\n{row['input']}" if row.get("input") and not row.get("question") else question
+
+
+def _task_variant(plan: Plan, name: str, base_task: str, data_file: Path, measures: str, **keys: str) -> Path:
+    """A task YAML in the run folder: `base_task` (a task in eval_tasks/, or a YAML path) over `data_file` (lm-eval
+    needs absolute paths), with extra keys such as a doc_to_text."""
+    base_yaml = Path(base_task).resolve() if base_task.endswith(".yaml") else known_tasks()[base_task].resolve()
     out = plan.eval_dir / "tasks" / f"{name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# Written by domainft eval for recipe {plan.recipe.name} ({plan.recipe_hash[:12]}):\n"
-              f"# {base_task} over {data_file.name} of this run: {measures}.\n")
-    body = {"include": str(base_yaml), "task": name, "dataset_kwargs": {"data_file": str(data_file)},
+              f"# {base_yaml.stem} over {data_file.name} of this run: {measures}.\n")
+    body = {"include": str(base_yaml), "task": name, "dataset_kwargs": {"data_file": str(data_file)}, **keys,
             "metadata": {"version": 1.0}}
     _write_if_changed(out, header + yaml.safe_dump(body, allow_unicode=True, sort_keys=False))
     return out
@@ -314,6 +421,16 @@ def lm_eval_argv(
     )
 
 
+def gguf_mc_argv(plan: Plan, *, label: str, tasks: list[str], limit: int | None, out_root: Path) -> list[str]:
+    """lm-eval on a GGUF behind llama_cpp.server (which keeps every token's logits, so /v1/completions echoes the
+    prompt's log-probabilities), through domainft.evaluate.lm_gguf: lm-eval's `gguf` model, counting the context's
+    tokens where lm-eval's own compares character offsets that a chat template's special tokens throw off. The
+    chat-templated multiple-choice variants, prompts sent as text."""
+    return _argv(plan, model="domainft-gguf", label=label, tasks=tasks, limit=limit, out_root=out_root,
+                 model_args=f"base_url={SERVER_ROOT}", batch_size="1", gen_kwargs=None, chat=False,
+                 entry="domainft.evaluate.lm_gguf")
+
+
 def gguf_argv(plan: Plan, *, label: str, tasks: list[str], limit: int | None, out_root: Path,
               url: str = SERVER_URL) -> list[str]:
     """lm-eval on a GGUF behind llama_cpp.server (`url`): lm-eval's `local-chat-completions` model, the same
@@ -332,24 +449,26 @@ def gguf_argv(plan: Plan, *, label: str, tasks: list[str], limit: int | None, ou
 
 
 def _argv(plan: Plan, *, model: str, model_args: str, label: str, tasks: list[str], limit: int | None,
-          out_root: Path, batch_size: str, gen_kwargs: str) -> list[str]:
+          out_root: Path, batch_size: str, gen_kwargs: str | None, chat: bool = True,
+          entry: str = "lm_eval") -> list[str]:
     """What every run shares: the tasks of eval_tasks/, the chat template, the recipe's system prompt, per-item
-    samples, the seed, and its own output folder."""
+    samples, the seed, and its own output folder. `chat` False: the prompts are chat-templated already. `entry`:
+    the module that runs lm-eval's CLI (lm_eval itself, or one that adds a model to it)."""
     recipe = plan.recipe
     argv = [
-        sys.executable, "-m", "lm_eval", "run",
+        sys.executable, "-m", entry, "run",
         "--model", model,
         "--model_args", model_args,
         "--tasks", ",".join(tasks),
         "--include_path", str(folder("eval_tasks")),
-        "--apply_chat_template",
+        *(["--apply_chat_template"] if chat else []),
         "--log_samples",
         "--output_path", str(out_root / label),
         "--batch_size", batch_size,
-        "--gen_kwargs", gen_kwargs,
+        *(["--gen_kwargs", gen_kwargs] if gen_kwargs else []),
         "--seed", str(recipe.training.seed),
     ]
-    if recipe.model.system_prompt:
+    if recipe.model.system_prompt and chat:
         argv += ["--system_instruction", recipe.model.system_prompt]
     if limit is not None:
         argv += ["--limit", str(limit)]
@@ -388,7 +507,7 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
     for run in runs:
         weights = [run.gguf] if run.gguf else _files(adapter) if run.label == "tuned" else []
         outputs[run.label] = _run_lm_eval(run, fingerprint=_fingerprint(run, weights, list(made.values())))
-    ggufs = [outputs[run.label] for run in runs if run.gguf]
+    ggufs = _gguf_columns([outputs[run.label] for run in runs if run.gguf])
     judged = None
     if recipe.eval.judge is not None:
         from .judged import judge_runs
@@ -413,11 +532,13 @@ def run_eval(plan: Plan, *, limit: int | None = None, backend: str | None = None
             "limit": limit,
             "heldout_task": made["heldout"].stem if "heldout" in made else None,
             "knowledge_task": made["knowledge"].stem if "knowledge" in made else None,
-            "measures": {made[kind].stem: MEASURES[kind] for kind in made},
+            "measures": {made[kind].stem: MEASURES[kind] for kind in MEASURES if kind in made},
+            "retrieval": {"method": recipe.eval.retrieval, "top_k": recipe.eval.retrieval_top_k,
+                          "suffix": RAG_SUFFIX} if recipe.eval.retrieval else None,
             "provenance": task_provenance(plan, outputs["tuned"]["samples"]),
             "loss_plot": str(adapter / "loss.png") if (adapter / "loss.png").exists() else None,
             "ggufs": {run.label: str(run.gguf) for run in runs if run.gguf},
-            "gguf_note": GGUF_MC_GAP if ggufs else None,
+            "gguf_note": None,
             "judge_rubric": recipe.eval.judge.rubric if recipe.eval.judge else None,
             "commands": {run.label: run.argv[1:] for run in runs},
         },
@@ -428,10 +549,14 @@ def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: st
                  out_root: Path, with_ggufs: bool = True) -> tuple[list[LmEvalRun], dict[str, Path], str]:
     """The lm-eval runs on the same tasks and items, writing under out_root: base, then base + adapter, then each
     exported GGUF (its generate_until tasks); with the tasks made from the run's own data (held-out split,
-    knowledge probe) when there are any, and the base model's path."""
+    knowledge probe, and with eval.retrieval each free-answer task's retrieval arm, on base and tuned only) when
+    there are any, and the base model's path."""
     tasks = [str(items_task(plan, Path(t))) if t.endswith(".jsonl") else t for t in tasks]
     made = run_made_tasks(plan, tasks)
     tasks = [*tasks, *(str(path) for path in made.values())]
+    rag = retrieval_tasks(plan, tasks)
+    for path in rag:
+        made[path.stem] = path
     if not tasks:
         raise UserError(f"nothing to evaluate: domain '{plan.recipe.domain}' has no task group and datagen left "
                         "no held-out split or knowledge probe", where="eval.tasks",
@@ -439,16 +564,23 @@ def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: st
     base_path = _base_model(plan)
     plan.eval_dir.mkdir(parents=True, exist_ok=True)
     runs = [
-        LmEvalRun(label, lm_eval_argv(plan, label=label, tasks=tasks, limit=limit, backend=backend,
+        LmEvalRun(label, lm_eval_argv(plan, label=label, tasks=[*tasks, *map(str, rag)], limit=limit, backend=backend,
                                       base_path=base_path, adapter=ad, trained=adapter, out_root=out_root),
                   out_root / label)
         for label, ad in (("base", None), ("tuned", adapter))
     ]
-    gen_tasks = generation_tasks(tasks) if plan.recipe.eval.gguf and with_ggufs else []
-    if gen_tasks:
-        runs += [LmEvalRun(quant, gguf_argv(plan, label=quant, tasks=gen_tasks, limit=limit, out_root=out_root),
-                           out_root / quant, gguf=path)
-                 for quant, path in exported_ggufs(plan)]
+    ggufs = exported_ggufs(plan) if plan.recipe.eval.gguf and with_ggufs else []
+    gen_tasks = generation_tasks(tasks) if ggufs else []
+    mc_tasks = chat_templated_tasks(plan, tasks, trained=adapter, base_path=base_path) if ggufs else []
+    for quant, path in ggufs:
+        if gen_tasks:
+            runs.append(LmEvalRun(quant, gguf_argv(plan, label=quant, tasks=gen_tasks, limit=limit, out_root=out_root),
+                                  out_root / quant, gguf=path))
+        if mc_tasks:
+            label = f"{quant}{MC_RUN}"
+            runs.append(LmEvalRun(label, gguf_mc_argv(plan, label=label, tasks=[str(t) for t in mc_tasks], limit=limit,
+                                                      out_root=out_root), out_root / label, gguf=path))
+    made.update({path.stem: path for path in mc_tasks})
     return runs, made, base_path
 
 
@@ -479,11 +611,14 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
         f"# lm-eval writes results_*.json and samples_*.jsonl under {plan.eval_dir / 'by_hand'}/{{{labels}}}/.",
     ]
     for kind, path in made.items():
-        lines.append(f"# {path.name} is written by domainft over this run's own data; it measures {MEASURES[kind]}.")
+        what = MEASURES.get(kind) or ("a multiple-choice task on its chat-templated prompts, for a GGUF"
+                                      if kind.endswith(CHAT_SUFFIX) else
+                                      "a free-answer task with retrieved passages before each question (eval.retrieval)")
+        lines.append(f"# {path.name} is written by domainft over this run's own data; it measures {what}.")
     lines.append("set -e")
     lines.append("export " + " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items() if k != "PYTHONUNBUFFERED"))
     for run in runs:
-        argv = ["lm_eval", *run.argv[3:]]
+        argv = ["lm_eval", *run.argv[3:]] if run.argv[2] == "lm_eval" else ["python", *run.argv[1:]]
         if run.gguf is None:
             lines.append(shlex.join(argv))
             continue
@@ -498,11 +633,31 @@ def hand_commands(plan: Plan, *, limit: int | None = None, backend: str | None =
             "SERVER=$!",
             "until python -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/v1/models')\" "
             "2> /dev/null; do sleep 1; done",
-            " ".join('"' + a.replace(SERVER_URL, "http://127.0.0.1:$PORT/v1") + '"' if SERVER_URL in a
-                     else shlex.quote(a) for a in argv),
+            " ".join('"' + a.replace(SERVER_URL, "http://127.0.0.1:$PORT/v1").replace(SERVER_ROOT, "http://127.0.0.1:$PORT")
+                     + '"' if SERVER_ROOT in a else shlex.quote(a) for a in argv),
             "kill $SERVER; wait $SERVER || true",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _gguf_columns(outputs: list[dict]) -> list[dict]:
+    """One column per GGUF: its multiple-choice run (<quant>_mc, on the <task>_chat variants) folded into its
+    free-answer run under the tasks' own names, so the report pairs them with the HF runs item by item."""
+    columns: dict[str, dict] = {}
+    for out in outputs:
+        quant = out["label"].removesuffix(MC_RUN)
+        rename = (lambda t: t.removesuffix(CHAT_SUFFIX)) if out["label"].endswith(MC_RUN) else (lambda t: t)
+        col = columns.setdefault(quant, {"label": quant, "results": {}, "samples": {}, "seconds": 0.0,
+                                         "reused": True, "parts": []})
+        for key in ("results", "higher_is_better", "n-samples", "configs"):
+            col["results"].setdefault(key, {}).update(
+                {rename(t): v for t, v in (out["results"].get(key) or {}).items()})
+        col["samples"].update({rename(t): p for t, p in out["samples"].items()})
+        col["seconds"] += out["seconds"]
+        col["reused"] = col["reused"] and out["reused"]
+        col["parts"].append(out)
+        col.setdefault("results_path", out["results_path"])
+    return list(columns.values())
 
 
 def _base_model(plan: Plan) -> str:
@@ -576,7 +731,8 @@ def _run_lm_eval(run: LmEvalRun, *, fingerprint: str) -> dict:
         # The server's whole output stays beside lm-eval's log: eval/lm_eval/<quant>.server.log.
         with serving(run.gguf, log_path=run.out_dir.parent / f"{run.label}.server.log", alias=run.label,
                      seed=_seed(run.argv)) as served:
-            argv = [a.replace(SERVER_URL, served.url) for a in run.argv]
+            argv = [a.replace(SERVER_URL, served.url).replace(SERVER_ROOT, served.url.removesuffix("/v1"))
+                    for a in run.argv]
             done = _stream(run.label, argv, run.out_dir, log_path)
     seconds = time.monotonic() - started
     if done.returncode != 0:

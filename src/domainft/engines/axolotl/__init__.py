@@ -11,14 +11,15 @@ from ...chat_formats import alpaca_formats
 from ...errors import RecipeError, did_you_mean
 from .. import checks as V
 from ..base import Engine, Launch, Progress, move_up
-from ..folder import README, data_layout, deepspeed_rel, readme
-from ..hf import deepspeed_files, parse_trainer_progress, tidy_yaml, torchrun_args, training_values
+from ..folder import PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
+from ..hf import deepspeed_files, parse_trainer_progress, pretrain_values, tidy_yaml, torchrun_args, training_values
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
     from ...plan import Plan
 
 CONFIG = "axolotl.yml"
+PRETRAIN_CONFIG = "axolotl-pretrain.yml"
 PREPARED = "prepared"  # `axolotl preprocess` writes the tokenized data here (relative to the rendered folder)
 # Without it Axolotl hangs at exit when offline.
 NO_TRACKING = "AXOLOTL_DO_NOT_TRACK=1"
@@ -98,9 +99,12 @@ class Axolotl(Engine):
         r = plan.recipe
         m, t = r.method, r.training
         adapter = None if m.kind == "full" else m.kind
+        pretrain = m.pretrain is not None
         return {
             **training_values(plan),
-            "base_model": plan.model_path,
+            # After continued pre-training SFT goes on from its output: the same LoRA adapter, or the full weights.
+            "base_model": PRETRAIN_OUTPUT if pretrain and m.kind == "full" else plan.model_path,
+            "lora_model_dir": PRETRAIN_OUTPUT if pretrain and m.kind != "full" else None,
             "trust_remote_code": r.model.trust_remote_code,
             # chat_template data uses the tokenizer's template; its system prompt comes from the recipe.
             "default_system_message": (r.model.system_prompt or None) if r.dataset.format == "sharegpt" else None,
@@ -135,14 +139,26 @@ class Axolotl(Engine):
                 datasets=self.datasets(plan), test_datasets=self.datasets(plan, 1), overrides=r.engine_overrides,
             ))
         }
+        if r.method.pretrain is not None:
+            files[PRETRAIN_CONFIG] = tidy_yaml(R.render_template(
+                "axolotl/axolotl.yml.j2", header=R.header(r.name, plan.recipe_hash), v=self.pretrain_values(plan),
+                datasets=[{"path": rel, "ds_type": "json", "type": "completion", "field": "text"}
+                          for rel in pretrain_layout(plan)], test_datasets=[], overrides=r.engine_overrides,
+            ))
         files.update(deepspeed_files(plan))
         train = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, CONFIG))}"  # recipe values shell-quoted
+        pretrain = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, PRETRAIN_CONFIG))}"
         if plan.recipe.distributed.nnodes > 1:
             train = train.replace("--nnodes", "--node_rank=$NODE_RANK --nnodes")
+            pretrain = pretrain.replace("--nnodes", "--node_rank=$NODE_RANK --nnodes")
+        first = ([(f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training then goes on "
+                   "from it)", [pretrain])] if r.method.pretrain is not None else [])
         files[README] = readme(
-            plan, files, engine="Axolotl", config_file=CONFIG, model_key=f"`base_model` in `{CONFIG}`",
+            plan, files, engine="Axolotl", config_file=CONFIG,
+            model_key=f"`base_model` in `{CONFIG}`" if r.method.pretrain is None else
+            f"`base_model` in `{PRETRAIN_CONFIG}`" + (f" and `{CONFIG}`" if r.method.kind != "full" else ""),
             install=f"Axolotl {self.known()['version']} installed (`axolotl` on PATH)",
-            steps=[("Tokenize the data into `prepared/` (optional: train does it when needed), then train (the "
+            steps=first + [("Tokenize the data into `prepared/` (optional: train does it when needed), then train (the "
                     "adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
                     [f"{NO_TRACKING} axolotl preprocess {CONFIG}", train]),
                    ("Merge the adapter into full weights in `output/merged/`",
@@ -171,6 +187,13 @@ class Axolotl(Engine):
 
     def check_files(self, plan: Plan, files: dict[str, str]) -> None:
         V.check_rendered_keys(self, self.config(files), CONFIG)
+        if PRETRAIN_CONFIG in files:
+            V.check_rendered_keys(self, R.parse_back(PRETRAIN_CONFIG, files[PRETRAIN_CONFIG]), PRETRAIN_CONFIG)
+
+    def pretrain_values(self, plan: Plan) -> dict[str, Any]:
+        """The SFT values, but on the raw chunks as completion text, from the base model, into output-pretrain/."""
+        return {**self.values(plan), **pretrain_values(plan), "base_model": plan.model_path, "lora_model_dir": None,
+                "dataset_prepared_path": f"{PREPARED}-pretrain", "val_set_size": None}
 
     def chat_templates(self) -> dict[str, list[str]]:
         return {name: [v for k, v in fmt.items() if k != "default_system"] for name, fmt in alpaca_formats().items()}
@@ -198,7 +221,22 @@ class Axolotl(Engine):
     # instead, through Axolotl's command-line overrides of config keys.
     def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
         argv = self._train_argv(plan, CONFIG, f"--output-dir={plan.train_dir.resolve()}",
-                                f"--dataset-prepared-path={(plan.run_dir / 'train' / 'axolotl-prepared').resolve()}")
+                                f"--dataset-prepared-path={(plan.run_dir / 'train' / 'axolotl-prepared').resolve()}",
+                                *self._after_pretrain(plan))
+        return Launch(argv, {}, plan.render_dir)
+
+    @staticmethod
+    def _after_pretrain(plan: Plan) -> list[str]:
+        """Go on from the run's own pre-training output: its LoRA adapter, or its full weights."""
+        if plan.recipe.method.pretrain is None:
+            return []
+        key = "--base-model" if plan.recipe.method.kind == "full" else "--lora-model-dir"
+        return [f"{key}={plan.pretrain_dir.resolve()}"]
+
+    def pretrain_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
+        prepared = (plan.run_dir / "pretrain" / "axolotl-prepared").resolve()
+        argv = self._train_argv(plan, PRETRAIN_CONFIG, f"--output-dir={plan.pretrain_dir.resolve()}",
+                                f"--dataset-prepared-path={prepared}")
         return Launch(argv, {}, plan.render_dir)
 
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:

@@ -10,8 +10,9 @@ from ... import render as R
 from ...errors import RecipeError, did_you_mean
 from .. import checks as V
 from ..base import Engine, Launch, Progress
-from ..folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
-from ..hf import deepspeed_files, parse_trainer_progress, readme_env, tidy_yaml, torchrun_env, training_values
+from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
+from ..hf import (deepspeed_files, parse_trainer_progress, pretrain_values, readme_env, tidy_yaml, torchrun_env,
+                  training_values)
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -19,12 +20,17 @@ if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before
 
 TRAIN_YAML = "train.yaml"
 MERGE_YAML = "merge.yaml"
+PRETRAIN_YAML = "pretrain.yaml"
 
 
 def dataset_names(plan: Plan) -> list[str]:
     base = plan.dataset_name
     files = plan.train_files
     return [base] if len(files) == 1 else [f"{base}_{i}" for i in range(len(files))]
+
+
+def pretrain_dataset_name(plan: Plan) -> str:
+    return plan.dataset_name.removesuffix("_train") + "_pretrain"
 
 
 def eval_dataset_names(plan: Plan) -> list[str]:
@@ -52,9 +58,13 @@ class LlamaFactory(Engine):
         r = plan.recipe
         m, t = r.method, r.training
         targets = m.target_modules
+        pretrain = r.method.pretrain is not None
         return {
             **training_values(plan),
-            "model_name_or_path": plan.model_path,
+            "stage": "sft",
+            # After continued pre-training SFT goes on from its output: the same LoRA adapter, or the full weights.
+            "model_name_or_path": PRETRAIN_OUTPUT if pretrain and m.kind == "full" else plan.model_path,
+            "adapter_name_or_path": PRETRAIN_OUTPUT if pretrain and m.kind != "full" else None,
             "trust_remote_code": r.model.trust_remote_code,
             # LLaMA-Factory turns gradient checkpointing on unless told not to.
             "disable_gradient_checkpointing": not t.gradient_checkpointing,
@@ -95,30 +105,47 @@ class LlamaFactory(Engine):
             if ds.format == "sharegpt":
                 entry["tags"] = ds.tag_map()
             datasets[name] = entry
+        for rel in pretrain_layout(plan):  # raw text: one `text` column read as the prompt
+            datasets[pretrain_dataset_name(plan)] = {"file_name": rel, "columns": {"prompt": "text"}}
         header = R.header(r.name, plan.recipe_hash)
         files = {
             "dataset_info.json": R.render_template("llamafactory/dataset_info.json.j2", datasets=datasets),
             TRAIN_YAML: tidy_yaml(R.render_template(
                 "llamafactory/train.yaml.j2", header=header, v=self.values(plan), overrides=r.engine_overrides,
+                config=TRAIN_YAML,
             )),
             MERGE_YAML: tidy_yaml(R.render_template(
                 "llamafactory/merge.yaml.j2", header=header, v=self.values(plan), adapter=OUTPUT, export_dir=MERGED,
             )),
         }
+        steps = [("Train (the adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
+                  [self._train_command(plan)]),
+                 ("Merge the adapter into full weights in `merged/`", [f"llamafactory-cli export {MERGE_YAML}"])]
+        if r.method.pretrain is not None:
+            files[PRETRAIN_YAML] = tidy_yaml(R.render_template(
+                "llamafactory/train.yaml.j2", header=header, v=self.pretrain_values(plan),
+                overrides=r.engine_overrides, config=PRETRAIN_YAML,
+            ))
+            steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
+                             "then goes on from it)", [self._train_command(plan, PRETRAIN_YAML)]))
         files.update(deepspeed_files(plan))
         files[README] = readme(
             plan, files, engine="LLaMA-Factory", config_file=TRAIN_YAML,
-            model_key=f"`model_name_or_path` in `{TRAIN_YAML}` and `{MERGE_YAML}`",
+            model_key=f"`model_name_or_path` in `{TRAIN_YAML}` and `{MERGE_YAML}`" if r.method.pretrain is None else
+            f"`model_name_or_path` in `{PRETRAIN_YAML}`" + (f" and `{MERGE_YAML}`" if r.method.kind != "full" else ""),
             install=f"LLaMA-Factory {self.known()['version']} installed (`llamafactory-cli` on PATH)",
-            steps=[("Train (the adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
-                    [self._train_command(plan)]),
-                   ("Merge the adapter into full weights in `merged/`", [f"llamafactory-cli export {MERGE_YAML}"])],
-            notes=self._notes(plan),
+            steps=steps, notes=self._notes(plan),
         )
         return files
 
-    def _train_command(self, plan: Plan) -> str:
-        return f"{readme_env(plan)} llamafactory-cli train {TRAIN_YAML}".strip()
+    def pretrain_values(self, plan: Plan) -> dict[str, Any]:
+        """The SFT values, but stage pt on the raw chunks, from the base model, into output-pretrain/."""
+        return {**self.values(plan), **pretrain_values(plan), "stage": "pt", "model_name_or_path": plan.model_path,
+                "adapter_name_or_path": None, "dataset": pretrain_dataset_name(plan), "eval_dataset": None,
+                "val_size": None}
+
+    def _train_command(self, plan: Plan, config: str = TRAIN_YAML) -> str:
+        return f"{readme_env(plan)} llamafactory-cli train {config}".strip()
 
     def _notes(self, plan: Plan) -> list[str]:
         if plan.recipe.distributed.nnodes == 1:
@@ -137,7 +164,9 @@ class LlamaFactory(Engine):
                               hint=did_you_mean(template, templates))
 
     def check_files(self, plan: Plan, files: dict[str, str]) -> None:
-        for name in (TRAIN_YAML, MERGE_YAML):
+        for name in (TRAIN_YAML, MERGE_YAML, PRETRAIN_YAML):
+            if name not in files:
+                continue
             config = R.parse_back(name, files[name])
             V.check_rendered_keys(self, config, name)
             _check_no_interpolation(config, plan.recipe.engine_overrides, name)
@@ -160,6 +189,13 @@ class LlamaFactory(Engine):
     # YAML-quoted: OmegaConf reads `a #b` as `a` and `a: b` as a mapping.
     def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
         argv = ["llamafactory-cli", "train", TRAIN_YAML, _cli_set("output_dir", plan.train_dir)]
+        if plan.recipe.method.pretrain is not None:  # go on from the run's own pre-training output
+            key = "model_name_or_path" if plan.recipe.method.kind == "full" else "adapter_name_or_path"
+            argv.append(_cli_set(key, plan.pretrain_dir))
+        return Launch(argv, torchrun_env(plan), plan.render_dir)
+
+    def pretrain_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
+        argv = ["llamafactory-cli", "train", PRETRAIN_YAML, _cli_set("output_dir", plan.pretrain_dir)]
         return Launch(argv, torchrun_env(plan), plan.render_dir)
 
     def merge_launch(self, plan: Plan, out_dir: Path) -> Launch:

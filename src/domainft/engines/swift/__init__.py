@@ -20,14 +20,16 @@ from ...errors import RecipeError, did_you_mean
 from ...resources import folder
 from .. import checks as V
 from ..base import Engine, Launch, Progress, last_checkpoint, move_up
-from ..folder import MERGED, OUTPUT, README, data_layout, deepspeed_rel, readme
-from ..hf import deepspeed_files, parse_trainer_progress, readme_env, tidy_yaml, torchrun_env, training_values
+from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
+from ..hf import (deepspeed_files, parse_trainer_progress, pretrain_values, readme_env, tidy_yaml, torchrun_env,
+                  training_values)
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
     from ...plan import Plan
 
 CONFIG = "sft.yaml"
+PRETRAIN_CONFIG = "pretrain.yaml"  # run with `swift pt`
 # Model and dataset ids go to the Hugging Face hub (offline: its cache), not to ModelScope's.
 HUB = "USE_HF=1"
 LAST = "last-checkpoint"  # ms-swift links the newest checkpoint under this name
@@ -77,9 +79,13 @@ class Swift(Engine):
         r = plan.recipe
         m, t, ds = r.method, r.training, r.dataset
         train, val = ([str(p) for p in part] for part in data_layout(plan))
+        # After continued pre-training SFT goes on from its output (its newest checkpoint): the same LoRA adapter,
+        # or the full weights.
+        after = f"{PRETRAIN_OUTPUT}/{LAST}" if m.pretrain is not None else None
         return {
             **training_values(plan),
-            "model": plan.model_path,
+            "model": after if after and m.kind == "full" else plan.model_path,
+            "adapters": [after] if after and m.kind != "full" else None,
             "model_type": model_type(plan, self.known()["model_types"]),
             "template": template_names().get(r.model.chat_template),
             "system": r.model.system_prompt or None,
@@ -122,6 +128,13 @@ class Swift(Engine):
         adapter = f"{OUTPUT}/{LAST}"
         steps = [("Train (checkpoints go to `output/`, the newest linked as `output/last-checkpoint`)",
                   [f"{prefix} swift sft {CONFIG}"])]
+        if r.method.pretrain is not None:
+            files[PRETRAIN_CONFIG] = tidy_yaml(R.render_template(
+                "swift/sft.yaml.j2", header=R.header(r.name, plan.recipe_hash), v=self.pretrain_values(plan),
+                overrides=r.engine_overrides,
+            ))
+            steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
+                             f"then goes on from `{PRETRAIN_OUTPUT}/{LAST}`)", [f"{prefix} swift pt {PRETRAIN_CONFIG}"]))
         if r.method.kind != "full":
             steps.append(("Merge the adapter into full weights in `merged/`",
                           [f"{HUB} swift export --adapters {adapter} --merge_lora true --output_dir {MERGED}"]))
@@ -164,6 +177,15 @@ class Swift(Engine):
 
     def check_files(self, plan: Plan, files: dict[str, str]) -> None:
         V.check_rendered_keys(self, self.config(files), CONFIG)
+        if PRETRAIN_CONFIG in files:
+            V.check_rendered_keys(self, R.parse_back(PRETRAIN_CONFIG, files[PRETRAIN_CONFIG]), PRETRAIN_CONFIG)
+
+    def pretrain_values(self, plan: Plan) -> dict[str, Any]:
+        """The SFT values, but on the raw chunks (`swift pt`: loss on all of the text), from the base model, into
+        output-pretrain/, with no eval set."""
+        return {**self.values(plan), **pretrain_values(plan), "model": plan.model_path, "adapters": None,
+                "dataset": list(pretrain_layout(plan)), "val_dataset": None, "split_dataset_ratio": 0.0,
+                "columns": None, "eval_strategy": "no"}
 
     def config(self, files: dict[str, str]) -> dict[str, Any]:
         return R.parse_back(CONFIG, files[CONFIG])
@@ -184,6 +206,14 @@ class Swift(Engine):
     # ms-swift does not resume by itself: the run names the newest complete checkpoint.
     def train_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
         argv = ["swift", "sft", CONFIG, "--output_dir", str(plan.train_dir.resolve())]
+        if resume_from is not None:
+            argv += ["--resume_from_checkpoint", str(Path(resume_from).resolve())]
+        if plan.recipe.method.pretrain is not None:  # go on from the run's own pre-training output
+            argv += ["--model" if plan.recipe.method.kind == "full" else "--adapters", str(plan.pretrain_dir.resolve())]
+        return Launch(argv, {"USE_HF": "1", **torchrun_env(plan, force_torchrun=False)}, plan.render_dir)
+
+    def pretrain_launch(self, plan: Plan, resume_from: Path | None = None) -> Launch:
+        argv = ["swift", "pt", PRETRAIN_CONFIG, "--output_dir", str(plan.pretrain_dir.resolve())]
         if resume_from is not None:
             argv += ["--resume_from_checkpoint", str(Path(resume_from).resolve())]
         return Launch(argv, {"USE_HF": "1", **torchrun_env(plan, force_torchrun=False)}, plan.render_dir)

@@ -263,6 +263,7 @@ STAGES: tuple[Stage, ...] = (
         inputs=_pretrain_inputs,
         outputs=_pretrain_outputs,
         run=_run_pretrain,
+        said=lambda p, v: f"pre-trained adapter in {shown(p.pretrain_dir)}/ (training goes on from it)",
     ),
     Stage(
         "train", "engine subprocess -> adapter",

@@ -348,8 +348,8 @@ def _flip(p: dict[str, Any] | None) -> dict[str, Any] | None:
     """base minus tuned, from tuned minus base."""
     if not p:
         return None
-    return {**p, "mean_diff": -p["mean_diff"], "low": -p["high"], "high": -p["low"], "wins": p["losses"],
-            "losses": p["wins"]}
+    return {**p, "mean_diff": 0.0 - p["mean_diff"], "low": 0.0 - p["high"], "high": 0.0 - p["low"],
+            "wins": p["losses"], "losses": p["wins"]}  # 0.0 - x: no "-0.000" for a tie
 
 
 def _cross(info: dict[str, Any], rag: dict[str, Any], name: str, *, tuned_only: bool = False) -> dict[str, Any] | None:

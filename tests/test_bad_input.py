@@ -19,6 +19,10 @@ from helpers import DATA, RECIPES, assert_one_line_error, run_cli
 
 QA = DATA / "coal" / "demo_qa.jsonl"
 DEMO = RECIPES / "demo-coal-smollm2.yaml"
+SITE_RULES = DATA / "samples" / "site-rules"
+PASTED_KEY = "sk-proj-Zq81fLKd03mNa7TxWv2Rb5Yc"  # a made-up key, pasted where the variable's name goes
+USAGE_CASES = ("unknown-command", "unknown-subcommand", "unknown-option", "unknown-option-value", "bad-option-type",
+               "missing-argument", "extra-argument", "glob-matched-two-ggufs", "init-unknown-lang")
 
 
 @dataclass
@@ -95,11 +99,43 @@ CASES: list[Case] = [
     Case("unknown-embedded-model", validate(base("model:\n  base: embedded:smollm3\n")), ("model.base", "embedded:smollm2")),
     Case("no-training-data", validate("name: t\n"), ("r.yaml", "no training data")),
     # ---- command line
-    Case("bad-override-syntax", lambda t: ["validate", DEMO, "-s", "training.seed"], ("command line", "key.path=value")),
+    Case("bad-override-syntax", lambda t: ["validate", DEMO, "-s", "training.seed"], ("-s training.seed", "key.path=value")),
     Case("override-unknown-key", lambda t: ["validate", DEMO, "-s", "training.sead=1"], ("training.sead", "did you mean 'seed'")),
     Case("override-bad-value", lambda t: ["validate", DEMO, "-s", "training.batch_size=-2"], ("training.batch_size",)),
     Case("unknown-engine-flag", lambda t: ["render", DEMO, "--engine", "axolotll", "-o", t / "out"], ("--engine", "did you mean 'axolotl'")),
     Case("unknown-stage", lambda t: ["run", DEMO, "--run-dir", t / "run", "--only", "trian"], ("--only", "did you mean 'train'")),
+    # Usage mistakes: click's own errors, as one line naming the command and the mistake (exit 2, asserted below).
+    Case("unknown-command", lambda t: ["trian", DEMO], ("domainft: no such command 'trian'", "did you mean 'train'")),
+    Case("unknown-subcommand", lambda t: ["engines", "instal"], ("domainft engines", "'instal'", "did you mean 'install'")),
+    Case("unknown-option", lambda t: ["run", DEMO, "--form", "datagen"], ("domainft run", "'--form'", "did you mean '--from'")),
+    Case("unknown-option-value", lambda t: ["eval", DEMO, "--backend", "vlm"], ("--backend", "'vlm'", "did you mean 'vllm'")),
+    Case("bad-option-type", lambda t: ["review", DEMO, "--port", "abc"], ("--port", "'abc'")),
+    Case("missing-argument", lambda t: ["validate"], ("domainft validate", "missing argument", "--help")),
+    Case("extra-argument", lambda t: ["validate", DEMO, "extra"], ("domainft validate", "unexpected extra argument 'extra'")),
+    Case("glob-matched-two-ggufs", lambda t: ["chat", _bytes(t, "a.gguf", b"x"), _bytes(t, "b.gguf", b"x"), "-q", "hi"],
+         ("domainft chat", "b.gguf", "glob")),
+    Case("override-names-itself", lambda t: ["validate", recipe(t, base("engine: llamafactory\n")), "-s", "engine=unsloth"],
+         ("-s engine=unsloth", "'unsloth'", "llamafactory")),
+    Case("override-out-of-range", lambda t: ["validate", recipe(t, base("training:\n  batch_size: 2\n")), "-s",
+                                             "training.batch_size=0"], ("-s training.batch_size=0",)),
+    Case("key-pasted-as-key-env", lambda t: ["validate", DEMO, "-s", f"datagen.api_key_env={PASTED_KEY}"],
+         ("-s datagen.api_key_env=…", "looks like a key")),
+    Case("key-pasted-as-override", lambda t: ["validate", DEMO, "-s", PASTED_KEY], ("-s", "looks like a key")),
+    # ---- caught before the first long stage: at validate, and by run before it starts
+    Case("documents-missing-at-validate", validate(base("extract:\n  inputs: [nowhere]\n")),
+         ("extract.inputs", "nowhere", "not found")),
+    Case("domain-without-prompts", lambda t: ["validate", recipe(t, f"name: t\ndomain: safety\nextract:\n  inputs: [{SITE_RULES}]\n")],
+         ("domain 'safety' has no datagen prompts", "datagen.prompts")),
+    Case("domain-without-tasks", validate(base("domain: safety\n")), ("eval.tasks", "no eval tasks for domain 'safety'")),
+    Case("run-with-nothing-to-evaluate", lambda t: ["run", recipe(t, base()), "--run-dir", t / "run"],
+         ("eval.tasks", "no eval tasks", "--skip eval")),
+    Case("own-eval-items-missing", validate(base("eval:\n  tasks: [mine.jsonl]\n")), ("eval.tasks", "mine.jsonl", "not found")),
+    # ---- init
+    Case("init-docs-missing", lambda t: ["init", t / "nope"], ("nope", "no such file")),
+    Case("init-nothing-readable", lambda t: ["init", _folder(t, "empty")], ("empty", "no readable documents")),
+    Case("init-would-overwrite", lambda t: ["init", SITE_RULES, "-o", _file(t, "mine.yaml")], ("mine.yaml", "already exists")),
+    Case("init-bad-name", lambda t: ["init", SITE_RULES, "--name", "a b", "-o", t / "r.yaml"], ("--name", "'a b'")),
+    Case("init-unknown-lang", lambda t: ["init", SITE_RULES, "--lang", "fr"], ("--lang", "'fr'")),
     # ---- dataset files
     Case("dataset-file-missing", validate(base(files=str(Path("/nonexistent/qa.jsonl")))), ("qa.jsonl",)),
     Case("dataset-empty", lambda t: ["validate", recipe(t, base(files=str(write_jsonl(t, "e.jsonl", ""))))], ("e.jsonl", "no records")),
@@ -132,7 +168,7 @@ CASES: list[Case] = [
     Case("teacher-key-missing", lambda t: ["datagen", _teacher_recipe(t, key_env="DOMAINFT_TEST_NO_SUCH_KEY"), "--run-dir", t / "run"],
          ("DOMAINFT_TEST_NO_SUCH_KEY",)),
     Case("split-unit-unknown", lambda t: ["datagen", DEMO, "--split-unit", "paragraph", "--run-dir", t / "run"],
-         ("datagen.split.unit", "section")),
+         ("--split-unit", "'paragraph'", "section")),
     Case("eval-unknown-task", lambda t: ["eval", DEMO, "-s", "eval.tasks=[coal_safty]", "--run-dir", t / "run"], ("coal_safty", "coal_safety")),
     Case("export-unknown-quant", lambda t: ["export", DEMO, "--quant", "q4_k_n", "--run-dir", t / "run"], ("--quant", "q4_k_m")),
     Case("chat-missing-gguf", lambda t: ["chat", t / "model.gguf", "-q", "hi"], ("model.gguf", "no such model")),
@@ -213,6 +249,12 @@ def _file(tmp: Path, name: str) -> Path:
     return path
 
 
+def _folder(tmp: Path, name: str) -> Path:
+    path = tmp / name
+    path.mkdir()
+    return path
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
@@ -239,6 +281,10 @@ def test_bad_input_is_one_clear_line(case: Case, tmp_path: Path):
     result = run_cli(*args, env=case.env, max_file_bytes=case.max_file_bytes, timeout=120)
     assert_one_line_error(result, *[n.replace("{tmp}", str(tmp_path)) for n in case.needles])
     _assert_nothing_half_written(tmp_path, before)
+    if case.id in USAGE_CASES:  # a command-line mistake: click's exit code, and where the help is
+        assert result.code == 2 and "--help'" in result.stderr, result
+    assert PASTED_KEY not in result.stdout + result.stderr
+    assert ".yaml:" not in result.stderr or not case.id.startswith("override-"), result.stderr  # the override, not a line
 
 
 def test_matrix_size():

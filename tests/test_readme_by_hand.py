@@ -17,7 +17,8 @@ SECTION = "Use the engines directly"
 
 
 def scratch_checkout(dest: Path) -> Path:
-    """The checkout's tracked files (what a fresh clone has), with the installed .venv linked in."""
+    """The checkout's tracked files (what a fresh clone has), with the installed .venv linked in, and ../shared (the
+    corpora the seed recipes read) beside it, as beside every clone of this repository."""
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     for rel in filter(None, listed.decode().split("\0")):
         source = REPO / rel
@@ -25,6 +26,9 @@ def scratch_checkout(dest: Path) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / rel)
     (dest / ".venv").symlink_to(REPO / ".venv")
+    shared = dest.parent / "shared"
+    if (REPO.parent / "shared").is_dir() and not shared.exists():
+        shared.symlink_to(REPO.parent / "shared")
     return dest
 
 

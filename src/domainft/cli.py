@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 # Before pydantic loads: looking for pydantic plugins scans every installed distribution, which takes longer
 # than validating a recipe (the ML stack beside domainft is large). A user's own setting wins.
@@ -34,6 +34,21 @@ models_app = typer.Typer(help="Pull hub models onto this machine (once; every en
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"domainft {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_show_version)] = False,
+) -> None:
+    """Documents in, a tuned, evaluated, GGUF-exported domain expert out."""
 
 
 class _LazyConsole:
@@ -74,15 +89,21 @@ def _launcher(set_: list[str] | None, launcher: str | None) -> list[str]:
     return [*(set_ or []), *([f"distributed.launcher={launcher}"] if launcher else [])]
 
 
+# This command's `-s` items: an error at a recipe key one of them set names the override, not the key (main()).
+_OVERRIDES: list[str] = []
+
+
 def _plan(recipe_path: Path, overrides: list[str] | None, engine: str | None = None, run_dir: Path | None = None,
           read: tuple[dict, object] | None = None):
     """`read`: the recipe file's data and YAML node when already read (recipe_file.read_recipe_data)."""
     from .plan import make_plan
+
+    _OVERRIDES[:] = overrides or []
     from .recipe import recipe_from_dict
     from .recipe_file import read_recipe_data
 
     data, node = read or read_recipe_data(recipe_path, overrides)
-    recipe = recipe_from_dict(data, source=Path(recipe_path), node=node)
+    recipe = recipe_from_dict(data, source=Path(recipe_path), node=node, overrides=overrides)
     if engine is not None and engine not in ENGINES:
         from .errors import did_you_mean
 
@@ -107,11 +128,39 @@ def recipes() -> None:
     from .recipe import load_recipe
     from .resources import folder
 
-    table = Table("recipe", "engine", "base model", "method", title=str(folder("recipes")))
+    from rich.markup import escape
+
+    # Two columns that fit 80 characters: the file name whole, then what it is and what it runs on.
+    table = Table()
+    table.add_column("recipe", no_wrap=True)
+    table.add_column("what it trains", overflow="fold")
     for path in sorted(folder("recipes").glob("*.yaml")):
         r = load_recipe(path)
-        table.add_row(path.name, r.engine, r.model.base, r.method.kind)
+        table.add_row(path.name, f"{escape(r.description)}\n[dim]{r.engine} · {r.method.kind} · "
+                                 f"{escape(r.model.base)}[/dim]")
     out.print(table)
+    out.print(f"in {folder('recipes')}", soft_wrap=True, highlight=False, markup=False)
+    out.print("or start from your own documents: domainft init FOLDER", highlight=False, markup=False)
+
+
+@app.command()
+def init(
+    docs: Annotated[Path, typer.Argument(help="A folder (or file) of your documents: txt, md, html, docx, pdf.",
+                                         show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Recipe file to write (default: "
+                                                   "<name>.yaml here); never overwritten.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Recipe and run name (default: the folder's name).")] = None,
+    lang: Annotated[Literal["auto", "zh", "en"], typer.Option(
+        help="auto: each document asked in its own language; zh or en: all in one.")] = "auto",
+) -> None:
+    """Write a working recipe for your own documents (offline, CPU), print it and the command that runs it."""
+    from .init_recipe import write_init_recipe
+
+    path, text, notes = write_init_recipe(docs, output, name, lang)
+    print(text, end="")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"\n{_styled('✓', '32', sys.stdout)} wrote {path}; next:\n  domainft run {path}")
 
 
 @app.command()
@@ -124,24 +173,17 @@ def validate(
     """Check a recipe fast: schema, dataset files and columns, chat template, LoRA targets."""
     from .engines.checks import check_engine_keys, length_report
     from .engines.checks import validate as validate_plan
+    from . import preflight
+    from .needs import notes as machine_notes
     from .recipe_file import read_recipe_data
 
     read = read_recipe_data(recipe, set_)
     check_engine_keys(read[0], engine)  # before the schema: no pydantic import
     plan = _plan(recipe, set_, engine, read=read)
     validate_plan(plan, deep=deep)
-    from .needs import notes as machine_notes
-
-    if plan.is_hub:
-        from .models.hub import missing_reason
-
-        if why := missing_reason(plan):
-            print(f"note: model {plan.recipe.model.base} ({plan.recipe.model.hub}) is {why} for this run: its "
-                  f"tokenizer and chat template are checked once it is (domainft models pull {recipe})",
-                  file=sys.stderr)
-    for note in [length_report(plan), *machine_notes(plan)]:
-        if note:
-            print(f"note: {note}", file=sys.stderr)
+    preflight.check(plan)
+    for note in [*preflight.notes(plan), *machine_notes(plan), *filter(None, [length_report(plan)])]:
+        print(f"note: {note}", file=sys.stderr)
     print(f"{_styled('✓', '32', sys.stdout)} {recipe}: valid for {plan.engine}" + (" (deep)" if deep else ""))
 
 
@@ -304,28 +346,44 @@ def extract(
 ) -> None:
     """Split documents into section-aware chunks with provenance, and show a table per file."""
     from . import extract as ex
+    from .pipeline import shown
     from .recipe import ExtractConfig
 
     if target.suffix in (".yaml", ".yml") and target.is_file():
-        result = ex.extract_for_plan(_plan(target, set_))
-    else:
-        if not target.exists():
-            raise UserError("no such file or folder", where=target)
-        defaults = ExtractConfig()
-        result = ex.extract_inputs([target], chunk_chars=chunk_chars or defaults.chunk_chars,
-                                   overlap_chars=defaults.overlap_chars if overlap_chars is None else overlap_chars)
-        if result.chunks:
-            ex.write_chunks(result, output or Path("chunks.jsonl"))
+        # Through the pipeline: the manifest records it (`status` shows it, the next datagen does not extract again).
+        from .pipeline import run_pipeline
+
+        plan = _plan(target, set_)
+        if not plan.recipe.extract.inputs:
+            raise UserError("no documents to extract: set extract.inputs", where=target)
+        from .preflight import check_documents
+
+        check_documents(plan)
+        outcome = next(o for o in run_pipeline(plan, only=["extract"]).outcomes if o.name == "extract")
+        if outcome.value is not None:
+            ex.print_extract_table(outcome.value, console=out)
+        else:
+            out.print(f"chunks: {shown(plan.extract_dir / 'chunks.jsonl')} (up to date)", soft_wrap=True)
+        return
+    if not target.exists():
+        raise UserError("no such file or folder", where=target)
+    defaults = ExtractConfig()
+    result = ex.extract_inputs([target], chunk_chars=chunk_chars or defaults.chunk_chars,
+                               overlap_chars=defaults.overlap_chars if overlap_chars is None else overlap_chars)
+    if result.chunks:
+        ex.write_chunks(result, output or Path("chunks.jsonl"))
     ex.print_extract_table(result, console=out)
     if not result.chunks:
         reasons = "; ".join(f"{s.file}: {s.reason}" for s in result.skipped[:3])
         raise UserError(f"no text extracted ({reasons or 'no readable documents'})", where=target)
+    out.print(f"[green]✓[/green] {len(result.chunks)} chunks written to {shown(output or Path('chunks.jsonl'))}",
+              soft_wrap=True, highlight=False)
 
 
 @app.command()
 def datagen(
     recipe: RecipeArg,
-    split_unit: Annotated[Optional[str], typer.Option(
+    split_unit: Annotated[Optional[Literal["document", "section", "auto"]], typer.Option(
         "--split-unit", help="document | section | auto: what stays whole on one side of the split "
         "(default: the recipe's datagen.split.unit).")] = None,
     set_: SetOpt = None,
@@ -337,11 +395,19 @@ def datagen(
     # A flag is a recipe override, so the manifest records it and a change reruns the split.
     plan = _plan(recipe, [*(set_ or []), *([f"datagen.split.unit={split_unit}"] if split_unit else [])], run_dir=run_dir)
     if plan.recipe.datagen is None:
-        raise UserError("the recipe has no datagen section", where=recipe)
+        raise UserError("the recipe makes no pairs: set extract.inputs (documents to learn from)", where=recipe)
+    from .datagen.table import summary_table
+    from .pipeline import shown
+    from .preflight import check
+
+    check(plan, evaluate=False)  # documents and prompts, before any chunk is sent
     # Through the pipeline so the manifest records it; extract reruns only when documents changed.
     run_pipeline(plan, only=["extract", "datagen"])
     summary = json.loads((plan.datagen_dir / "summary.json").read_text(encoding="utf-8"))
-    out.print_json(data=summary)
+    out.print(summary_table(summary, title=f"datagen {plan.recipe.name}"))
+    made = ", ".join(f for f in ("train.jsonl", "val.jsonl", "test.jsonl", "knowledge.jsonl", "summary.json")
+                     if (plan.datagen_dir / f).exists())
+    out.print(f"in {shown(plan.datagen_dir)}/: {made}", soft_wrap=True, highlight=False, markup=False)
     if summary.get("failed"):
         raise UserError(f"{summary['failed']} chunk(s) failed; rerun to retry them", where=plan.datagen_dir / "summary.json")
 
@@ -373,8 +439,8 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Run even when up to dat
 @app.command(name="eval")
 def eval_(
     recipe: RecipeArg,
-    limit: Annotated[Optional[int], typer.Option(help="Items per task (default: the recipe's eval.limit).")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="hf | vllm (default: the recipe's eval.backend).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Items per task (default: the recipe's eval.limit).", min=1)] = None,
+    backend: Annotated[Optional[Literal["hf", "vllm"]], typer.Option(help="hf | vllm (default: the recipe's eval.backend).")] = None,
     print_commands: Annotated[bool, typer.Option(
         "--print-commands", help="Print the exact lm_eval command lines (base, then tuned) as a shell script; run nothing.")] = False,
     adapter: Annotated[Optional[Path], typer.Option(
@@ -424,7 +490,9 @@ def export(
     plan = _plan(recipe, overrides, engine, run_dir)
     run_pipeline(plan, only=["model", "export"], from_stage="export" if force else None)
     record = json.loads((plan.export_dir / "export.json").read_text(encoding="utf-8"))
-    table = Table("file", "quant", "MB", "sha256", title=str(plan.export_dir))
+    from .pipeline import shown
+
+    table = Table("file", "quant", "MB", "sha256", caption=f"in {shown(plan.export_dir)}/", caption_justify="left")
     for f in record["files"]:
         table.add_row(f["path"], f["quant"] or "", f"{f['bytes'] / 1e6:.1f}", f["sha256"][:16])
     out.print(table)
@@ -436,8 +504,8 @@ def chat(
     question: Annotated[Optional[str], typer.Option("--question", "-q", help="Ask one question and exit.")] = None,
     questions: Annotated[Optional[Path], typer.Option(help="Questions file: a JSON array (strings or objects with question or input), JSONL, or text, one per line.")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Where batch answers go.")] = Path("results.json"),
-    backend: Annotated[str, typer.Option(help="auto | gguf | hf")] = "auto",
-    think: Annotated[str, typer.Option(help="show | hide R1-style <think> blocks.")] = "hide",
+    backend: Annotated[Literal["auto", "gguf", "hf"], typer.Option(help="auto | gguf | hf")] = "auto",
+    think: Annotated[Literal["show", "hide"], typer.Option(help="show | hide R1-style <think> blocks.")] = "hide",
     engine: EngineOpt = None,
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
@@ -455,6 +523,20 @@ def chat(
                   settings=settings, rag=rag)
 
 
+def _preflight(plan, stages: list[str]) -> None:
+    """Before the first long stage: everything `validate` checks that these stages need, and the notes it prints."""
+    from . import preflight
+
+    if {"render", "train"} & set(stages):
+        from .engines.checks import validate as validate_plan
+
+        validate_plan(plan)
+    preflight.check(plan, for_run=True, evaluate="eval" in stages)
+    for note in preflight.notes(plan):
+        if "eval" in stages or not note.startswith("nothing to evaluate"):
+            err.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
+
+
 @app.command()
 def run(
     recipe: RecipeArg,
@@ -469,9 +551,10 @@ def run(
     launcher: LauncherOpt = None,
 ) -> None:
     """All stages: extract → datagen → render → train → eval → export, skipping what is up to date."""
-    from .pipeline import outcomes_table, run_pipeline
+    from .pipeline import outcomes_table, run_pipeline, stages_to_run
 
     plan = _plan(recipe, _launcher(set_, launcher), engine, run_dir)
+    _preflight(plan, stages_to_run(plan, only=only, skip=skip))
     result = run_pipeline(plan, from_stage=from_, only=only, skip=skip, dry_run=dry_run)
     out.print(outcomes_table(result))
     if dry_run:
@@ -528,16 +611,57 @@ def lineage(file: Annotated[Path, typer.Argument(help="Any file in a run folder.
     out.print(lineage_tree(file))
 
 
+def usage_line(exc: typer.TyperException) -> str:
+    """A command-line mistake (click's usage error) as one line: the command, what was wrong, the nearest valid
+    choice, and where the help is. A value that looks like a pasted key is not repeated."""
+    import re
+
+    from .errors import did_you_mean
+    from .apikeys import redact
+
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "domainft"
+    message = exc.format_message().strip()
+    hint = None
+    if type(exc).__name__ == "NoSuchOption":
+        option = getattr(exc, "option_name", "")
+        message = f"no such option '{option}'"
+        hint = did_you_mean(option, getattr(exc, "possibilities", None) or [])
+    elif m := re.match(r"No such command '(.*)'\.(?: Did you mean '(.*)'\?)?$", message):
+        message = f"no such command '{m.group(1)}'"
+        hint = f"did you mean '{m.group(2)}'?" if m.group(2) else None
+    elif message.startswith("Got unexpected extra argument"):
+        found = re.search(r"\(([^()]*)\)$", message)
+        extra = found.group(1).split() if found else []
+        message = f"unexpected extra argument{'s' if len(extra) > 1 else ''} {' '.join(map(repr, extra))}"
+        if extra and all(Path(a).exists() for a in extra):
+            hint = "a shell glob that matched several files? quote it, or name one file"
+    else:
+        message = message[:1].lower() + message[1:].rstrip(".")
+        if m := re.search(r"'([^']*)' is not one of (.*)$", message):
+            hint = did_you_mean(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
+    text = f"{command}: {message}" + (f" ({hint})" if hint else "")
+    return redact(" ".join(text.split())) + f"; see '{command} --help'"
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="domainft", standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C into exit code 130 and, outside standalone mode, returns it
             raise KeyboardInterrupt
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserError as exc:
-        print(f"{_styled('error:', '31', sys.stderr)} {exc.one_line()}", file=sys.stderr)
+        import re
+
+        from .apikeys import redact
+
+        if exc.where and _OVERRIDES and re.fullmatch(r"[a-z_]+(\.[a-z0-9_]+)*", exc.where):
+            from .recipe import override_where
+
+            exc.where = override_where(exc.where.split("."), _OVERRIDES) or exc.where
+        print(f"{_styled('error:', '31', sys.stderr)} {redact(exc.one_line())}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted; rerun the same command to resume")
@@ -549,13 +673,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except typer.TyperException as exc:  # click's usage errors: unknown command, option or value, missing argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
             sys.exit(exc.exit_code)
-        raise
+        print(f"{_styled('error:', '31', sys.stderr)} {usage_line(exc)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ def _version(dist: str) -> str | None:
 
 
 def report() -> Table:
-    table = Table("component", "state", "detail", title="domainft doctor")
+    table = Table(title="domainft doctor")
+    table.add_column("component", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("detail", overflow="fold")  # wraps: a venv's path is never cut
     table.add_row("python", "ok", f"{platform.python_version()} ({platform.machine()})")
     for dist in ("torch", "transformers", "peft", "lm-eval", "llama-cpp-python", "gguf"):
         version = _version(dist)

@@ -24,15 +24,18 @@ def _load(path: Path) -> Manifest:
 def status_table(run_folder: Path) -> Table:
     manifest = _load(run_folder)
     data = manifest.data
-    title = f"{manifest.run_dir}  recipe {data.get('recipe', {}).get('name', '?')} " \
-            f"(sha256 {str(data.get('recipe_hash', ''))[:12]}), engine {data.get('engine', '?')}"
-    table = Table(title=title)
-    for col in ("stage", "status", "seconds", "finished", "outputs", "note"):
-        table.add_column(col)
+    # The run folder goes in the caption, the outputs in a column that wraps: at 80 columns no path is cut.
+    caption = f"{manifest.run_dir}: recipe {data.get('recipe', {}).get('name', '?')} " \
+              f"(sha256 {str(data.get('recipe_hash', ''))[:12]}), engine {data.get('engine', '?')}"
+    table = Table(caption=caption, caption_justify="left")
+    for col in ("stage", "status", "seconds", "finished"):
+        table.add_column(col, no_wrap=True)
+    for col in ("outputs", "note"):
+        table.add_column(col, overflow="fold")
     for name, rec in manifest.stages.items():
         finished = ""
         if rec.started_at and rec.seconds is not None:
-            finished = dt.datetime.fromtimestamp(rec.started_at + rec.seconds).strftime("%Y-%m-%d %H:%M:%S")
+            finished = dt.datetime.fromtimestamp(rec.started_at + rec.seconds).strftime("%m-%d %H:%M")
         table.add_row(name, rec.status, f"{rec.seconds:.1f}" if rec.seconds else "", finished,
                       "\n".join(sorted(rec.outputs))[:600], rec.error or "")
     return table

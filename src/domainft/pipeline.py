@@ -36,6 +36,8 @@ class Stage:
     run: Callable[[Plan], Any]
     #: Why the last run, though it finished, left work to do (None: nothing left); such a stage is never up to date.
     unfinished: Callable[[Plan], str | None] = lambda p: None
+    #: The line that ends the stage: what it made and where (`value`: what its run returned).
+    said: Callable[[Plan, Any], str] = lambda p, value: ""
 
 
 # ---------------------------------------------------------------- stage bodies (lazy imports keep the CLI fast)
@@ -110,11 +112,12 @@ def render_for_plan(plan: Plan) -> list[Path]:
 
 
 def _datagen_prompt_file(plan: Plan) -> list[Path]:
+    """The prompt file, or each file of a language family (general_zh, general_en)."""
     if not plan.recipe.datagen:
         return []
-    spec = plan.prompts
-    candidate = folder("datagen") / f"{spec}.yaml"
-    return [candidate] if candidate.exists() else [plan.recipe.resolve(spec)]
+    from .prompt_files import prompt_paths
+
+    return list(prompt_paths(plan.recipe).values())
 
 
 def _curate_rubric_file(plan: Plan) -> list[Path]:
@@ -186,8 +189,11 @@ def _pretrain_inputs(plan: Plan) -> list[Path]:
 
 
 def _eval_task_files(plan: Plan) -> list[Path]:
-    """The tasks' YAML, data and utils.py, and the judge's rubric: an edit rescores (unchanged runs are reused)."""
+    """The tasks' YAML, data and utils.py, the recipe's own task and item files, and the judge's rubric: an edit
+    rescores (unchanged runs are reused)."""
     files = [p for p in files_under([folder("eval_tasks")]) if "__pycache__" not in p.parts]
+    files += [path.resolve() for t in plan.recipe.eval.tasks if t.endswith((".yaml", ".jsonl"))
+              and (path := plan.recipe.resolve(t)).is_file()]
     if plan.recipe.eval.judge is not None:
         from .judge.rubric import rubric_path
 
@@ -212,6 +218,36 @@ def _eval_ggufs(plan: Plan) -> list[Path]:
     return [path for _, path in exported_ggufs(plan)]
 
 
+def shown(path: Path) -> str:
+    """A path as a person would type it here: relative to the current folder when under it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(path)
+
+
+def _said_extract(plan: Plan, result: Any) -> str:
+    skipped = f", {len(result.skipped)} skipped" if result is not None and result.skipped else ""
+    counts = f"{len(result.chunks)} chunks from {len(result.files)} files{skipped}: " if result is not None else ""
+    return f"{counts}{shown(plan.extract_dir / 'chunks.jsonl')}"
+
+
+def _said_datagen(plan: Plan, summary: Any) -> str:
+    clean = getattr(summary, "clean", None) or {}
+    counts = clean.get("counts") or {}
+    split = " · ".join(f"{name} {counts[name]}" for name in ("train", "val", "test") if name in counts)
+    probe = (clean.get("knowledge") or {}).get("kept")
+    made = ", ".join(f for f in ("train.jsonl", "val.jsonl", "test.jsonl", "knowledge.jsonl")
+                     if (plan.datagen_dir / f).exists())
+    return (f"{sum(counts.values())} pairs ({split}), {probe or 0} knowledge-probe questions: {made} in "
+            f"{shown(plan.datagen_dir)}/")
+
+
+def _said_export(plan: Plan, result: Any) -> str:
+    names = [p.name for p in _top_files(plan.export_dir) if p.suffix == ".gguf" or p.name == "Modelfile"]
+    return f"{', '.join(names)} in {shown(plan.export_dir)}/"
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         # A hub model is pulled by the wrapper, once per machine, and pinned: the engines get a local folder and run
@@ -226,11 +262,12 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "extract", "documents -> section-aware chunks",
-        enabled=lambda p: p.recipe.datagen is not None,
+        enabled=lambda p: bool(p.recipe.extract.inputs),
         params=lambda p: _recipe_part(p, "extract"),
         inputs=lambda p: files_under(p.document_inputs),
         outputs=lambda p: [p.extract_dir / "chunks.jsonl"],
         run=_run_extract,
+        said=_said_extract,
     ),
     Stage(
         "datagen", "chunks -> QA pairs, deduplicated and split",
@@ -242,6 +279,7 @@ STAGES: tuple[Stage, ...] = (
                                                        "pretrain.jsonl")],
         run=_run_datagen,
         unfinished=datagen_unfinished,
+        said=_said_datagen,
     ),
     Stage(
         "render", "recipe -> engine config files",
@@ -252,6 +290,7 @@ STAGES: tuple[Stage, ...] = (
                           *([p.model_record] if p.is_hub and p.model_record.exists() else []), *_render_templates(p)],
         outputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data")],
         run=_run_render,
+        said=lambda p, v: f"engine config and data in {shown(p.render_dir)}/ (its README.md has the commands)",
     ),
     Stage(
         "pretrain", "continued pre-training on the raw chunks -> the adapter training goes on from",
@@ -260,6 +299,7 @@ STAGES: tuple[Stage, ...] = (
         inputs=_pretrain_inputs,
         outputs=_pretrain_outputs,
         run=_run_pretrain,
+        said=lambda p, v: f"pre-trained adapter in {shown(p.pretrain_dir)}/ (training goes on from it)",
     ),
     Stage(
         "train", "engine subprocess -> adapter",
@@ -268,6 +308,7 @@ STAGES: tuple[Stage, ...] = (
         inputs=lambda p: [*_top_files(p.render_dir), *_top_files(p.render_dir / "data"), *_pretrain_outputs(p)],
         outputs=_train_outputs,
         run=_run_train,
+        said=lambda p, v: f"adapter in {shown(p.adapter_dir)}/",
     ),
     Stage(
         "export", "merge -> GGUF -> quantize -> Modelfile",
@@ -276,6 +317,7 @@ STAGES: tuple[Stage, ...] = (
         inputs=_train_outputs,
         outputs=lambda p: _top_files(p.export_dir),
         run=_run_export,
+        said=_said_export,
     ),
     Stage(
         # After export: each GGUF it wrote is scored too, and a new GGUF reruns only what changed (lm-eval runs
@@ -287,6 +329,7 @@ STAGES: tuple[Stage, ...] = (
                           *_eval_task_files(p), *_knowledge_probe(p)],
         outputs=lambda p: [p.eval_dir / f for f in ("report.json", "report.md", "report.png")],
         run=_run_eval,
+        said=lambda p, v: f"report in {shown(p.eval_dir / 'report.md')} (and report.json, report.png)",
     ),
 )
 
@@ -297,6 +340,7 @@ class StageOutcome:
     action: str  # ran | skipped | disabled | excluded | failed
     reason: str = ""
     seconds: float = 0.0
+    value: Any = None  # what the stage's run returned (ran only)
 
 
 @dataclass
@@ -312,6 +356,15 @@ def _check_stage_names(names: list[str], flag: str, known: tuple[str, ...]) -> N
         if name not in known:
             hint = did_you_mean(name, known)
             raise UserError(f"unknown stage '{name}'", where=flag, hint=hint or f"stages: {', '.join(known)}")
+
+
+def stages_to_run(plan: Plan, *, only: list[str] | None = None, skip: list[str] | None = None,
+                  stages: tuple[Stage, ...] = STAGES) -> list[str]:
+    """The stages a run with these --only/--skip would consider (enabled, not excluded), whether or not up to date."""
+    names = tuple(s.name for s in stages)
+    _check_stage_names(only or [], "--only", names)
+    _check_stage_names(skip or [], "--skip", names)
+    return [s.name for s in stages if s.enabled(plan) and (not only or s.name in only) and s.name not in (skip or [])]
 
 
 def stale_reason(stage: Stage, plan: Plan, manifest: Manifest) -> str | None:
@@ -463,7 +516,7 @@ def _execute(stage: Stage, plan: Plan, manifest: Manifest, reason: str) -> Stage
     try:
         # Inputs are hashed before the stage runs: what it read, not what it left behind.
         inputs = {manifest.rel(p): FileRecord.of(p) for p in stage.inputs(plan) if p.exists()}
-        stage.run(plan)
+        value = stage.run(plan)
         missing = [p for p in stage.outputs(plan) if not p.exists()]
         if missing or not stage.outputs(plan):
             raise UserError(f"stage '{stage.name}' finished but wrote no {missing[0].name if missing else 'outputs'}",
@@ -471,7 +524,9 @@ def _execute(stage: Stage, plan: Plan, manifest: Manifest, reason: str) -> Stage
     except BaseException as exc:
         record.status = "failed"
         record.seconds = time.perf_counter() - start
-        record.error = exc.one_line() if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        from .apikeys import redact  # a key in an error's text never reaches the manifest
+
+        record.error = redact(exc.one_line() if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, (UserError, KeyboardInterrupt)):
             record.error += " | " + traceback.format_exc(limit=3).replace("\n", " ")
         manifest.save()
@@ -481,7 +536,11 @@ def _execute(stage: Stage, plan: Plan, manifest: Manifest, reason: str) -> Stage
     record.status = "done"
     record.seconds = time.perf_counter() - start
     manifest.save()
-    return StageOutcome(stage.name, "ran", reason, record.seconds)
+    if line := stage.said(plan, value):
+        from rich.markup import escape
+
+        console.print(f"[green]✓[/green] {stage.name}: {escape(line)}", soft_wrap=True, highlight=False)
+    return StageOutcome(stage.name, "ran", reason, record.seconds, value)
 
 
 def _pinned_model(plan: Plan) -> dict[str, Any] | None:
@@ -503,10 +562,10 @@ def _engine_versions(plan: Plan) -> dict[str, str]:
 
 def outcomes_table(result: RunResult) -> Table:
     table = Table(title=f"domainft run {result.plan.recipe.name} ({result.plan.engine})")
-    table.add_column("stage")
-    table.add_column("action")
-    table.add_column("seconds", justify="right")
-    table.add_column("why")
+    table.add_column("stage", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    table.add_column("seconds", justify="right", no_wrap=True)
+    table.add_column("why", overflow="fold")  # wraps: a path in it is never cut
     total = 0.0
     for o in result.outcomes:
         total += o.seconds

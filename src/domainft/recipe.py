@@ -104,7 +104,9 @@ class ModelConfig(Section):
 class ExtractConfig(Section):
     """Documents to section-aware chunks."""
 
-    inputs: list[str] = Field(default_factory=list, description="Files or folders (txt, md, html, docx, pdf).")
+    inputs: list[str] = Field(default_factory=list, description="Files or folders (txt, md, html, docx, pdf), "
+                              "relative to the recipe. Datagen makes training pairs from them: a recipe without a "
+                              "datagen section gets datagen's defaults (`datagen: null` turns it off).")
     chunk_chars: int = Field(800, ge=100, le=20000, description="Target chunk size in characters.")
     overlap_chars: int = Field(100, ge=0, description="Characters carried over between chunks of one section.")
     max_file_mb: float = Field(20.0, gt=0, description="Larger documents are skipped with a reason.")
@@ -140,6 +142,15 @@ class TeacherConfig(Section):
     max_retries: int = Field(5, ge=0, le=50, description="Retries per item on 429/5xx/timeouts/bad replies "
                              "(exponential backoff).")
     timeout_s: PositiveFloat = Field(60.0, description="Seconds before one request is abandoned and retried.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_name_not_a_key(cls, value: str | None) -> str | None:
+        from .apikeys import env_name_problem
+
+        if value is not None and (problem := env_name_problem(value)):
+            raise ValueError(f"the value {problem}")  # never the value itself: it may be the key
+        return value
 
     @model_validator(mode="after")
     def _server_needs_url(self) -> TeacherConfig:
@@ -391,7 +402,10 @@ class DistributedConfig(Section):
 
 
 class EvalConfig(Section):
-    tasks: list[str] = Field(default_factory=list, description="lm-eval task or group names from eval_tasks/.")
+    tasks: list[str] = Field(default_factory=list, description="lm-eval task or group names from eval_tasks/, "
+                             "task YAML files, or JSONL files of your own question/answer items (relative to the "
+                             "recipe); default: the domain's group. The run's held-out passages and knowledge probe "
+                             "are added whenever datagen runs.")
     limit: int | None = Field(None, ge=1, description="Items per task (quick runs).")
     backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval model backend; vllm on a GPU is faster.")
     batch_size: int = Field(1, ge=1, description="lm-eval batch size.")
@@ -439,7 +453,8 @@ class Recipe(Section):
     description: str = Field("", description="One line for `domainft recipes`.")
     model: ModelConfig = ModelConfig()
     extract: ExtractConfig = ExtractConfig()
-    datagen: DatagenConfig | None = None
+    datagen: DatagenConfig | None = Field(None, description="Present (with its defaults) whenever extract.inputs is "
+                                          "set; `datagen: null` turns it off.")
     review: ReviewConfig = ReviewConfig()
     dataset: DatasetConfig = DatasetConfig()
     method: MethodConfig = MethodConfig()
@@ -456,10 +471,20 @@ class Recipe(Section):
 
     _source: Path | None = PrivateAttr(None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _documents_imply_datagen(cls, data: Any) -> Any:
+        """Documents are there to learn from: `extract.inputs` without a datagen section gets datagen's defaults
+        (the offline extractive teacher). `datagen: null` keeps it off."""
+        if isinstance(data, dict) and "datagen" not in data and isinstance(data.get("extract"), dict) \
+                and data["extract"].get("inputs"):
+            data = {**data, "datagen": {}}
+        return data
+
     @model_validator(mode="after")
     def _has_training_data(self) -> Recipe:
         if not self.dataset.files and self.datagen is None:
-            raise ValueError("no training data: set dataset.files or a datagen section")
+            raise ValueError("no training data: set extract.inputs (documents to learn from) or dataset.files")
         if self.datagen is not None and not self.extract.inputs:
             raise ValueError("datagen needs documents: set extract.inputs")
         if self.dataset.format == "sharegpt" and self.datagen is not None:
@@ -509,36 +534,61 @@ class Recipe(Section):
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, apply `key.path=value` overrides, validate. Every failure is a one-line RecipeError."""
     data, node = read_recipe_data(path, overrides)
-    return recipe_from_dict(data, source=Path(path), node=node)
+    return recipe_from_dict(data, source=Path(path), node=node, overrides=overrides)
 
 
-def recipe_from_dict(data: dict[str, Any], *, source: Path | None = None, node: Any = None) -> Recipe:
+def recipe_from_dict(data: dict[str, Any], *, source: Path | None = None, node: Any = None,
+                     overrides: list[str] | None = None) -> Recipe:
+    """`overrides`: the `-s key.path=value` items already applied to `data`; an error in one names it, not a line
+    of the file."""
     where_file = str(source) if source else "<recipe>"
-    _check_renamed(data, where_file, node)
+    _check_renamed(data, where_file, node, overrides or [])
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise _to_recipe_error(exc, where_file, node) from None
+        raise _to_recipe_error(exc, where_file, node, overrides or []) from None
     recipe._source = source.resolve() if source else None
     return recipe
 
 
-def _check_renamed(data: dict[str, Any], where_file: str, node: Any) -> None:
+def _check_renamed(data: dict[str, Any], where_file: str, node: Any, overrides: list[str]) -> None:
     for old, new in RENAMED_KEYS.items():
         parts = old.split(".")
         target: Any = data
         for part in parts[:-1]:
             target = target.get(part) if isinstance(target, dict) else None
         if isinstance(target, dict) and parts[-1] in target:
-            raise RecipeError(f"'{old}' was renamed to '{new}'", where=_where(where_file, node, parts))
+            where = override_where(parts, overrides) or _where(where_file, node, parts)
+            raise RecipeError(f"'{old}' was renamed to '{new}'", where=where)
 
 
-def _to_recipe_error(exc: ValidationError, where_file: str, node: Any) -> RecipeError:
+# Fields whose value is never repeated in an error: a key pasted there would be printed.
+SECRET_FIELDS = ("api_key_env",)
+
+
+def override_where(loc: list[Any], overrides: list[str]) -> str | None:
+    """The `-s` override an error at `loc` comes from (the last one that sets `loc`, a key inside it, or a section
+    around it), as the user typed it; a value that may be a key is not repeated."""
+    from .apikeys import looks_like_key
+
+    path = [str(p) for p in loc]
+    for item in reversed(overrides):
+        key, _, value = item.partition("=")
+        parts = key.split(".")
+        if path and parts[: len(path)] == path[: len(parts)]:
+            hidden = parts[-1] in SECRET_FIELDS or looks_like_key(value)
+            return f"-s {key}={'…' if hidden else value}"
+    return None
+
+
+def _to_recipe_error(exc: ValidationError, where_file: str, node: Any, overrides: list[str] = ()) -> RecipeError:
     err = exc.errors()[0]
     loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
     dotted = ".".join(str(p) for p in loc)
     kind = err["type"]
-    where = _where(where_file, node, loc)
+    where = override_where(loc, list(overrides)) or _where(where_file, node, loc)
+    if loc and str(loc[-1]) in SECRET_FIELDS:
+        err = {k: v for k, v in err.items() if k != "input"}  # never echoed: it may be the key
     if kind == "extra_forbidden":
         siblings = _field_names_at(loc[:-1])
         hint = did_you_mean(str(loc[-1]), siblings)

@@ -81,7 +81,12 @@ def _refuse_alias_bombs(root: Any, path: Path) -> None:
 def apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key:
-        raise RecipeError(f"override '{item}' is not key.path=value", where="command line")
+        from .apikeys import looks_like_key
+
+        if looks_like_key(item):
+            raise RecipeError("an override looks like a key (not repeated): overrides are key.path=value, and keys "
+                              "go in the environment", where="-s")
+        raise RecipeError("not key.path=value", where=f"-s {item}")
     try:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
@@ -91,6 +96,6 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     for part in parts[:-1]:
         nxt = target.setdefault(part, {})
         if not isinstance(nxt, dict):
-            raise RecipeError(f"override '{key}': '{part}' is not a section", where="command line")
+            raise RecipeError(f"'{part}' is not a section", where=f"-s {key}=…")
         target = nxt
     target[parts[-1]] = value

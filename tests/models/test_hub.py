@@ -79,7 +79,7 @@ def test_validate_says_a_hub_model_is_not_pulled_then_checks_its_tokenizer(hub_e
     assert f"note: model {TINY} (huggingface) is not pulled yet" in before.stderr
     assert run_cli("models", "pull", recipe, env=hub_env, cwd=tmp_path).code == 0
     after = run_cli("validate", recipe, "-s", "model.chat_template=deepseekr1", env=hub_env, cwd=tmp_path)
-    assert_one_line_error(after, "model.chat_template", "does not match the tokenizer")
+    assert_one_line_error(after, "-s model.chat_template=deepseekr1", "does not match the tokenizer")
     assert run_cli("validate", recipe, env=hub_env, cwd=tmp_path).code == 0
 
 

@@ -52,7 +52,9 @@ PAYLOADS = {
 # Keys the schema restricts to names it knows: any payload there must be refused, never rendered.
 REFUSED_FIELDS = ("name", "domain", "model.chat_template", "method.target_modules", "dataset.columns<key>",
                   "dataset.tags<key>", "engine_overrides<key>", "model.revision", "distributed.slurm.partition",
-                  "distributed.slurm.account", "distributed.slurm.time_limit", "distributed.slurm.sbatch_lines")
+                  "distributed.slurm.account", "distributed.slurm.time_limit", "distributed.slurm.sbatch_lines",
+                  # the name of an environment variable: a payload there (or a key pasted there) is refused unrepeated
+                  "datagen.api_key_env", "datagen.curate.api_key_env", "eval.judge.api_key_env")
 # Free-text fields and where each one is exercised in this file.
 COVERED = {
     "description": "recipe_with", "model.base": "recipe_with (payload-named model folder)",
@@ -61,9 +63,8 @@ COVERED = {
     "engine_overrides": "recipe_with (free-text option)", "run_dir": "recipe_with (payload-named run folder)",
     "distributed.master_addr": "recipe_with", "eval.tasks": "recipe_with", "extract.inputs": "test_datagen",
     "datagen.prompts": "test_datagen", "datagen.model": "test_datagen", "datagen.base_url": "test_datagen",
-    "datagen.api_key_env": "test_datagen",
     **{f"{section}.{key}": "test_judges" for section in ("datagen.curate", "eval.judge")
-       for key in ("model", "base_url", "api_key_env", "rubric")},
+       for key in ("model", "base_url", "rubric")},
 }
 # A free-text option each engine knows (its value is only a label).
 FREE_OPTION = {"llamafactory": "run_name", "axolotl": "mlflow_run_name"}
@@ -352,6 +353,11 @@ REFUSED = {
     **{f"distributed.slurm.{key}": (lambda key: lambda p: _base_dict(distributed={
         "launcher": "slurm", "slurm": {key: [p] if key == "sbatch_lines" else p}}))(key)
        for key in ("partition", "account", "time_limit", "sbatch_lines")},
+    "datagen.api_key_env": lambda p: _base_dict(extract={"inputs": ["docs"]}, datagen={"api_key_env": p}),
+    "datagen.curate.api_key_env": lambda p: _base_dict(extract={"inputs": ["docs"]}, datagen={"curate": {
+        "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": p}}),
+    "eval.judge.api_key_env": lambda p: _base_dict(eval={"judge": {"model": "m", "base_url": "http://127.0.0.1:9/v1",
+                                                                   "api_key_env": p}}),
 }
 assert set(REFUSED) == set(REFUSED_FIELDS)
 
@@ -367,6 +373,8 @@ def test_restricted_fields_refuse_every_payload_in_one_line(field, engine):
         line = info.value.one_line()
         assert "\n" not in line and info.value.where, line
         assert field.split("<")[0].split(".")[0] in line, line
+        if field.endswith("api_key_env"):
+            assert payload not in line, line  # never repeated: it may be a key
 
 
 def test_sharegpt_tags_hold_payloads_as_data(tmp_path, tiny_model):
@@ -500,7 +508,7 @@ def test_datagen_carries_payloads_as_data(tmp_path):
     recipe = recipe_from_dict({
         "name": "t-dg", "extract": {"inputs": [str(docs)]},
         "datagen": {"provider": "extractive", "prompts": str(prompts), "model": payload,
-                    "base_url": payload, "api_key_env": payload},
+                    "base_url": payload},
         "run_dir": str(tmp_path / f"run {PAYLOADS['newlines']}"),
     })
     from domainft.pipeline import run_pipeline
@@ -519,7 +527,7 @@ def test_judges_carry_payloads_as_data(tmp_path):
     from domainft.judge import load_rubric
 
     payload = PAYLOADS["expr"] + PAYLOADS["popen"] + PAYLOADS["yaml-seq"] + PAYLOADS["raw"]
-    judge = {"provider": "openai", "model": payload, "base_url": payload, "api_key_env": payload}
+    judge = {"provider": "openai", "model": payload, "base_url": payload}
     for home, name, section, fields in (("datagen", "curate_rubric", "curate", ("question", "answer", "source", "title", "heading")),
                                          ("eval_tasks", "judge_rubric", "judge",
                                           ("question", "answer", "reference", "source"))):
@@ -533,4 +541,4 @@ def test_judges_carry_payloads_as_data(tmp_path):
         target[section] = {**judge, "rubric": str(rubric_file)}
         recipe = recipe_from_dict(data)
         got = recipe.datagen.curate if section == "curate" else recipe.eval.judge
-        assert (got.model, got.base_url, got.api_key_env, got.rubric) == (payload, payload, payload, str(rubric_file))
+        assert (got.model, got.base_url, got.rubric) == (payload, payload, str(rubric_file))

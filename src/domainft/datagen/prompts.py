@@ -120,6 +120,10 @@ class PromptSpec(BaseModel):
             questions=probe_of or [],
         )
 
+    def of(self, chunk: Chunk) -> PromptSpec:
+        """The spec for a chunk: one file answers for every chunk (PromptSet's interface)."""
+        return self
+
     def prefers(self, text: str) -> bool:
         """Whether the text holds one of the `prefer` words."""
         return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE) for word in self.prefer)
@@ -127,17 +131,68 @@ class PromptSpec(BaseModel):
 
 def load_prompts(name_or_path: str, base_dir: Path | None = None) -> PromptSpec:
     """`coal` -> datagen/coal.yaml; a path (relative to the recipe) -> that file."""
-    candidates = []
+    from ..prompt_files import prompt_names
+
     if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
         path = Path(name_or_path).expanduser()
-        candidates.append(path if path.is_absolute() or base_dir is None else base_dir / path)
+        path = path if path.is_absolute() or base_dir is None else base_dir / path
     else:
-        candidates.append(folder("datagen") / f"{name_or_path}.yaml")
-    path = candidates[0]
+        path = folder("datagen") / f"{name_or_path}.yaml"
     if not path.exists():
-        known = sorted(p.stem for p in folder("datagen").glob("*.yaml"))
+        known = prompt_names()
         hint = did_you_mean(name_or_path, known) or (f"known: {', '.join(known)}" if known else None)
-        raise RecipeError(f"prompt file '{name_or_path}' not found ({path})", where="datagen.prompts", hint=hint)
+        raise RecipeError(f"prompt file '{name_or_path}' not found", where="datagen.prompts", hint=hint)
+    return load_prompt_file(path)
+
+
+def load_prompt_set(recipe) -> dict[str | None, PromptSpec]:
+    """The recipe's prompts: {None: spec} for one file, {language: spec} for a language family (general), whose
+    members must agree on how many pairs and probe questions they ask for."""
+    from ..prompt_files import prompt_paths
+
+    specs = {lang: load_prompt_file(path) for lang, path in prompt_paths(recipe).items()}
+    first = next(iter(specs.values()))
+    for lang, spec in specs.items():
+        if (spec.pairs_per_chunk, spec.probe_per_chunk) != (first.pairs_per_chunk, first.probe_per_chunk):
+            raise RecipeError("the language family's files ask for different pair or probe counts",
+                              where=prompt_paths(recipe)[lang], hint="make pairs_per_chunk and probe_per_chunk agree")
+    return specs
+
+
+class PromptSet:
+    """The prompts a run asks with: one file for every chunk, or a language family (general_zh, general_en) of which
+    each document gets its own language's (decided once per document, on all of its text)."""
+
+    def __init__(self, specs: dict[str | None, PromptSpec], chunks: list[Chunk] = ()):
+        from ..prompt_files import language_of
+
+        self.specs = specs
+        self.first = next(iter(specs.values()))
+        texts: dict[str, list[str]] = {}
+        for chunk in chunks:
+            texts.setdefault(chunk.file, []).append(chunk.text)
+        self.language = {} if None in specs else {f: language_of("".join(t)) for f, t in texts.items()}
+
+    def of(self, chunk: Chunk) -> PromptSpec:
+        return self.specs.get(self.language.get(chunk.file)) or self.specs.get(None) or self.first
+
+    @property
+    def pairs_per_chunk(self) -> int:
+        return self.first.pairs_per_chunk
+
+    @property
+    def probe_per_chunk(self) -> int:
+        return self.first.probe_per_chunk
+
+    def text_hash(self) -> str:
+        """One file: its hash (runs made before families keep their fingerprint); a family: all of them."""
+        if None in self.specs:
+            return self.specs[None].text_hash()
+        return hashlib.sha256(json.dumps(sorted((k, v.text_hash()) for k, v in self.specs.items())).encode()).hexdigest()
+
+
+def load_prompt_file(path: Path) -> PromptSpec:
+    """One prompt YAML, validated, its templates rendered once on a probe chunk."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         spec = PromptSpec.model_validate(data)

@@ -22,7 +22,7 @@ from ..extract import Chunk
 from ..extract.chunks import split_span
 from ..extract.structure import _CLAUSE, _CN_ARTICLE, detect_headings, is_title_like
 from ..recipe import TeacherConfig
-from .prompts import PromptSpec
+from .prompts import PromptSpec, is_cjk
 
 
 class Transient(Exception):
@@ -251,6 +251,28 @@ def _fit(text: str, limit: int) -> str:
     return text[lo:hi]
 
 
+# Words an English clause's opening is not cut after: it would read as cut mid-phrase ("The base of an").
+_DANGLING = frozenset("a an the of to in on at for by with and or from as into than least that which is are was be been "
+                      "shall should may must can will not".split())
+
+
+def clause_lead(body: str, cjk_chars: int = 16, words_chars: int = 40) -> str:
+    """An untitled clause's opening, to name it in a question: up to `cjk_chars` characters of Chinese text, or
+    whole words of other text up to `words_chars` characters, never ending on an article, preposition or auxiliary
+    (never cut mid-word)."""
+    first = (body.strip().split("\n") or [""])[0]
+    if is_cjk(first):
+        return _fit(first, cjk_chars).rstrip("，,。.；;：:")
+    words: list[str] = []
+    for word in first.split():
+        if words and len(" ".join([*words, word])) > words_chars:
+            break
+        words.append(word)
+    while len(words) > 1 and words[-1].lower().strip(",.;:") in _DANGLING:
+        words.pop()
+    return " ".join(words).rstrip(",.;:")
+
+
 def extractive_pairs(chunk: Chunk, spec: PromptSpec, n_pairs: int, *, probe: bool = False) -> list[dict[str, str]]:
     """One pair per article or clause of the chunk (the whole chunk for a section without them). With `probe`,
     the knowledge probe's: the same units, asked with the probe templates."""
@@ -265,7 +287,7 @@ def extractive_pairs(chunk: Chunk, spec: PromptSpec, n_pairs: int, *, probe: boo
         elif name:
             question = templates.clause.format(title=title, label=label, name=name)
         else:
-            question = templates.clause.format(title=title, label=label, name=_fit(body, 16).rstrip("，,。.；;"))
+            question = templates.clause.format(title=title, label=label, name=clause_lead(body))
         pairs.append({"question": question, "answer": _fit(body, spec.answer_max_chars)})
     if not pairs:
         name = re.sub(r"\s+", " ", chunk.heading_path[-1]) if chunk.heading_path else title

@@ -28,7 +28,7 @@ from ..recipe import DatagenConfig
 from ..review.journal import Journal, fold, pair_id
 from .clean import PRETRAIN, clean_and_split, trained_chunk_ids
 from .curate import curate_pairs, load_curate_rubric
-from .prompts import BadReply, PromptSpec, _norm, check_pairs, load_prompts, parse_json_reply
+from .prompts import BadReply, PromptSet, PromptSpec, _norm, check_pairs, load_prompt_set, parse_json_reply
 from .providers import Provider, Transient, make_provider
 from .retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
 
@@ -171,7 +171,7 @@ def pairs_for_chunks(chunks: list[Chunk], per_document: int | None, per_chunk: i
     return counts
 
 
-def asks_for_chunks(chunks: list[Chunk], cfg: DatagenConfig, spec: PromptSpec) -> dict[str, tuple[int, int]]:
+def asks_for_chunks(chunks: list[Chunk], cfg: DatagenConfig, spec: PromptSpec | PromptSet) -> dict[str, tuple[int, int]]:
     """(min, max) pairs to ask of each chunk that is asked at all: the recipe's pairs_per_document range (or
     count) spread over each document's chunks, else pairs_per_chunk (the recipe's, else the prompt file's)."""
     per_chunk = cfg.pairs_per_chunk or spec.pairs_per_chunk
@@ -181,18 +181,18 @@ def asks_for_chunks(chunks: list[Chunk], cfg: DatagenConfig, spec: PromptSpec) -
     return {cid: (min(max(1, least[cid]), n), n) for cid, n in most.items() if n > 0}
 
 
-def preferred_first(chunks: list[Chunk], spec: PromptSpec) -> list[Chunk]:
+def preferred_first(chunks: list[Chunk], spec: PromptSpec | PromptSet) -> list[Chunk]:
     """Chunks holding one of the prompt file's `prefer` words first (in their order), then the rest: what
     datagen.max_chunks keeps."""
-    return sorted(chunks, key=lambda c: not spec.prefers(c.text))
+    return sorted(chunks, key=lambda c: not spec.of(c).prefers(c.text))
 
 
-def probes_per_chunk(cfg: DatagenConfig, spec: PromptSpec) -> int:
+def probes_per_chunk(cfg: DatagenConfig, spec: PromptSpec | PromptSet) -> int:
     """Knowledge-probe questions to ask per chunk: the recipe's count, else the prompt file's."""
     return spec.probe_per_chunk if cfg.probe_per_chunk is None else cfg.probe_per_chunk
 
 
-def _fingerprint(cfg: DatagenConfig, spec: PromptSpec, per_chunk: int) -> str:
+def _fingerprint(cfg: DatagenConfig, spec: PromptSpec | PromptSet, per_chunk: int) -> str:
     """What decides a chunk's pairs: a change means earlier pairs no longer match the recipe (the recipe's
     temperature is in the spec)."""
     counts = ["per_document", cfg.pairs_per_document] if cfg.pairs_per_document else per_chunk
@@ -218,7 +218,7 @@ def _set_aside_if_stale(out: Path, fingerprint: str) -> str | None:
 
 
 class _Run:
-    def __init__(self, cfg: DatagenConfig, spec: PromptSpec, n_pairs: dict[str, tuple[int, int]], provider: Provider,
+    def __init__(self, cfg: DatagenConfig, spec: PromptSet, n_pairs: dict[str, tuple[int, int]], provider: Provider,
                  store: Store):
         self.cfg, self.spec, self.n_pairs, self.provider, self.store = cfg, spec, n_pairs, provider, store
         self.limiter = RateLimiter(cfg.rate_limit_per_s)
@@ -270,11 +270,11 @@ class _Run:
         await self.limiter.acquire()
         with self._watching():
             least, most = self.n_pairs[chunk.id]
-            reply = await self.provider.complete(chunk, self.spec, most, least)
+            reply = await self.provider.complete(chunk, self.spec.of(chunk), most, least)
             if reply.tokens is not None:  # spent even when the reply is then rejected
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
-            pairs, rejected = check_pairs(raw, self.spec, chunk, most)
+            pairs, rejected = check_pairs(raw, self.spec.of(chunk), chunk, most)
         return pairs, rejected, reply.tokens
 
     def _watching(self):
@@ -286,11 +286,11 @@ class _Run:
         pairs is rejected here (near-duplicates of any training question are refused at the split)."""
         await self.limiter.acquire()
         with self._watching():
-            reply = await self.provider.probe(chunk, self.spec, self.n_probe, [p["question"] for p in pairs])
+            reply = await self.provider.probe(chunk, self.spec.of(chunk), self.n_probe, [p["question"] for p in pairs])
             if reply.tokens is not None:
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
-            probes, rejected = check_pairs(raw, self.spec, chunk, self.n_probe)
+            probes, rejected = check_pairs(raw, self.spec.of(chunk), chunk, self.n_probe)
         asked = {_norm(p["question"]) for p in pairs}
         kept = [p for p in probes if _norm(p["question"]) not in asked]
         if len(kept) < len(probes):
@@ -333,12 +333,13 @@ def run_datagen(plan: Plan, *, progress: bool = True, console=None) -> DatagenSu
     cfg = plan.recipe.datagen
     if cfg is None:
         raise RecipeError("the recipe has no datagen section", where="datagen")
-    spec = load_prompts(plan.prompts, plan.recipe.base_dir)
+    specs = load_prompt_set(plan.recipe)
     if cfg.temperature is not None:
-        spec = spec.model_copy(update={"temperature": cfg.temperature})
+        specs = {lang: s.model_copy(update={"temperature": cfg.temperature}) for lang, s in specs.items()}
     if cfg.curate is not None:
         load_curate_rubric(cfg.curate, plan.recipe.base_dir)
     chunks = read_chunks(plan.extract_dir / "chunks.jsonl")
+    spec = PromptSet(specs, chunks)  # a language family: each document asked in its own language
     n_pairs = asks_for_chunks(chunks, cfg, spec)
     chunks = preferred_first([c for c in chunks if c.id in n_pairs], spec)
     if cfg.max_chunks:

@@ -288,7 +288,7 @@ def check_chat_template(plan: Plan) -> None:
     every engine template, when the model is a local folder."""
     model_dir = Path(plan.model_path)
     if not model_dir.is_dir():
-        return
+        return  # a hub model not pulled yet: `validate` and `run` say so (preflight.notes)
     tokens = tokenizer_special_tokens(model_dir) or set()
     own = tokenizer_own_template(model_dir)
     if not tokens and not own:

@@ -133,23 +133,35 @@ def resolve_tasks(plan: Plan) -> list[str]:
             raise UserError(
                 f"no eval tasks for domain '{recipe.domain}'",
                 where="eval.tasks",
-                hint=f"list tasks, add a task group in eval_tasks/{recipe.domain}/, add a datagen section (its "
-                     "held-out split and knowledge probe become tasks), or use a domain that has a group: "
-                     f"{', '.join(sorted(set(groups)))}",
+                hint="set extract.inputs (the run's held-out passages and knowledge probe become tasks), list your "
+                     "own questions in eval.tasks (a JSONL file of question/answer lines, relative to the recipe), "
+                     f"or use a domain that has tasks: {', '.join(sorted(set(groups)))}",
             )
         tasks = [group]
     known = known_tasks()
     for name in tasks:
-        if name.endswith(".yaml"):
-            if not recipe.resolve(name).exists():
-                raise UserError(f"eval task file '{name}' not found", where="eval.tasks")
+        if name.endswith((".yaml", ".jsonl")):
+            if not recipe.resolve(name).is_file():
+                raise UserError(f"eval task file '{name}' not found ({recipe.resolve(name)})", where="eval.tasks")
         elif name not in known:
             raise UserError(
                 f"unknown eval task '{name}'",
                 where="eval.tasks",
                 hint=did_you_mean(name, known) or f"tasks in eval_tasks/: {', '.join(sorted(known))}",
             )
-    return [str(recipe.resolve(t).resolve()) if t.endswith(".yaml") else t for t in tasks]
+    return [str(recipe.resolve(t).resolve()) if t.endswith((".yaml", ".jsonl")) else t for t in tasks]
+
+
+OWN_ITEMS = "your own questions (a file of question/answer items listed in eval.tasks)"
+
+
+def items_task(plan: Plan, items: Path) -> Path:
+    """Hand-written items (a JSONL file of {"question", "answer"[, "keywords"]} lines listed in eval.tasks): a
+    variant of the generic free-answer task over them, named after the file (my_questions.jsonl: my_questions)."""
+    name = re.sub(r"[^a-z0-9_]", "_", items.stem.lower()).strip("_") or "items"
+    if name in known_tasks():
+        name += "_items"
+    return _task_variant(plan, name, RUN_QA, items, OWN_ITEMS)
 
 
 def generation_tasks(tasks: Iterable[str], tasks_dir: Path | None = None) -> list[str]:
@@ -539,6 +551,7 @@ def lm_eval_runs(plan: Plan, *, tasks: list[str], limit: int | None, backend: st
     exported GGUF (its generate_until tasks); with the tasks made from the run's own data (held-out split,
     knowledge probe, and with eval.retrieval each free-answer task's retrieval arm, on base and tuned only) when
     there are any, and the base model's path."""
+    tasks = [str(items_task(plan, Path(t))) if t.endswith(".jsonl") else t for t in tasks]
     made = run_made_tasks(plan, tasks)
     tasks = [*tasks, *(str(path) for path in made.values())]
     rag = retrieval_tasks(plan, tasks)

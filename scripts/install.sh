@@ -54,6 +54,9 @@ step "slurm (Debian's slurm-wlm and munge: the cluster tests start a one-node Sl
 debian_packages "slurm-wlm munge" "command -v sbatch >/dev/null && [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ]" \
   "the Slurm tests skip"
 
+step "go (Debian's golang-go: a test runs every Modelfile TEMPLATE through Go's own text/template, as Ollama does)"
+debian_packages "golang-go" "command -v go >/dev/null" "that comparison skips"
+
 step "llama.cpp: llama-cpp-python + HF->GGUF converter (first time: ~10 min source build)"
 bash scripts/llamacpp_tools.sh .venv
 

@@ -194,8 +194,10 @@ class Swift(Engine):
 
     def pretrain_values(self, plan: Plan) -> dict[str, Any]:
         """The SFT values, but on the raw chunks (`swift pt`: loss on all of the text), from the base model, into
-        output-pretrain/, with no eval set."""
+        output-pretrain/, with no eval set. No system prompt: `swift pt` trains on plain text, its generation
+        template refuses one."""
         return {**self.values(plan), **pretrain_values(plan), "model": plan.model_path, "adapters": None,
+                "system": None,
                 "dataset": list(pretrain_layout(plan)), "val_dataset": None, "split_dataset_ratio": 0.0,
                 "columns": None, "eval_strategy": "no"}
 

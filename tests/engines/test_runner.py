@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from domainft.engines import get_engine
-from domainft.engines.runner import StepCounter, run_launch
+from domainft.engines.progress import StepCounter
+from domainft.engines.runner import run_launch
 from domainft.engines.base import Launch, Progress
 from domainft.engines.base import last_checkpoint
 from domainft.errors import EngineError

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from .. import process
 from ..errors import EngineError
 from .cluster import LOGS, SCRIPT
-from .runner import ProgressBar, progress_bar
+from .progress import ProgressBar, progress_bar
 
 if TYPE_CHECKING:
     from ..plan import Plan

@@ -43,7 +43,9 @@ class ProgressBar:
         if progress.loss is not None:
             self._bar.update(self._task, loss=f"loss {progress.loss:.4f}")
         if (shown := self._steps.feed(progress)) is not None:
-            self._bar.update(self._task, completed=shown[0], total=shown[1])
+            done, total = shown
+            steps = f"{done}/{total} steps" if total is not None else f"{done} steps"
+            self._bar.update(self._task, completed=done, total=total, steps=steps)
 
     def describe(self, text: str) -> None:
         self._bar.update(self._task, description=text)
@@ -54,7 +56,8 @@ def progress_bar(engine: Engine, label: str) -> Iterator[ProgressBar]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[steps]}"),
         TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
     ) as bar:
-        yield ProgressBar(bar, bar.add_task(f"{engine.name} {label}", total=None, loss=""), engine)
+        yield ProgressBar(bar, bar.add_task(f"{engine.name} {label}", total=None, loss="", steps=""),
+                          engine)

@@ -1,6 +1,7 @@
-"""What every engine on the Hugging Face stack (transformers Trainer, PEFT, DeepSpeed, torchrun) shares:
-the optimizer values under one meaning, the ZeRO JSON, the torchrun rendezvous, YAML tidying, and reading
-the Trainer's progress from its output. Engines import from here, never from each other."""
+"""What every engine on the Hugging Face stack (transformers Trainer, PEFT, DeepSpeed, torchrun) shares: the
+Trainer's optimizer and schedule keys, where a stage starts and writes, PEFT's LoRA keys, the ZeRO JSON, the torchrun
+rendezvous, YAML tidying, and reading the Trainer's progress from its output. Engines import from here, never from
+each other."""
 
 from __future__ import annotations
 
@@ -12,10 +13,57 @@ from typing import TYPE_CHECKING
 from .. import render as R
 from ..errors import EngineError
 from .base import Progress
-from .folder import OUTPUT
+from .folder import OUTPUT, PRETRAIN_OUTPUT
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
     from ..plan import Plan
+
+
+def output_dir(pretrain: bool = False) -> str:
+    """Where a stage writes inside the folder: output/, or output-pretrain/ for continued pre-training."""
+    return PRETRAIN_OUTPUT if pretrain else OUTPUT
+
+
+def starting_point(plan: Plan, pretrain: bool = False, after: str | None = None) -> tuple[str, str | None]:
+    """The model and the adapter (None: a fresh one) a stage starts from. After continued pre-training SFT goes on
+    from its output (`after`: where the engine leaves it, output-pretrain/ by default): the same LoRA adapter, or
+    the full weights; pre-training itself starts from the base model."""
+    m = plan.recipe.method
+    if pretrain or m.pretrain is None:
+        return plan.model_path, None
+    after = after or PRETRAIN_OUTPUT
+    return (after, None) if m.kind == "full" else (plan.model_path, after)
+
+
+def eval_steps(plan: Plan) -> int:
+    """How often the eval set is scored: training.eval_steps, else at every checkpoint."""
+    t = plan.recipe.training
+    return t.eval_steps or t.save_steps
+
+
+def trainer_schedule(plan: Plan, pretrain: bool = False, *, epochs: str = "num_train_epochs",
+                     scheduler: str = "lr_scheduler_type") -> dict[str, object]:
+    """The HF Trainer's optimizer and schedule keys, in the order every engine's train section lists them.
+    Continued pre-training has its own length and learning rate. `epochs`, `scheduler`: an engine's own
+    spelling of those two keys (the others every engine on the Trainer spells as the Trainer does)."""
+    t = plan.recipe.training
+    pt = plan.recipe.method.pretrain if pretrain else None
+    return {
+        "gradient_accumulation_steps": t.grad_accum,
+        "learning_rate": float(pt.learning_rate or t.learning_rate) if pt else float(t.learning_rate),
+        "weight_decay": float(t.weight_decay),
+        epochs: float(pt.epochs if pt else t.epochs),
+        "max_steps": pt.max_steps if pt else t.max_steps,
+        scheduler: t.scheduler,
+        "warmup_ratio": float(t.warmup_ratio),
+    }
+
+
+def peft_lora(plan: Plan, *, rank: str = "lora_rank") -> dict[str, object]:
+    """PEFT's LoRA shape (rank, alpha, dropout) under the keys LLaMA-Factory and ms-swift spell alike; `rank`: an
+    engine's own spelling of the rank key. Which modules it targets each engine spells its own way."""
+    m = plan.recipe.method
+    return {rank: m.rank, "lora_alpha": m.alpha, "lora_dropout": m.dropout}
 
 
 def training_values(plan: Plan) -> dict[str, object]:
@@ -45,8 +93,6 @@ def training_values(plan: Plan) -> dict[str, object]:
 def pretrain_values(plan: Plan) -> dict[str, object]:
     """What continued pre-training changes in training_values: its own length and learning rate, into
     output-pretrain/, with no eval set (the validation split is question-answer pairs, not raw text)."""
-    from .folder import PRETRAIN_OUTPUT
-
     pt, t = plan.recipe.method.pretrain, plan.recipe.training
     return {"output_dir": PRETRAIN_OUTPUT, "epochs": float(pt.epochs), "max_steps": pt.max_steps,
             "learning_rate": float(pt.learning_rate or t.learning_rate)}

@@ -13,8 +13,8 @@ from .. import checks as V
 from ..base import Engine, Launch, Progress
 from ..cluster import cluster_files
 from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
-from ..hf import (deepspeed_files, parse_trainer_progress, pretrain_values, readme_env, tidy_yaml, torchrun_env,
-                  training_values)
+from ..hf import (deepspeed_files, eval_steps, output_dir, parse_trainer_progress, peft_lora, readme_env,
+                  starting_point, tidy_yaml, torchrun_env, trainer_schedule)
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -56,45 +56,93 @@ class LlamaFactory(Engine):
     # get_train_args rejects unknown keys; it checks no types, template names, dataset names or model paths.
     deep_check_code = "from llamafactory.hparams import get_train_args\nget_train_args(cfg)\n"
 
-    def values(self, plan: Plan) -> dict[str, Any]:
+    def values(self, plan: Plan, pretrain: bool = False) -> dict[str, dict[str, Any]]:
+        """train.yaml's keys, section by section, as the template prints them (a None value is left out).
+        `pretrain`: pretrain.yaml's instead: stage pt on the raw chunks, from the base model, into output-pretrain/,
+        with no eval set (the validation split is question-answer pairs, not raw text)."""
         r = plan.recipe
         m, t = r.method, r.training
         targets = m.target_modules
-        pretrain = r.method.pretrain is not None
+        model, adapter = starting_point(plan, pretrain)
+        eval_dataset = None if pretrain else ",".join(eval_dataset_names(plan)) or None
+        # datagen's validation split when there is one, else a slice of train (val_size)
+        val_size = None if pretrain or plan.val_files else (t.val_size or None)
         return {
-            **training_values(plan),
-            "stage": "sft",
-            # After continued pre-training SFT goes on from its output: the same LoRA adapter, or the full weights.
-            "model_name_or_path": PRETRAIN_OUTPUT if pretrain and m.kind == "full" else plan.model_path,
-            "adapter_name_or_path": PRETRAIN_OUTPUT if pretrain and m.kind != "full" else None,
-            "trust_remote_code": r.model.trust_remote_code,
-            # LLaMA-Factory turns gradient checkpointing on unless told not to.
-            "disable_gradient_checkpointing": not t.gradient_checkpointing,
-            "flash_attn": LLAMAFACTORY_ATTENTION[t.attention],
-            "enable_liger_kernel": True if t.liger_kernel else None,
-            "finetuning_type": "full" if m.kind == "full" else "lora",
-            "lora_rank": m.rank,
-            "lora_alpha": m.alpha,
-            "lora_dropout": m.dropout,
-            "lora_target": targets if targets == "all" else ",".join(targets),
-            "quantization_bit": m.quant_bits if m.kind == "qlora" else None,
-            "quantization_type": m.quant_type,
-            "double_quantization": m.double_quant,
-            "deepspeed": deepspeed_rel(plan),
-            "dataset": ",".join(dataset_names(plan)),
-            # Data paths in dataset_info.json are relative to dataset_dir, which is relative to the working
-            # folder: the engine runs from inside the rendered folder.
-            "dataset_dir": ".",
-            "template": r.model.chat_template,
-            # The recipe's system prompt, else the chat template's default, named (None: LLaMA-Factory's own default).
-            "default_system": system_turn(r),
-            "enable_thinking": r.model.enable_thinking,
-            "cutoff_len": t.cutoff_len,
-            "packing": t.packing,
-            # datagen's validation split when there is one, else a slice of train (val_size)
-            "eval_dataset": ",".join(eval_dataset_names(plan)) or None,
-            "val_size": None if plan.val_files else (t.val_size or None),
-            "batch_size": t.batch_size,
+            "model": {
+                "model_name_or_path": model,
+                "adapter_name_or_path": adapter,
+                "trust_remote_code": r.model.trust_remote_code,
+                # LLaMA-Factory turns gradient checkpointing on unless told not to.
+                "disable_gradient_checkpointing": not t.gradient_checkpointing,
+                "flash_attn": LLAMAFACTORY_ATTENTION[t.attention],
+                "enable_liger_kernel": True if t.liger_kernel else None,
+            },
+            "method": {
+                "stage": "pt" if pretrain else "sft",
+                "do_train": True,
+                "finetuning_type": "full" if m.kind == "full" else "lora",
+                **({} if m.kind == "full" else {
+                    **peft_lora(plan), "lora_target": targets if targets == "all" else ",".join(targets)}),
+                **({} if m.kind != "qlora" else {
+                    "quantization_bit": m.quant_bits, "quantization_type": m.quant_type,
+                    "double_quantization": m.double_quant}),
+                "deepspeed": deepspeed_rel(plan),
+            },
+            "dataset": {
+                "dataset": pretrain_dataset_name(plan) if pretrain else ",".join(dataset_names(plan)),
+                # Data paths in dataset_info.json are relative to dataset_dir, which is relative to the working
+                # folder: the engine runs from inside the rendered folder.
+                "dataset_dir": ".",
+                "template": r.model.chat_template,
+                # The recipe's system prompt, else the chat template's default, named (None: LLaMA-Factory's own).
+                "default_system": system_turn(r),
+                "enable_thinking": r.model.enable_thinking,
+                "cutoff_len": t.cutoff_len,
+                "packing": t.packing,
+                "eval_dataset": eval_dataset,
+                "val_size": val_size,
+                "overwrite_cache": True,
+            },
+            "output": {
+                "output_dir": output_dir(pretrain),
+                "logging_steps": t.logging_steps,
+                "save_steps": t.save_steps,
+                "plot_loss": False,
+                "report_to": t.report_to,
+            },
+            "resume": {"overwrite_output_dir": False, "save_only_model": False},
+            "train": {
+                "per_device_train_batch_size": t.batch_size,
+                **trainer_schedule(plan, pretrain),
+                "seed": t.seed,
+                "bf16": t.precision == "bf16",
+                "fp16": t.precision == "fp16",
+                "ddp_timeout": 180000000,
+            },
+            "eval": {
+                "per_device_eval_batch_size": t.batch_size,
+                "eval_strategy": "steps",
+                "eval_steps": eval_steps(plan),
+            } if val_size or eval_dataset else {},
+        }
+
+    def merge_values(self, plan: Plan) -> dict[str, str | None]:
+        """merge.yaml's keys -> their YAML text (None: left out): the adapter in output/ merged into full weights in
+        merged/. `lora` and `cpu` stand bare, as in LLaMA-Factory's own examples."""
+        r = plan.recipe
+        y = R.yaml_value
+        system = system_turn(r)
+        return {
+            "model_name_or_path": y(starting_point(plan)[0]),
+            "adapter_name_or_path": y(OUTPUT),
+            "template": y(r.model.chat_template),
+            "default_system": None if system is None else y(system),
+            "trust_remote_code": y(r.model.trust_remote_code),
+            "finetuning_type": "lora",
+            "export_dir": y(MERGED),
+            "export_size": "5",
+            "export_device": "cpu",
+            "export_legacy_format": "false",
         }
 
     def render(self, plan: Plan) -> dict[str, str]:
@@ -116,16 +164,15 @@ class LlamaFactory(Engine):
                 "llamafactory/train.yaml.j2", header=header, v=self.values(plan), overrides=r.engine_overrides,
                 config=TRAIN_YAML,
             )),
-            MERGE_YAML: tidy_yaml(R.render_template(
-                "llamafactory/merge.yaml.j2", header=header, v=self.values(plan), adapter=OUTPUT, export_dir=MERGED,
-            )),
+            MERGE_YAML: tidy_yaml(R.render_template("llamafactory/merge.yaml.j2", header=header,
+                                                    v=self.merge_values(plan))),
         }
         steps = [("Train (the adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
                   [self._train_command(plan)]),
                  ("Merge the adapter into full weights in `merged/`", [f"llamafactory-cli export {MERGE_YAML}"])]
         if r.method.pretrain is not None:
             files[PRETRAIN_YAML] = tidy_yaml(R.render_template(
-                "llamafactory/train.yaml.j2", header=header, v=self.pretrain_values(plan),
+                "llamafactory/train.yaml.j2", header=header, v=self.values(plan, pretrain=True),
                 overrides=r.engine_overrides, config=PRETRAIN_YAML,
             ))
             steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
@@ -140,12 +187,6 @@ class LlamaFactory(Engine):
             steps=steps, notes=self._notes(plan),
         )
         return files
-
-    def pretrain_values(self, plan: Plan) -> dict[str, Any]:
-        """The SFT values, but stage pt on the raw chunks, from the base model, into output-pretrain/."""
-        return {**self.values(plan), **pretrain_values(plan), "stage": "pt", "model_name_or_path": plan.model_path,
-                "adapter_name_or_path": None, "dataset": pretrain_dataset_name(plan), "eval_dataset": None,
-                "val_size": None}
 
     def _train_command(self, plan: Plan, config: str = TRAIN_YAML) -> str:
         return f"{readme_env(plan)} llamafactory-cli train {config}".strip()

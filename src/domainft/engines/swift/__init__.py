@@ -23,8 +23,8 @@ from .. import checks as V
 from ..base import Engine, Launch, Progress, last_checkpoint, move_up
 from ..cluster import cluster_files
 from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
-from ..hf import (deepspeed_files, parse_trainer_progress, pretrain_values, readme_env, tidy_yaml, torchrun_env,
-                  training_values)
+from ..hf import (deepspeed_files, eval_steps, output_dir, parse_trainer_progress, peft_lora, readme_env,
+                  starting_point, tidy_yaml, torchrun_env, trainer_schedule)
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -77,45 +77,73 @@ class Swift(Engine):
         "if rest: raise ValueError('remaining_argv: ' + ' '.join(rest))\n"
     )
 
-    def values(self, plan: Plan) -> dict[str, Any]:
+    def values(self, plan: Plan, pretrain: bool = False) -> dict[str, dict[str, Any]]:
+        """sft.yaml's keys, section by section, as the template prints them (a None value is left out).
+        `pretrain`: pretrain.yaml's instead (`swift pt`: loss on all of the text) on the raw chunks, from the base
+        model, into output-pretrain/, with no eval set. No system prompt: `swift pt` trains on plain text, its
+        generation template refuses one."""
         r = plan.recipe
         m, t, ds = r.method, r.training, r.dataset
         train, val = ([str(p) for p in part] for part in data_layout(plan))
-        # After continued pre-training SFT goes on from its output (its newest checkpoint): the same LoRA adapter,
-        # or the full weights.
-        after = f"{PRETRAIN_OUTPUT}/{LAST}" if m.pretrain is not None else None
+        if pretrain:
+            train, val = list(pretrain_layout(plan)), []
+        # After continued pre-training SFT goes on from its output (its newest checkpoint).
+        model, adapter = starting_point(plan, pretrain, after=f"{PRETRAIN_OUTPUT}/{LAST}")
+        # datagen's validation split when there is one, else a slice of train (val_size)
+        evaluate = not pretrain and bool(val or t.val_size)
         return {
-            **training_values(plan),
-            "model": after if after and m.kind == "full" else plan.model_path,
-            "adapters": [after] if after and m.kind != "full" else None,
-            "model_type": model_type(plan, self.known()["model_types"]),
-            "template": template_names().get(r.model.chat_template),
-            "system": system_turn(r) or None,  # the recipe's system prompt, else the chat template's default
-            "enable_thinking": r.model.enable_thinking or None,
-            "torch_dtype": TORCH_DTYPE[t.precision],
-            "attn_impl": SWIFT_ATTENTION[t.attention],
-            "use_liger_kernel": True if t.liger_kernel else None,
-            "tuner_type": "full" if m.kind == "full" else "lora",
-            "lora_rank": m.rank,
-            "lora_alpha": m.alpha,
-            "lora_dropout": m.dropout,
-            "target_modules": "all-linear" if m.target_modules == "all" else list(m.target_modules),
-            "quant_bits": m.quant_bits if m.kind == "qlora" else None,
-            "bnb_4bit_quant_type": m.quant_type if m.kind == "qlora" and m.quant_bits == 4 else None,
-            "bnb_4bit_use_double_quant": m.double_quant if m.kind == "qlora" and m.quant_bits == 4 else None,
-            "deepspeed": deepspeed_rel(plan),
-            "dataset": train,
-            "val_dataset": val or None,
-            # datagen's validation split when there is one, else a slice of train (val_size)
-            "split_dataset_ratio": 0.0 if val else float(t.val_size or 0.0),
-            "columns": columns(ds.format, ds.column_map()),
-            "max_length": t.cutoff_len,
-            "packing": t.packing,
-            "batch_size": t.batch_size,
-            "gradient_checkpointing": t.gradient_checkpointing,
-            "eval_strategy": "steps" if val or t.val_size else "no",
-            # the empty think block opening each answer (answer_prefix) is context, as in the other engines
-            "loss_scale": "ignore_empty_think" if empty_think(r) else None,
+            "model": {
+                "model": model,
+                "adapters": [adapter] if adapter else None,
+                "model_type": model_type(plan, self.known()["model_types"]),
+                "template": template_names().get(r.model.chat_template),
+                # the recipe's system prompt, else the chat template's default
+                "system": None if pretrain else system_turn(r) or None,
+                "enable_thinking": r.model.enable_thinking or None,
+                "torch_dtype": TORCH_DTYPE[t.precision],
+                "attn_impl": SWIFT_ATTENTION[t.attention],
+                "use_liger_kernel": True if t.liger_kernel else None,
+                "check_model": False,
+            },
+            "method": {
+                "tuner_type": "full" if m.kind == "full" else "lora",
+                **({} if m.kind == "full" else {
+                    **peft_lora(plan), "target_modules": "all-linear" if m.target_modules == "all"
+                    else list(m.target_modules)}),
+                **({} if m.kind != "qlora" else {
+                    "quant_method": "bnb", "quant_bits": m.quant_bits,
+                    "bnb_4bit_quant_type": m.quant_type if m.quant_bits == 4 else None,
+                    "bnb_4bit_use_double_quant": m.double_quant if m.quant_bits == 4 else None}),
+                "deepspeed": deepspeed_rel(plan),
+            },
+            "dataset": {
+                "dataset": train,
+                "val_dataset": val or None,
+                # the empty think block opening each answer (answer_prefix) is context, as in the other engines
+                "loss_scale": "ignore_empty_think" if empty_think(r) else None,
+                "split_dataset_ratio": 0.0 if val or pretrain else float(t.val_size or 0.0),
+                "columns": None if pretrain else columns(ds.format, ds.column_map()),
+                "max_length": t.cutoff_len,
+                "truncation_strategy": "right",
+                "packing": t.packing,
+                "dataset_num_proc": 1,
+                "dataloader_num_workers": 0,
+            },
+            "output": {
+                "output_dir": output_dir(pretrain),
+                "add_version": False,
+                "logging_steps": t.logging_steps,
+                "save_steps": t.save_steps,
+                "report_to": t.report_to,
+            },
+            "train": {
+                "per_device_train_batch_size": t.batch_size,
+                "per_device_eval_batch_size": t.batch_size,
+                **trainer_schedule(plan, pretrain),
+                "gradient_checkpointing": t.gradient_checkpointing,
+                "seed": t.seed,
+            },
+            "eval": {"eval_strategy": "steps", "eval_steps": eval_steps(plan)} if evaluate else {"eval_strategy": "no"},
         }
 
     def answer_prefix(self, plan: Plan) -> str:
@@ -142,7 +170,7 @@ class Swift(Engine):
                   [f"{prefix} swift sft {CONFIG}"])]
         if r.method.pretrain is not None:
             files[PRETRAIN_CONFIG] = tidy_yaml(R.render_template(
-                "swift/sft.yaml.j2", header=R.header(r.name, plan.recipe_hash), v=self.pretrain_values(plan),
+                "swift/sft.yaml.j2", header=R.header(r.name, plan.recipe_hash), v=self.values(plan, pretrain=True),
                 overrides=r.engine_overrides,
             ))
             steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
@@ -191,15 +219,6 @@ class Swift(Engine):
         V.check_rendered_keys(self, self.config(files), CONFIG)
         if PRETRAIN_CONFIG in files:
             V.check_rendered_keys(self, R.parse_back(PRETRAIN_CONFIG, files[PRETRAIN_CONFIG]), PRETRAIN_CONFIG)
-
-    def pretrain_values(self, plan: Plan) -> dict[str, Any]:
-        """The SFT values, but on the raw chunks (`swift pt`: loss on all of the text), from the base model, into
-        output-pretrain/, with no eval set. No system prompt: `swift pt` trains on plain text, its generation
-        template refuses one."""
-        return {**self.values(plan), **pretrain_values(plan), "model": plan.model_path, "adapters": None,
-                "system": None,
-                "dataset": list(pretrain_layout(plan)), "val_dataset": None, "split_dataset_ratio": 0.0,
-                "columns": None, "eval_strategy": "no"}
 
     def config(self, files: dict[str, str]) -> dict[str, Any]:
         return R.parse_back(CONFIG, files[CONFIG])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import render as R
 from ..errors import EngineError
@@ -66,36 +66,12 @@ def peft_lora(plan: Plan, *, rank: str = "lora_rank") -> dict[str, object]:
     return {rank: m.rank, "lora_alpha": m.alpha, "lora_dropout": m.dropout}
 
 
-def training_values(plan: Plan) -> dict[str, object]:
-    """The optimizer and schedule values every HF-Trainer engine takes under the same meaning (names differ per
-    engine only where the engine spells them differently; those stay in the engine module)."""
-    t = plan.recipe.training
-    return {
-        "output_dir": OUTPUT,
-        "logging_steps": t.logging_steps,
-        "save_steps": t.save_steps,
-        "grad_accum": t.grad_accum,
-        "learning_rate": float(t.learning_rate),
-        "weight_decay": float(t.weight_decay),
-        "eval_steps": t.eval_steps or t.save_steps,
-        "epochs": float(t.epochs),
-        "max_steps": t.max_steps,
-        "scheduler": t.scheduler,
-        "warmup_ratio": float(t.warmup_ratio),
-        "seed": t.seed,
-        "bf16": t.precision == "bf16",
-        "fp16": t.precision == "fp16",
-        # The HF Trainer's `report_to` (LLaMA-Factory and ms-swift spell it so; Axolotl maps it in its module).
-        "report_to": t.report_to,
-    }
-
-
-def pretrain_values(plan: Plan) -> dict[str, object]:
-    """What continued pre-training changes in training_values: its own length and learning rate, into
-    output-pretrain/, with no eval set (the validation split is question-answer pairs, not raw text)."""
-    pt, t = plan.recipe.method.pretrain, plan.recipe.training
-    return {"output_dir": PRETRAIN_OUTPUT, "epochs": float(pt.epochs), "max_steps": pt.max_steps,
-            "learning_rate": float(pt.learning_rate or t.learning_rate)}
+def render_yaml(plan: Plan, template: str, values: dict[str, Any], **context: Any) -> str:
+    """An engine's YAML config from its template: the recipe's header, the engine's keys (`v`) and the recipe's
+    engine_overrides (which the template's `kv` leaves the engine's own keys to), tidied."""
+    r = plan.recipe
+    return tidy_yaml(R.render_template(template, header=R.header(r.name, plan.recipe_hash), v=values,
+                                       overrides=r.engine_overrides, **context))
 
 
 def tidy_yaml(text: str) -> str:

@@ -13,7 +13,8 @@ from .. import checks as V
 from ..base import Engine, Launch, Progress, move_up
 from ..cluster import cluster_files
 from ..folder import PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
-from ..hf import deepspeed_files, parse_trainer_progress, pretrain_values, tidy_yaml, torchrun_args, training_values
+from ..hf import (deepspeed_files, eval_steps, output_dir, parse_trainer_progress, peft_lora, render_yaml,
+                  starting_point, torchrun_args, trainer_schedule)
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -98,58 +99,93 @@ class Axolotl(Engine):
             out.append(entry)
         return out
 
-    def values(self, plan: Plan) -> dict[str, Any]:
+    def values(self, plan: Plan, pretrain: bool = False) -> dict[str, dict[str, Any]]:
+        """axolotl.yml's keys, section by section, as the template prints them (a None value is left out).
+        `pretrain`: axolotl-pretrain.yml's instead: the raw chunks as completion text, from the base model, into
+        output-pretrain/, with no eval set."""
         r = plan.recipe
         m, t = r.method, r.training
         adapter = None if m.kind == "full" else m.kind
-        pretrain = m.pretrain is not None
+        four_bit = m.kind == "qlora" and m.quant_bits == 4
+        model, lora_dir = starting_point(plan, pretrain)
+        if pretrain:
+            train = [{"path": rel, "ds_type": "json", "type": "completion", "field": "text"}
+                     for rel in pretrain_layout(plan)]
+            test: list[dict[str, Any]] = []
+        else:
+            train, test = self.datasets(plan), self.datasets(plan, 1)
+        val_set_size = float(t.val_size) if t.val_size and not plan.val_files and not pretrain else None
+        report = AXOLOTL_REPORT[t.report_to]
         return {
-            **training_values(plan),
-            # After continued pre-training SFT goes on from its output: the same LoRA adapter, or the full weights.
-            "base_model": PRETRAIN_OUTPUT if pretrain and m.kind == "full" else plan.model_path,
-            "lora_model_dir": PRETRAIN_OUTPUT if pretrain and m.kind != "full" else None,
-            "trust_remote_code": r.model.trust_remote_code,
-            # chat_template data uses the tokenizer's template; its system prompt comes from the recipe.
-            "default_system_message": (r.model.system_prompt or None)
-            if r.dataset.format == "sharegpt" and r.model.system_prompt_in == "system" else None,
-            "adapter": adapter,
-            "load_in_4bit": True if m.kind == "qlora" and m.quant_bits == 4 else None,
-            "load_in_8bit": True if m.kind == "qlora" and m.quant_bits == 8 else None,
-            "bnb_config_kwargs": (
-                {"bnb_4bit_quant_type": m.quant_type, "bnb_4bit_use_double_quant": m.double_quant}
-                if m.kind == "qlora" and m.quant_bits == 4 else None
-            ),
-            "lora_r": m.rank,
-            "lora_alpha": m.alpha,
-            "lora_dropout": m.dropout,
-            "lora_target_linear": True if m.target_modules == "all" else None,
-            "lora_target_modules": None if m.target_modules == "all" else list(m.target_modules),
-            "deepspeed": deepspeed_rel(plan),
-            "dataset_prepared_path": PREPARED,
-            "val_set_size": float(t.val_size) if t.val_size and not plan.val_files else None,
-            "sequence_len": t.cutoff_len,
-            "sample_packing": t.packing,
-            "micro_batch_size": t.batch_size,
-            "gradient_checkpointing": t.gradient_checkpointing,
-            "attn_implementation": AXOLOTL_ATTENTION[t.attention],
-            "liger": LIGER if t.liger_kernel else None,
-            "report_key": AXOLOTL_REPORT[t.report_to],
+            "model": {
+                "base_model": model,
+                "trust_remote_code": r.model.trust_remote_code,
+                "chat_template": "tokenizer_default",
+                # chat_template data uses the tokenizer's template; its system prompt comes from the recipe.
+                "default_system_message": (r.model.system_prompt or None)
+                if r.dataset.format == "sharegpt" and r.model.system_prompt_in == "system" else None,
+                "attn_implementation": AXOLOTL_ATTENTION[t.attention],
+                **(LIGER if t.liger_kernel else {}),
+            },
+            "method": {
+                "adapter": adapter,
+                "load_in_4bit": True if four_bit else None,
+                "load_in_8bit": True if m.kind == "qlora" and m.quant_bits == 8 else None,
+                "bnb_config_kwargs": {"bnb_4bit_quant_type": m.quant_type, "bnb_4bit_use_double_quant": m.double_quant}
+                if four_bit else None,
+                **({} if adapter is None else {
+                    "lora_model_dir": lora_dir,
+                    **peft_lora(plan, rank="lora_r"),
+                    "lora_target_linear": True if m.target_modules == "all" else None,
+                    "lora_target_modules": None if m.target_modules == "all" else list(m.target_modules),
+                }),
+            },
+            "lora_kernels": {} if adapter is None else {
+                "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
+                "lora_embedding_kernel": False,
+            },
+            "distributed": {"deepspeed": deepspeed_rel(plan)},
+            # lists of dataset entries, written one JSON entry a line
+            "datasets": {"datasets": train, **({"test_datasets": test} if test else {})},
+            "dataset": {
+                "dataset_prepared_path": f"{PREPARED}-pretrain" if pretrain else PREPARED,
+                "val_set_size": val_set_size,
+                "sequence_len": t.cutoff_len,
+            },
+            "examples": {
+                "excess_length_strategy": "truncate",
+                "sample_packing": t.packing,
+                "eval_sample_packing": False,
+                "train_on_inputs": False,
+            },
+            "output": {
+                "output_dir": output_dir(pretrain),
+                "logging_steps": t.logging_steps,
+                "save_steps": t.save_steps,
+                "save_only_model": False,
+                **({report: True} if report else {}),
+            },
+            "resume": {"auto_resume_from_checkpoints": True},
+            "train": {
+                "micro_batch_size": t.batch_size,
+                **trainer_schedule(plan, pretrain, epochs="num_epochs", scheduler="lr_scheduler"),
+                "optimizer": "adamw_torch",
+                "seed": t.seed,
+                "bf16": t.precision == "bf16",
+                "fp16": t.precision == "fp16",
+                "tf32": False,
+                "gradient_checkpointing": t.gradient_checkpointing,
+                **({"eval_steps": eval_steps(plan)} if val_set_size or test else {}),
+            },
         }
 
     def render(self, plan: Plan) -> dict[str, str]:
         r = plan.recipe
         files = {
-            CONFIG: tidy_yaml(R.render_template(
-                "axolotl/axolotl.yml.j2", header=R.header(r.name, plan.recipe_hash), v=self.values(plan),
-                datasets=self.datasets(plan), test_datasets=self.datasets(plan, 1), overrides=r.engine_overrides,
-            ))
+            CONFIG: render_yaml(plan, "axolotl/axolotl.yml.j2", self.values(plan)),
         }
         if r.method.pretrain is not None:
-            files[PRETRAIN_CONFIG] = tidy_yaml(R.render_template(
-                "axolotl/axolotl.yml.j2", header=R.header(r.name, plan.recipe_hash), v=self.pretrain_values(plan),
-                datasets=[{"path": rel, "ds_type": "json", "type": "completion", "field": "text"}
-                          for rel in pretrain_layout(plan)], test_datasets=[], overrides=r.engine_overrides,
-            ))
+            files[PRETRAIN_CONFIG] = render_yaml(plan, "axolotl/axolotl.yml.j2", self.values(plan, pretrain=True))
         files.update(deepspeed_files(plan))
         files.update(cluster_files(plan, self))
         train = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, CONFIG))}"  # recipe values shell-quoted
@@ -195,11 +231,6 @@ class Axolotl(Engine):
         V.check_rendered_keys(self, self.config(files), CONFIG)
         if PRETRAIN_CONFIG in files:
             V.check_rendered_keys(self, R.parse_back(PRETRAIN_CONFIG, files[PRETRAIN_CONFIG]), PRETRAIN_CONFIG)
-
-    def pretrain_values(self, plan: Plan) -> dict[str, Any]:
-        """The SFT values, but on the raw chunks as completion text, from the base model, into output-pretrain/."""
-        return {**self.values(plan), **pretrain_values(plan), "base_model": plan.model_path, "lora_model_dir": None,
-                "dataset_prepared_path": f"{PREPARED}-pretrain", "val_set_size": None}
 
     def chat_templates(self) -> dict[str, list[str]]:
         return {name: [v for k, v in fmt.items() if k != "default_system"] for name, fmt in alpaca_formats().items()}

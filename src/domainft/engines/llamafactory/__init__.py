@@ -14,7 +14,7 @@ from ..base import Engine, Launch, Progress
 from ..cluster import cluster_files
 from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
 from ..hf import (deepspeed_files, eval_steps, output_dir, parse_trainer_progress, peft_lora, readme_env,
-                  starting_point, tidy_yaml, torchrun_env, trainer_schedule)
+                  render_yaml, starting_point, torchrun_env, trainer_schedule)
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -157,24 +157,17 @@ class LlamaFactory(Engine):
             datasets[name] = entry
         for rel in pretrain_layout(plan):  # raw text: one `text` column read as the prompt
             datasets[pretrain_dataset_name(plan)] = {"file_name": rel, "columns": {"prompt": "text"}}
-        header = R.header(r.name, plan.recipe_hash)
         files = {
             "dataset_info.json": R.render_template("llamafactory/dataset_info.json.j2", datasets=datasets),
-            TRAIN_YAML: tidy_yaml(R.render_template(
-                "llamafactory/train.yaml.j2", header=header, v=self.values(plan), overrides=r.engine_overrides,
-                config=TRAIN_YAML,
-            )),
-            MERGE_YAML: tidy_yaml(R.render_template("llamafactory/merge.yaml.j2", header=header,
-                                                    v=self.merge_values(plan))),
+            TRAIN_YAML: render_yaml(plan, "llamafactory/train.yaml.j2", self.values(plan), config=TRAIN_YAML),
+            MERGE_YAML: render_yaml(plan, "llamafactory/merge.yaml.j2", self.merge_values(plan)),
         }
         steps = [("Train (the adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
                   [self._train_command(plan)]),
                  ("Merge the adapter into full weights in `merged/`", [f"llamafactory-cli export {MERGE_YAML}"])]
         if r.method.pretrain is not None:
-            files[PRETRAIN_YAML] = tidy_yaml(R.render_template(
-                "llamafactory/train.yaml.j2", header=header, v=self.values(plan, pretrain=True),
-                overrides=r.engine_overrides, config=PRETRAIN_YAML,
-            ))
+            files[PRETRAIN_YAML] = render_yaml(plan, "llamafactory/train.yaml.j2", self.values(plan, pretrain=True),
+                                               config=PRETRAIN_YAML)
             steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
                              "then goes on from it)", [self._train_command(plan, PRETRAIN_YAML)]))
         files.update(deepspeed_files(plan))

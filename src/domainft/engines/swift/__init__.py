@@ -24,7 +24,7 @@ from ..base import Engine, Launch, Progress, last_checkpoint, move_up
 from ..cluster import cluster_files
 from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
 from ..hf import (deepspeed_files, eval_steps, output_dir, parse_trainer_progress, peft_lora, readme_env,
-                  starting_point, tidy_yaml, torchrun_env, trainer_schedule)
+                  render_yaml, starting_point, torchrun_env, trainer_schedule)
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -156,10 +156,7 @@ class Swift(Engine):
     def render(self, plan: Plan) -> dict[str, str]:
         r = plan.recipe
         files = {
-            CONFIG: tidy_yaml(R.render_template(
-                "swift/sft.yaml.j2", header=R.header(r.name, plan.recipe_hash), v=self.values(plan),
-                overrides=r.engine_overrides,
-            ))
+            CONFIG: render_yaml(plan, "swift/sft.yaml.j2", self.values(plan)),
         }
         files.update(deepspeed_files(plan))
         files.update(cluster_files(plan, self))
@@ -169,10 +166,7 @@ class Swift(Engine):
         steps = [("Train (checkpoints go to `output/`, the newest linked as `output/last-checkpoint`)",
                   [f"{prefix} swift sft {CONFIG}"])]
         if r.method.pretrain is not None:
-            files[PRETRAIN_CONFIG] = tidy_yaml(R.render_template(
-                "swift/sft.yaml.j2", header=R.header(r.name, plan.recipe_hash), v=self.values(plan, pretrain=True),
-                overrides=r.engine_overrides,
-            ))
+            files[PRETRAIN_CONFIG] = render_yaml(plan, "swift/sft.yaml.j2", self.values(plan, pretrain=True))
             steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
                              f"then goes on from `{PRETRAIN_OUTPUT}/{LAST}`)", [f"{prefix} swift pt {PRETRAIN_CONFIG}"]))
         if r.method.kind != "full":

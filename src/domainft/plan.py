@@ -8,13 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .models.embedded import EMBEDDED_DIRS
 from .recipe import Recipe
 from .resources import home
-
-EMBEDDED_DIRS = {
-    "embedded:smollm2": "smollm2-135m-instruct",
-    "embedded:tiny-random-llama": "tiny-random-llama",
-}
 
 
 @dataclass(frozen=True)

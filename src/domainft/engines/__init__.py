@@ -1,9 +1,7 @@
-"""Training engines: the registry, the single list of the engines domainft can drive.
-
-Each engine is a package `domainft/engines/<name>/` (its module with the `ENGINE` class, `lock.txt` for its venv,
-`known.json` for what it accepts) plus its templates in `templates/<name>/`. Adding an engine is adding its
-package, its templates and its name below; the recipe's choices, the CLI's help, `doctor` and the tests read
-this list. Importing this package imports no engine: `get_engine` loads one module when it is asked for.
+"""Training engines. Each engine is a package `domainft/engines/<name>/` (its module with the `ENGINE` class,
+`lock.txt` for its venv, `known.json` for what it accepts) plus its templates in `templates/<name>/`, and its name
+in `domainft/engine_names.py`. Importing this package imports no engine: `get_engine` loads one module when it
+is asked for.
 """
 
 from __future__ import annotations
@@ -11,12 +9,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from ..engine_names import NAMES
 from ..errors import EngineError, did_you_mean
 
 if TYPE_CHECKING:
     from .base import Engine
 
-NAMES: tuple[str, ...] = ("llamafactory", "axolotl", "swift")
+__all__ = ["NAMES", "get_engine"]
 
 
 def get_engine(name: str) -> Engine:

@@ -17,12 +17,12 @@ from ..chat_formats import alpaca_formats, chat_format, instructions, system_tur
 from ..errors import DataError, EngineError, RecipeError, did_you_mean
 from . import NAMES, get_engine
 from .base import Engine
+from .records import fold_record, sample_records
 from .venv import require_engine
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
     from ..plan import Plan
 
-SAMPLE_RECORDS = 5  # columns are checked against the first records of each file
 
 
 def validate(plan: Plan, deep: bool = False) -> dict[str, str]:
@@ -119,42 +119,6 @@ def check_eval_set(plan: Plan) -> None:
     if plan.val_files and plan.recipe.training.val_size:
         raise RecipeError("datagen's validation split is already the eval set", where="training.val_size",
                           hint="set it to 0, or datagen.split.val to 0 to hold out a slice of train instead")
-
-
-def sample_records(path: Path, limit: int | None = SAMPLE_RECORDS) -> list[dict[str, Any]]:
-    """The first `limit` records (None: all) of a JSON (list of objects) or JSONL file."""
-    if not path.exists():
-        raise DataError("training data file not found", where=path)
-    records: list[Any] = []
-    try:
-        if path.suffix == ".jsonl":
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            records.append(json.loads(line))
-                        except json.JSONDecodeError as exc:
-                            raise DataError(f"invalid JSON: {exc.msg}", where=f"{path}:{lineno}") from None
-                    if limit is not None and len(records) >= limit:
-                        break
-        elif path.suffix == ".json":
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}") from None
-            if not isinstance(data, list):
-                raise DataError("expected a JSON list of records", where=path)
-            records = data[:limit]
-        else:
-            raise DataError("training data must be .json or .jsonl", where=path)
-    except UnicodeDecodeError:
-        raise DataError("not UTF-8 text", where=path) from None
-    if not records:
-        raise DataError("no records", where=path)
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise DataError(f"record {i + 1} is a {type(rec).__name__}, expected an object", where=path)
-    return records
 
 
 def check_dataset(plan: Plan) -> None:
@@ -324,7 +288,6 @@ def length_report(plan: Plan) -> str | None:
     fmt = alpaca_formats().get(r.model.chat_template) or {
         "system_format": "{system}\n", "format": "{instruction}\n{input}\n", "no_input_format": "{instruction}\n",
         "default_system": ""}
-    from .folder import fold_record
 
     cols = r.dataset.column_map()
     prompts, answers = [], []

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import render as R
-from ..chat_formats import instructions, user_turn
+from ..chat_formats import instructions
 from ..errors import DataError
 from ..fsutil import atomic_write
 from .cluster import SCRIPT
+from .records import fold_record, sample_records
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
     from ..plan import Plan
@@ -60,7 +61,6 @@ def data_bytes(plan: Plan, source: Path) -> bytes:
     text, prefix = instructions(plan.recipe), get_engine(plan.engine).answer_prefix(plan)
     if not text and not prefix:
         return source.read_bytes()
-    from .checks import sample_records
 
     ds = plan.recipe.dataset
     rows = [fold_record(rec, text, ds.format, ds.column_map(), ds.tag_map(), prefix)
@@ -68,40 +68,6 @@ def data_bytes(plan: Plan, source: Path) -> bytes:
     if source.suffix == ".json":
         return (json.dumps(rows, ensure_ascii=False, indent=1) + "\n").encode()
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
-
-
-def fold_record(rec: dict[str, Any], text: str, fmt: str, cols: dict[str, str], tags: dict[str, str],
-                answer_prefix: str = "") -> dict[str, Any]:
-    """One record with `text` opening its first user turn and `answer_prefix` opening each answer."""
-    rec = dict(rec)
-
-    def answer(value: Any) -> str:
-        value = str(value or "")
-        return value if value.startswith(answer_prefix) else answer_prefix + value
-
-    if fmt == "sharegpt":
-        messages = [dict(m) if isinstance(m, dict) else m for m in rec.get(cols["messages"]) or []]
-        turns = [m for m in messages if isinstance(m, dict)]
-        first = next((m for m in turns if m.get(tags["role_tag"]) == tags["user_tag"]), None)
-        if first is not None and text:
-            first[tags["content_tag"]] = user_turn(text, str(first.get(tags["content_tag"]) or ""))
-        for m in turns:
-            if answer_prefix and m.get(tags["role_tag"]) == tags["assistant_tag"]:
-                m[tags["content_tag"]] = answer(m.get(tags["content_tag"]))
-        rec[cols["messages"]] = messages
-        return rec
-    if answer_prefix:
-        rec[cols["response"]] = answer(rec.get(cols["response"]))
-    if not text:
-        return rec
-    history = rec.get(cols["history"]) if "history" in cols else None
-    if isinstance(history, list) and history and isinstance(history[0], list) and history[0]:
-        rec[cols["history"]] = [[user_turn(text, str(history[0][0])), *history[0][1:]], *history[1:]]
-    elif rec.get(cols["prompt"]):  # the engines join instruction and input with a newline: the prompt goes first
-        rec[cols["prompt"]] = user_turn(text, str(rec[cols["prompt"]]))
-    else:
-        rec[cols["query"]] = user_turn(text, str(rec.get(cols["query"]) or ""))
-    return rec
 
 
 def deepspeed_rel(plan: Plan) -> str | None:

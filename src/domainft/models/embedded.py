@@ -16,8 +16,13 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import file_lock
-from ..plan import EMBEDDED_DIRS
 from ..resources import home
+
+#: Where each embedded model is materialised, under ~/.cache/domainft/models/.
+EMBEDDED_DIRS = {
+    "embedded:smollm2": "smollm2-135m-instruct",
+    "embedded:tiny-random-llama": "tiny-random-llama",
+}
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IM_END = "<|im_end|>"

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from tenacity import wait_exponential_jitter
 
 from ..errors import TeacherError
-from .prompts import BadReply
+from ..llm.replies import BadReply
 from .providers import Transient
 
 BACKOFF_INITIAL_S = 0.5

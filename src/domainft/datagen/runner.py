@@ -23,12 +23,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from ..errors import DataError, RecipeError, TeacherError
 from ..extract import Chunk, read_chunks
 from ..fsutil import atomic_write, atomic_write_jsonl
+from ..llm.replies import BadReply, parse_json_reply
 from ..plan import Plan
 from ..recipe import DatagenConfig
 from ..review.journal import Journal, fold, pair_id
 from .clean import PRETRAIN, clean_and_split, trained_chunk_ids
 from .curate import curate_pairs, load_curate_rubric
-from .prompts import BadReply, PromptSet, PromptSpec, _norm, check_pairs, load_prompt_set, parse_json_reply
+from .prompts import PromptSet, PromptSpec, _norm, check_pairs, load_prompt_set
 from .providers import Provider, Transient, make_provider
 from .retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
 

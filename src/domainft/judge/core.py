@@ -21,9 +21,9 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from ..datagen.prompts import BadReply, parse_json_reply
 from ..datagen.providers import Provider, Transient, make_provider
 from ..datagen.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
+from ..llm.replies import BadReply, parse_json_reply
 from ..recipe import TeacherConfig
 from .rubric import Rubric
 

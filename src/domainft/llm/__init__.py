@@ -1,0 +1,7 @@
+"""The LLM client that datagen's teacher and the judges share: one JSON-constrained chat at an OpenAI-compatible
+or zhipuai endpoint (providers), how hard and how long to press it (retry), and what its replies are worth
+(replies). It knows chats, not chunks or rubrics: it imports nothing of datagen or the judge."""
+
+from .replies import BadReply, parse_json_reply
+
+__all__ = ["BadReply", "parse_json_reply"]

@@ -14,7 +14,7 @@ from tenacity import wait_exponential_jitter
 
 from ..errors import TeacherError
 from ..llm.replies import BadReply
-from .providers import Transient
+from ..llm.providers import Transient
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0

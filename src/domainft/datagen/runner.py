@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from ..errors import DataError, RecipeError, TeacherError
 from ..extract import Chunk, read_chunks
 from ..fsutil import atomic_write, atomic_write_jsonl
+from ..llm.providers import Transient
 from ..llm.replies import BadReply, parse_json_reply
 from ..plan import Plan
 from ..recipe import DatagenConfig
@@ -30,7 +31,7 @@ from ..review.journal import Journal, fold, pair_id
 from .clean import PRETRAIN, clean_and_split, trained_chunk_ids
 from .curate import curate_pairs, load_curate_rubric
 from .prompts import PromptSet, PromptSpec, _norm, check_pairs, load_prompt_set
-from .providers import Provider, Transient, make_provider
+from .teacher import Teacher, make_teacher
 from .retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
 
 
@@ -219,9 +220,9 @@ def _set_aside_if_stale(out: Path, fingerprint: str) -> str | None:
 
 
 class _Run:
-    def __init__(self, cfg: DatagenConfig, spec: PromptSet, n_pairs: dict[str, tuple[int, int]], provider: Provider,
+    def __init__(self, cfg: DatagenConfig, spec: PromptSet, n_pairs: dict[str, tuple[int, int]], teacher: Teacher,
                  store: Store):
-        self.cfg, self.spec, self.n_pairs, self.provider, self.store = cfg, spec, n_pairs, provider, store
+        self.cfg, self.spec, self.n_pairs, self.teacher, self.store = cfg, spec, n_pairs, teacher, store
         self.limiter = RateLimiter(cfg.rate_limit_per_s)
         self.rejected: Counter = Counter()
         self.errors: Counter = Counter()
@@ -271,7 +272,7 @@ class _Run:
         await self.limiter.acquire()
         with self._watching():
             least, most = self.n_pairs[chunk.id]
-            reply = await self.provider.complete(chunk, self.spec.of(chunk), most, least)
+            reply = await self.teacher.complete(chunk, self.spec.of(chunk), most, least)
             if reply.tokens is not None:  # spent even when the reply is then rejected
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
@@ -279,7 +280,7 @@ class _Run:
         return pairs, rejected, reply.tokens
 
     def _watching(self):
-        target = getattr(self.provider, "url", None) or str(self.cfg.model)
+        target = self.teacher.url or str(self.cfg.model)
         return self.reachability.watching(target, self.errors, self.rejected)
 
     async def _probe(self, chunk: Chunk, pairs: list[dict[str, str]]) -> tuple[list[dict[str, str]], Counter]:
@@ -287,7 +288,7 @@ class _Run:
         pairs is rejected here (near-duplicates of any training question are refused at the split)."""
         await self.limiter.acquire()
         with self._watching():
-            reply = await self.provider.probe(chunk, self.spec.of(chunk), self.n_probe, [p["question"] for p in pairs])
+            reply = await self.teacher.probe(chunk, self.spec.of(chunk), self.n_probe, [p["question"] for p in pairs])
             if reply.tokens is not None:
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
@@ -364,10 +365,10 @@ def _run_locked(plan, cfg, spec, n_pairs, chunks, out, progress, console) -> Dat
     store = Store(out)
     summary.resumed_chunks = sum(c.id in store.done for c in chunks)
     todo = [c for c in chunks if c.id not in store.done]
-    provider = make_provider(cfg)
-    run = _Run(cfg, spec, n_pairs, provider, store)
+    teacher = make_teacher(cfg)
+    run = _Run(cfg, spec, n_pairs, teacher, store)
     try:
-        asyncio.run(_generate(run, provider, todo, progress, console))
+        asyncio.run(_generate(run, teacher, todo, progress, console))
     finally:
         store.close()
     summary.done = sum(c.id in store.done for c in chunks)
@@ -395,11 +396,11 @@ def _run_locked(plan, cfg, spec, n_pairs, chunks, out, progress, console) -> Dat
     return summary
 
 
-async def _generate(run: _Run, provider: Provider, todo: list[Chunk], progress: bool, console) -> None:
+async def _generate(run: _Run, teacher: Teacher, todo: list[Chunk], progress: bool, console) -> None:
     try:
         if not todo:
             return
-        await provider.check()
+        await teacher.check()
         if not progress:
             await run.run(todo, lambda: None)
             return
@@ -427,7 +428,7 @@ async def _generate(run: _Run, provider: Provider, todo: list[Chunk], progress: 
 
             await run.run(todo, tick)
     finally:
-        await provider.aclose()
+        await teacher.aclose()
 
 
 def _pairs_in_order(chunks: list[Chunk], out: Path, *, probes: bool = False) -> list[dict[str, Any]]:

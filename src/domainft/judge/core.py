@@ -1,4 +1,4 @@
-"""An LLM judge: items in, a score per item out, on a rubric, through datagen's providers and retry policy.
+"""An LLM judge: items in, a score per item out, on a rubric, through domainft.llm's client and retry policy.
 
 Cached: each verdict is appended (and flushed) to a JSONL keyed by the sha256 of what decides it (the item's
 text, the rubric, the judge model and server), so an unchanged item is never judged twice, a run killed midway
@@ -21,8 +21,8 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from ..datagen.providers import Provider, Transient, make_provider
 from ..datagen.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
+from ..llm.providers import Provider, Transient, make_provider
 from ..llm.replies import BadReply, parse_json_reply
 from ..recipe import TeacherConfig
 from .rubric import Rubric
@@ -156,7 +156,7 @@ class _Judging:
 
     async def _attempt(self, item: JudgeItem) -> tuple[dict[str, int], float, str]:
         await self.limiter.acquire()
-        target = getattr(self.provider, "url", None) or str(self.cfg.model)
+        target = self.provider.url or str(self.cfg.model)
         with self.reachability.watching(target, self.errors, self.errors):
             reply = await self.provider.chat(self.rubric.messages(item.fields), schema=self.rubric.schema_,
                                              temperature=self.rubric.temperature, max_tokens=self.rubric.max_tokens)

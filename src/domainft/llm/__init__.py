@@ -2,6 +2,7 @@
 or zhipuai endpoint (providers), how hard and how long to press it (retry), and what its replies are worth
 (replies). It knows chats, not chunks or rubrics: it imports nothing of datagen or the judge."""
 
+from .providers import Provider, Reply, Transient, make_provider
 from .replies import BadReply, parse_json_reply
 
-__all__ = ["BadReply", "parse_json_reply"]
+__all__ = ["BadReply", "Provider", "Reply", "Transient", "make_provider", "parse_json_reply"]

@@ -25,6 +25,7 @@ from ..extract import Chunk, read_chunks
 from ..fsutil import atomic_write, atomic_write_jsonl
 from ..llm.providers import Transient
 from ..llm.replies import BadReply, parse_json_reply
+from ..llm.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
 from ..plan import Plan
 from ..recipe import DatagenConfig
 from ..review.journal import Journal, fold, pair_id
@@ -32,7 +33,6 @@ from .clean import PRETRAIN, clean_and_split, trained_chunk_ids
 from .curate import curate_pairs, load_curate_rubric
 from .prompts import PromptSet, PromptSpec, _norm, check_pairs, load_prompt_set
 from .teacher import Teacher, make_teacher
-from .retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
 
 
 PROBES = "probes.jsonl"  # the knowledge probe's questions as the teacher gave them (append-only, like pairs.jsonl)

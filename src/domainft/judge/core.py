@@ -21,9 +21,9 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from ..datagen.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
 from ..llm.providers import Provider, Transient, make_provider
 from ..llm.replies import BadReply, parse_json_reply
+from ..llm.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
 from ..recipe import TeacherConfig
 from .rubric import Rubric
 

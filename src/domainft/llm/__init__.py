@@ -4,5 +4,9 @@ or zhipuai endpoint (providers), how hard and how long to press it (retry), and 
 
 from .providers import Provider, Reply, Transient, make_provider
 from .replies import BadReply, parse_json_reply
+from .retry import RateLimiter, Reachability, backoff
 
-__all__ = ["BadReply", "Provider", "Reply", "Transient", "make_provider", "parse_json_reply"]
+__all__ = [
+    "BadReply", "Provider", "RateLimiter", "Reachability", "Reply", "Transient", "backoff", "make_provider",
+    "parse_json_reply",
+]

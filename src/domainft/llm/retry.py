@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from tenacity import wait_exponential_jitter
 
 from ..errors import TeacherError
-from ..llm.replies import BadReply
-from ..llm.providers import Transient
+from .providers import Transient
+from .replies import BadReply
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0

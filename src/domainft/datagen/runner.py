@@ -18,14 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-
 from ..errors import DataError, RecipeError, TeacherError
 from ..extract import Chunk, read_chunks
 from ..fsutil import atomic_write, atomic_write_jsonl
+from ..llm.batch import progress_line, run_pool
 from ..llm.providers import Transient
 from ..llm.replies import BadReply, parse_json_reply
-from ..llm.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
+from ..llm.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S  # module globals: tests shorten them
+from ..llm.retry import RateLimiter, Reachability, attempts, backoff
 from ..plan import Plan
 from ..recipe import DatagenConfig
 from ..review.journal import Journal, fold, pair_id
@@ -237,11 +237,8 @@ class _Run:
         self.wait = backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         self.reachability = Reachability(UNREACHABLE_S, "teacher", "datagen.base_url")
 
-    def _attempts(self) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.cfg.max_retries + 1), wait=self.wait, reraise=True,
-            retry=retry_if_exception_type((Transient, BadReply)), before_sleep=self._count_retry,
-        )
+    def _attempts(self):
+        return attempts(self.cfg.max_retries, self.wait, self._count_retry)
 
     async def one(self, chunk: Chunk) -> None:
         try:
@@ -307,25 +304,18 @@ class _Run:
         self.failed.append({"chunk_id": chunk.id, "file": chunk.file, "reason": reason})
 
     async def run(self, todo: list[Chunk], on_progress) -> None:
-        queue: asyncio.Queue[Chunk] = asyncio.Queue()
-        for chunk in todo:
-            queue.put_nowait(chunk)
+        async def one(chunk: Chunk) -> None:
+            await self.one(chunk)
+            on_progress()
 
-        async def worker() -> None:
-            while not queue.empty():
-                chunk = queue.get_nowait()
-                await self.one(chunk)
-                on_progress()
-
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.cfg.concurrency, len(todo)) or 1)]
         try:
-            await asyncio.gather(*workers)
+            await run_pool(todo, min(self.cfg.concurrency, len(todo)) or 1, one)
         except TeacherError as exc:
             self.fatal = exc
-        finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+
+    def progress_fields(self, done: int, seconds: float) -> dict[str, Any]:
+        return {"pairs": self.new_pairs, "rate": self.new_pairs / seconds,
+                "errors": sum(self.errors.values()) + len(self.failed)}
 
 
 def run_datagen(plan: Plan, *, progress: bool = True, console=None) -> DatagenSummary:
@@ -401,31 +391,8 @@ async def _generate(run: _Run, teacher: Teacher, todo: list[Chunk], progress: bo
         if not todo:
             return
         await teacher.check()
-        if not progress:
-            await run.run(todo, lambda: None)
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        started = time.monotonic()
-        columns = (
-            TextColumn("datagen"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[pairs]} pairs · {task.fields[rate]:.1f} pairs/s · {task.fields[errors]} errors"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=console) as bar:
-            task = bar.add_task("chunks", total=len(todo), pairs=0, rate=0.0, errors=0)
-
-            def tick() -> None:
-                elapsed = max(time.monotonic() - started, 1e-6)
-                errors = sum(run.errors.values()) + len(run.failed)
-                bar.update(task, advance=1, pairs=run.new_pairs, rate=run.new_pairs / elapsed, errors=errors)
-
+        fields = "{task.fields[pairs]} pairs · {task.fields[rate]:.1f} pairs/s · {task.fields[errors]} errors"
+        with progress_line("datagen", fields, len(todo), run.progress_fields, show=progress, console=console) as tick:
             await run.run(todo, tick)
     finally:
         await teacher.aclose()

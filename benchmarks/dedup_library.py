@@ -41,7 +41,7 @@ from rapidfuzz import fuzz
 from domainft.datagen import clean
 from domainft.datagen.clean import _shingles, pair_text, split_by_document
 from domainft.datagen.prompts import load_prompts, schema_errors
-from domainft.datagen.providers import extractive_pairs
+from domainft.datagen.teacher import extractive_pairs
 from domainft.extract.extractor import extract_inputs
 
 # ------------------------------------------------------------------ the library versions (not adopted)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from domainft.datagen import check_contamination, clean_and_split, dedup, load_prompts, split_by_document
-from domainft.datagen.prompts import BadReply, check_pairs, parse_json_reply
+from domainft.datagen.prompts import check_pairs
+from domainft.llm.replies import BadReply, parse_json_reply
 from domainft.errors import DataError, RecipeError
 from domainft.recipe import recipe_from_dict
 from domainft.extract import Chunk

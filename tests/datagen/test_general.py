@@ -12,7 +12,7 @@ from helpers import DATA
 from stub_teacher import Stub
 
 from domainft.datagen import run_datagen
-from domainft.datagen.providers import clause_lead
+from domainft.datagen.teacher import clause_lead
 from domainft.errors import RecipeError
 from domainft.extract import extract_for_plan
 from domainft.plan import make_plan

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from stub_teacher import Stub
 
-from domainft.datagen.prompts import BadReply
 from domainft.errors import RecipeError, TeacherError
 from domainft.evaluate.judged import judge_runs
 from domainft.judge import JudgeItem, cache_key, judge_items, load_rubric, parse_verdict
+from domainft.llm.replies import BadReply
 from domainft.recipe import JudgeConfig, recipe_from_dict
 from domainft.resources import folder
 

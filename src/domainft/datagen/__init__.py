@@ -8,10 +8,9 @@ from .clean import (
     split_by_document,
 )
 from .prompts import PromptSpec, load_prompts
-from .providers import Provider, make_provider
 from .runner import DatagenSummary, run_datagen
 
 __all__ = [
-    "CleanReport", "DatagenSummary", "PromptSpec", "Provider", "check_contamination", "clean_and_split", "dedup",
-    "load_prompts", "make_provider", "run_datagen", "split_by_document",
+    "CleanReport", "DatagenSummary", "PromptSpec", "check_contamination", "clean_and_split", "dedup", "load_prompts",
+    "run_datagen", "split_by_document",
 ]

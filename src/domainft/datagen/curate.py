@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import RecipeError
 from ..extract import Chunk
 from ..fsutil import atomic_write
+from ..judge import JudgeItem, Rubric, judge_items, load_rubric
 from ..recipe import CurateConfig
 from ..review.journal import pair_id
 
@@ -25,10 +26,8 @@ CURATE_FIELDS = ("question", "answer", "source", "title", "heading")
 CACHE_NAME = "curate_cache.jsonl"
 
 
-def load_curate_rubric(cfg: CurateConfig, base_dir: Path | None):
+def load_curate_rubric(cfg: CurateConfig, base_dir: Path | None) -> Rubric:
     """The rubric, checked (run_datagen calls this before generating, so a mistake costs no teacher time)."""
-    from ..judge import load_rubric
-
     rubric = load_rubric(cfg.rubric, home="datagen", base_dir=base_dir, fields=CURATE_FIELDS,
                          where="datagen.curate.rubric")
     if cfg.threshold > rubric.high:
@@ -41,8 +40,6 @@ def curate_pairs(records: list[dict[str, Any]], chunks: dict[str, Chunk], cfg: C
                  base_dir: Path | None, progress: bool = True, console=None) -> tuple[set[str], dict[str, Any]]:
     """Rate `records` (pairs.jsonl rows, in order); write curation.jsonl and set_aside.jsonl into `out`.
     Returns the pair ids set aside and the summary's `curate` section."""
-    from ..judge import JudgeItem, judge_items  # the judge imports datagen's providers
-
     rubric = load_curate_rubric(cfg, base_dir)
     items = []
     for record in records:

@@ -1,8 +1,7 @@
 """Teacher prompts as data (datagen/*.yaml), and checking what the teacher sends back.
 
-A reply is parsed, repaired where that is safe (code fences, prose around the JSON, trailing commas),
-checked against the prompt file's JSON schema and length limits, and grounded in the chunk. Every
-rejected pair or reply is counted under a reason.
+A reply, parsed and repaired where that is safe (domainft.llm.replies), is checked against the prompt file's
+JSON schema and length limits, and grounded in the chunk. Every rejected pair or reply is counted under a reason.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import RecipeError, did_you_mean
 from ..extract import Chunk
+from ..llm.replies import BadReply
 from ..resources import folder
 
 
@@ -215,40 +215,7 @@ def load_prompt_file(path: Path) -> PromptSpec:
     return spec
 
 
-# ------------------------------------------------------------------ replies
-
-
-class BadReply(Exception):
-    """The whole reply is unusable (no JSON, wrong shape); `reason` is counted and the call retried."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
-_TRAILING_COMMA = re.compile(r",\s*([}\]])")
-
-
-def parse_json_reply(text: str) -> Any:
-    """json.loads after the safe repairs only: strip fences and surrounding prose, drop trailing commas."""
-    text = text.strip()
-    if m := _FENCE.search(text):
-        text = m.group(1).strip()
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if not starts:
-        raise BadReply("invalid_json")
-    start = min(starts)
-    end = text.rfind("}" if text[start] == "{" else "]")
-    if end <= start:
-        raise BadReply("invalid_json")
-    body = text[start : end + 1]
-    for candidate in (body, _TRAILING_COMMA.sub(r"\1", body)):
-        try:
-            return json.loads(candidate)
-        except json.JSONDecodeError:
-            continue
-    raise BadReply("invalid_json")
+# ------------------------------------------------------------------ checking replies
 
 
 def schema_errors(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:

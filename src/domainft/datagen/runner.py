@@ -18,19 +18,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-
 from ..errors import DataError, RecipeError, TeacherError
 from ..extract import Chunk, read_chunks
 from ..fsutil import atomic_write, atomic_write_jsonl
+from ..llm.batch import progress_line, run_pool
+from ..llm.providers import Transient
+from ..llm.replies import BadReply, parse_json_reply
+from ..llm.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S  # module globals: tests shorten them
+from ..llm.retry import RateLimiter, Reachability, attempts, backoff
 from ..plan import Plan
 from ..recipe import DatagenConfig
 from ..review.journal import Journal, fold, pair_id
 from .clean import PRETRAIN, clean_and_split, trained_chunk_ids
 from .curate import curate_pairs, load_curate_rubric
-from .prompts import BadReply, PromptSet, PromptSpec, _norm, check_pairs, load_prompt_set, parse_json_reply
-from .providers import Provider, Transient, make_provider
-from .retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
+from .prompts import PromptSet, PromptSpec, _norm, check_pairs, load_prompt_set
+from .teacher import Teacher, make_teacher
 
 
 PROBES = "probes.jsonl"  # the knowledge probe's questions as the teacher gave them (append-only, like pairs.jsonl)
@@ -218,9 +220,9 @@ def _set_aside_if_stale(out: Path, fingerprint: str) -> str | None:
 
 
 class _Run:
-    def __init__(self, cfg: DatagenConfig, spec: PromptSet, n_pairs: dict[str, tuple[int, int]], provider: Provider,
+    def __init__(self, cfg: DatagenConfig, spec: PromptSet, n_pairs: dict[str, tuple[int, int]], teacher: Teacher,
                  store: Store):
-        self.cfg, self.spec, self.n_pairs, self.provider, self.store = cfg, spec, n_pairs, provider, store
+        self.cfg, self.spec, self.n_pairs, self.teacher, self.store = cfg, spec, n_pairs, teacher, store
         self.limiter = RateLimiter(cfg.rate_limit_per_s)
         self.rejected: Counter = Counter()
         self.errors: Counter = Counter()
@@ -235,11 +237,8 @@ class _Run:
         self.wait = backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         self.reachability = Reachability(UNREACHABLE_S, "teacher", "datagen.base_url")
 
-    def _attempts(self) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.cfg.max_retries + 1), wait=self.wait, reraise=True,
-            retry=retry_if_exception_type((Transient, BadReply)), before_sleep=self._count_retry,
-        )
+    def _attempts(self):
+        return attempts(self.cfg.max_retries, self.wait, self._count_retry)
 
     async def one(self, chunk: Chunk) -> None:
         try:
@@ -270,7 +269,7 @@ class _Run:
         await self.limiter.acquire()
         with self._watching():
             least, most = self.n_pairs[chunk.id]
-            reply = await self.provider.complete(chunk, self.spec.of(chunk), most, least)
+            reply = await self.teacher.complete(chunk, self.spec.of(chunk), most, least)
             if reply.tokens is not None:  # spent even when the reply is then rejected
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
@@ -278,7 +277,7 @@ class _Run:
         return pairs, rejected, reply.tokens
 
     def _watching(self):
-        target = getattr(self.provider, "url", None) or str(self.cfg.model)
+        target = self.teacher.url or str(self.cfg.model)
         return self.reachability.watching(target, self.errors, self.rejected)
 
     async def _probe(self, chunk: Chunk, pairs: list[dict[str, str]]) -> tuple[list[dict[str, str]], Counter]:
@@ -286,7 +285,7 @@ class _Run:
         pairs is rejected here (near-duplicates of any training question are refused at the split)."""
         await self.limiter.acquire()
         with self._watching():
-            reply = await self.provider.probe(chunk, self.spec.of(chunk), self.n_probe, [p["question"] for p in pairs])
+            reply = await self.teacher.probe(chunk, self.spec.of(chunk), self.n_probe, [p["question"] for p in pairs])
             if reply.tokens is not None:
                 self.tokens = (self.tokens or 0) + reply.tokens
             raw = reply.pairs if reply.pairs is not None else parse_json_reply(reply.text or "")
@@ -305,25 +304,18 @@ class _Run:
         self.failed.append({"chunk_id": chunk.id, "file": chunk.file, "reason": reason})
 
     async def run(self, todo: list[Chunk], on_progress) -> None:
-        queue: asyncio.Queue[Chunk] = asyncio.Queue()
-        for chunk in todo:
-            queue.put_nowait(chunk)
+        async def one(chunk: Chunk) -> None:
+            await self.one(chunk)
+            on_progress()
 
-        async def worker() -> None:
-            while not queue.empty():
-                chunk = queue.get_nowait()
-                await self.one(chunk)
-                on_progress()
-
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.cfg.concurrency, len(todo)) or 1)]
         try:
-            await asyncio.gather(*workers)
+            await run_pool(todo, min(self.cfg.concurrency, len(todo)) or 1, one)
         except TeacherError as exc:
             self.fatal = exc
-        finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+
+    def progress_fields(self, done: int, seconds: float) -> dict[str, Any]:
+        return {"pairs": self.new_pairs, "rate": self.new_pairs / seconds,
+                "errors": sum(self.errors.values()) + len(self.failed)}
 
 
 def run_datagen(plan: Plan, *, progress: bool = True, console=None) -> DatagenSummary:
@@ -363,10 +355,10 @@ def _run_locked(plan, cfg, spec, n_pairs, chunks, out, progress, console) -> Dat
     store = Store(out)
     summary.resumed_chunks = sum(c.id in store.done for c in chunks)
     todo = [c for c in chunks if c.id not in store.done]
-    provider = make_provider(cfg)
-    run = _Run(cfg, spec, n_pairs, provider, store)
+    teacher = make_teacher(cfg)
+    run = _Run(cfg, spec, n_pairs, teacher, store)
     try:
-        asyncio.run(_generate(run, provider, todo, progress, console))
+        asyncio.run(_generate(run, teacher, todo, progress, console))
     finally:
         store.close()
     summary.done = sum(c.id in store.done for c in chunks)
@@ -394,39 +386,16 @@ def _run_locked(plan, cfg, spec, n_pairs, chunks, out, progress, console) -> Dat
     return summary
 
 
-async def _generate(run: _Run, provider: Provider, todo: list[Chunk], progress: bool, console) -> None:
+async def _generate(run: _Run, teacher: Teacher, todo: list[Chunk], progress: bool, console) -> None:
     try:
         if not todo:
             return
-        await provider.check()
-        if not progress:
-            await run.run(todo, lambda: None)
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        started = time.monotonic()
-        columns = (
-            TextColumn("datagen"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[pairs]} pairs · {task.fields[rate]:.1f} pairs/s · {task.fields[errors]} errors"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=console) as bar:
-            task = bar.add_task("chunks", total=len(todo), pairs=0, rate=0.0, errors=0)
-
-            def tick() -> None:
-                elapsed = max(time.monotonic() - started, 1e-6)
-                errors = sum(run.errors.values()) + len(run.failed)
-                bar.update(task, advance=1, pairs=run.new_pairs, rate=run.new_pairs / elapsed, errors=errors)
-
+        await teacher.check()
+        fields = "{task.fields[pairs]} pairs · {task.fields[rate]:.1f} pairs/s · {task.fields[errors]} errors"
+        with progress_line("datagen", fields, len(todo), run.progress_fields, show=progress, console=console) as tick:
             await run.run(todo, tick)
     finally:
-        await provider.aclose()
+        await teacher.aclose()
 
 
 def _pairs_in_order(chunks: list[Chunk], out: Path, *, probes: bool = False) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""An LLM judge: items in, a score per item out, on a rubric, through datagen's providers and retry policy.
+"""An LLM judge: items in, a score per item out, on a rubric, through domainft.llm's client and retry policy.
 
 Cached: each verdict is appended (and flushed) to a JSONL keyed by the sha256 of what decides it (the item's
 text, the rubric, the judge model and server), so an unchanged item is never judged twice, a run killed midway
@@ -12,18 +12,17 @@ import asyncio
 import hashlib
 import json
 import os
-import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-
-from ..datagen.prompts import BadReply, parse_json_reply
-from ..datagen.providers import Provider, Transient, make_provider
-from ..datagen.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S, RateLimiter, Reachability, backoff
+from ..llm.batch import progress_line, run_pool
+from ..llm.providers import Provider, Transient, make_provider
+from ..llm.replies import BadReply, parse_json_reply
+from ..llm.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S  # module globals: tests shorten them
+from ..llm.retry import RateLimiter, Reachability, attempts, backoff
 from ..recipe import TeacherConfig
 from .rubric import Rubric
 
@@ -136,13 +135,9 @@ class _Judging:
         self.judged = 0
 
     async def one(self, item: JudgeItem, key: str) -> Verdict:
-        attempts = AsyncRetrying(
-            stop=stop_after_attempt(self.cfg.max_retries + 1), wait=self.wait, reraise=True,
-            retry=retry_if_exception_type((Transient, BadReply)), before_sleep=self._count_retry,
-        )
         tries = self.cfg.max_retries + 1
         try:
-            async for attempt in attempts:
+            async for attempt in attempts(self.cfg.max_retries, self.wait, self._count_retry):
                 with attempt:
                     scores, overall, reason = await self._attempt(item)
         except Transient as exc:
@@ -156,7 +151,7 @@ class _Judging:
 
     async def _attempt(self, item: JudgeItem) -> tuple[dict[str, int], float, str]:
         await self.limiter.acquire()
-        target = getattr(self.provider, "url", None) or str(self.cfg.model)
+        target = self.provider.url or str(self.cfg.model)
         with self.reachability.watching(target, self.errors, self.errors):
             reply = await self.provider.chat(self.rubric.messages(item.fields), schema=self.rubric.schema_,
                                              temperature=self.rubric.temperature, max_tokens=self.rubric.max_tokens)
@@ -210,45 +205,19 @@ async def _judge_all(judging: _Judging, provider: Provider, todo: list[tuple[Jud
                      outcome: JudgeOutcome, progress: bool, console, label: str) -> None:
     try:
         await provider.check()
-        queue: asyncio.Queue[tuple[JudgeItem, str]] = asyncio.Queue()
-        for entry in todo:
-            queue.put_nowait(entry)
 
-        async def worker(tick) -> None:
-            while not queue.empty():
-                item, key = queue.get_nowait()
+        def fields_of(done: int, seconds: float) -> dict[str, Any]:
+            return {"rate": done / seconds, "failed": done - judging.judged, "errors": sum(judging.errors.values())}
+
+        fields = "{task.fields[rate]:.1f} items/s · {task.fields[failed]} not judged · {task.fields[errors]} errors"
+        with progress_line(label, fields, len(todo), fields_of, show=progress, console=console) as tick:
+
+            async def one(entry: tuple[JudgeItem, str]) -> None:
+                item, key = entry
                 outcome.verdicts[item.id] = await judging.one(item, key)
                 tick()
 
-        async def run(tick) -> None:
-            workers = [asyncio.create_task(worker(tick)) for _ in range(min(judging.cfg.concurrency, len(todo)))]
-            try:
-                await asyncio.gather(*workers)
-            finally:  # a fatal error in one worker ends the others (their done items are cached)
-                for task in workers:
-                    task.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
-
-        if not progress:
-            await run(lambda: None)
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        started = time.monotonic()
-        columns = (
-            TextColumn(label), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.1f} items/s · {task.fields[failed]} not judged · "
-                       "{task.fields[errors]} errors"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=console) as bar:
-            task = bar.add_task("items", total=len(todo), rate=0.0, failed=0, errors=0)
-
-            def tick() -> None:
-                done = bar.tasks[0].completed + 1
-                bar.update(task, advance=1, rate=done / max(time.monotonic() - started, 1e-6),
-                           failed=done - judging.judged, errors=sum(judging.errors.values()))
-
-            await run(tick)
+            # A fatal error in one worker ends the others (their done items are cached).
+            await run_pool(todo, min(judging.cfg.concurrency, len(todo)), one)
     finally:
         await provider.aclose()

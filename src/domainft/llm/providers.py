@@ -1,8 +1,8 @@
-"""Teachers behind one interface: `zhipuai` (GLM-4), `openai` (any OpenAI-compatible server), `extractive`.
+"""LLMs behind one interface: `zhipuai` (GLM-4), `openai` (any OpenAI-compatible server).
 
-A provider sends one chat (`chat`: messages in, JSON-constrained reply out), which datagen (`complete`: one chunk
-into one reply) and the LLM judge both use. Faults worth another try (429, 5xx, timeouts, dropped
-connections) raise `Transient`; faults no retry can fix (bad key, unknown model) raise `TeacherError`.
+A provider sends one chat (`chat`: messages in, JSON-constrained reply out), which datagen's teacher (one chunk
+into one reply, datagen/teacher.py) and the LLM judge both use. Faults worth another try (429, 5xx, timeouts,
+dropped connections) raise `Transient`; faults no retry can fix (bad key, unknown model) raise `TeacherError`.
 Keys come from the environment only and are never logged.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from abc import ABC
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +17,7 @@ from typing import Any
 import httpx
 
 from ..errors import TeacherError
-from ..extract import Chunk
-from ..extract.chunks import split_span
-from ..extract.structure import _CLAUSE, _CN_ARTICLE, detect_headings, is_title_like
 from ..recipe import TeacherConfig
-from .prompts import PromptSpec, is_cjk
 
 
 class Transient(Exception):
@@ -36,40 +31,25 @@ class Transient(Exception):
 
 @dataclass
 class Reply:
-    text: str | None = None  # raw model output, parsed and checked by the runner
-    pairs: list[dict[str, str]] | None = None  # already structured (extractive)
+    text: str | None = None  # raw model output, parsed and checked by the caller (domainft.llm.replies)
     tokens: int | None = None
 
 
 class Provider(ABC):
     name: str
-    where: str = "datagen.provider"
+    where: str  # the recipe key its errors point at
+    url: str | None = None  # the server, where there is one to name (else the model names the target)
 
     async def check(self) -> None:
-        """Fail fast (TeacherError) when the teacher cannot work at all: no key, nothing listening."""
+        """Fail fast (TeacherError) when the LLM cannot work at all: no key, nothing listening."""
 
     async def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, temperature: float,
                    max_tokens: int) -> Reply:
         """One chat completion; the reply constrained to JSON (to `schema` where the server can)."""
-        raise NotImplementedError(f"the {self.name} provider has no chat")
-
-    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int, min_pairs: int | None = None) -> Reply:
-        return await self.chat(_messages(chunk, spec, n_pairs, min_pairs), schema=spec.request_schema(n_pairs),
-                               temperature=spec.temperature, max_tokens=spec.max_tokens)
-
-    async def probe(self, chunk: Chunk, spec: PromptSpec, n_probe: int, questions: list[str]) -> Reply:
-        """The knowledge probe's questions on the chunk, worded apart from its training `questions`."""
-        return await self.chat(_messages(chunk, spec, n_probe, probe_of=questions), schema=spec.request_schema(n_probe),
-                               temperature=spec.temperature, max_tokens=spec.max_tokens)
+        raise NotImplementedError
 
     async def aclose(self) -> None:
         pass
-
-
-def _messages(chunk: Chunk, spec: PromptSpec, n_pairs: int, min_pairs: int | None = None, *,
-              probe_of: list[str] | None = None) -> list[dict[str, str]]:
-    return [{"role": "system", "content": spec.system.strip()},
-            {"role": "user", "content": spec.render(chunk, n_pairs, min_pairs, probe_of=probe_of)}]
 
 
 def _status_fault(status: int, detail: str, where: str, headers: Any = None) -> Exception:
@@ -94,7 +74,7 @@ class OpenAIProvider(Provider):
 
     name = "openai"
 
-    def __init__(self, cfg: TeacherConfig, section: str = "datagen"):
+    def __init__(self, cfg: TeacherConfig, section: str):
         self.where = f"{section}.base_url"
         self.url = (cfg.base_url or "").rstrip("/")
         self.model = cfg.model
@@ -164,7 +144,7 @@ class ZhipuProvider(Provider):
     name = "zhipuai"
     ENV = "ZHIPUAI_API_KEY"
 
-    def __init__(self, cfg: TeacherConfig, section: str = "datagen"):
+    def __init__(self, cfg: TeacherConfig, section: str):
         self.where = f"{section}.model"
         env = cfg.api_key_env or self.ENV
         key = os.environ.get(env)
@@ -202,104 +182,10 @@ class ZhipuProvider(Provider):
         return Reply(text=response.choices[0].message.content or "", tokens=getattr(usage, "total_tokens", None))
 
 
-# ------------------------------------------------------------------ extractive (offline)
-
-
-class ExtractiveProvider(Provider):
-    """Offline and deterministic: one question per article (第十条), numbered clause or section,
-    answered with that unit's own text. No model; useful for smoke runs and as a floor."""
-
-    name = "extractive"
-
-    async def complete(self, chunk: Chunk, spec: PromptSpec, n_pairs: int, min_pairs: int | None = None) -> Reply:
-        return Reply(pairs=extractive_pairs(chunk, spec, n_pairs))
-
-    async def probe(self, chunk: Chunk, spec: PromptSpec, n_probe: int, questions: list[str]) -> Reply:
-        return Reply(pairs=extractive_pairs(chunk, spec, n_probe, probe=True))
-
-
-def _units(text: str) -> list[tuple[str, str, str, str]]:
-    """(kind, label, name, body) for each article or numbered clause that starts in the text."""
-    lines = text.split("\n")
-    heads = detect_headings(lines)
-    starts = []
-    for i, (line, head) in enumerate(zip(lines, heads)):
-        if m := _CN_ARTICLE.match(line):
-            starts.append((i, "article", m.group(1), "", line[m.end() :]))
-        elif head is not None and (m := _CLAUSE.match(line.strip())):
-            number, rest = m.group(1), m.group(2).strip()
-            if "." not in number and not is_title_like(line):
-                continue  # "1 …" that is not a title is more often a list item than clause 1
-            if is_title_like(line):
-                starts.append((i, "clause", number, rest, ""))
-            else:  # "5.2.1 text…": no title, the text runs on
-                starts.append((i, "clause", number, "", rest))
-    units = []
-    for k, (i, kind, label, name, first) in enumerate(starts):
-        stop = starts[k + 1][0] if k + 1 < len(starts) else len(lines)
-        body = "\n".join([first, *lines[i + 1 : stop]]).strip()
-        if body:
-            units.append((kind, label, name, body))
-    return units
-
-
-def _fit(text: str, limit: int) -> str:
-    """Cut to at most `limit` chars at a sentence end (the first span split_span would make)."""
-    if len(text) <= limit:
-        return text
-    lo, hi = split_span(text, 0, len(text), limit, 0)[0]
-    return text[lo:hi]
-
-
-# Words an English clause's opening is not cut after: it would read as cut mid-phrase ("The base of an").
-_DANGLING = frozenset("a an the of to in on at for by with and or from as into than least that which is are was be been "
-                      "shall should may must can will not".split())
-
-
-def clause_lead(body: str, cjk_chars: int = 16, words_chars: int = 40) -> str:
-    """An untitled clause's opening, to name it in a question: up to `cjk_chars` characters of Chinese text, or
-    whole words of other text up to `words_chars` characters, never ending on an article, preposition or auxiliary
-    (never cut mid-word)."""
-    first = (body.strip().split("\n") or [""])[0]
-    if is_cjk(first):
-        return _fit(first, cjk_chars).rstrip("，,。.；;：:")
-    words: list[str] = []
-    for word in first.split():
-        if words and len(" ".join([*words, word])) > words_chars:
-            break
-        words.append(word)
-    while len(words) > 1 and words[-1].lower().strip(",.;:") in _DANGLING:
-        words.pop()
-    return " ".join(words).rstrip(",.;:")
-
-
-def extractive_pairs(chunk: Chunk, spec: PromptSpec, n_pairs: int, *, probe: bool = False) -> list[dict[str, str]]:
-    """One pair per article or clause of the chunk (the whole chunk for a section without them). With `probe`,
-    the knowledge probe's: the same units, asked with the probe templates."""
-    title = chunk.title or chunk.file
-    templates = spec.extractive.probe if probe else spec.extractive
-    if templates is None:
-        return []
-    pairs = []
-    for kind, label, name, body in _units(chunk.text):
-        if kind == "article":
-            question = templates.article.format(title=title, label=label)
-        elif name:
-            question = templates.clause.format(title=title, label=label, name=name)
-        else:
-            question = templates.clause.format(title=title, label=label, name=clause_lead(body))
-        pairs.append({"question": question, "answer": _fit(body, spec.answer_max_chars)})
-    if not pairs:
-        name = re.sub(r"\s+", " ", chunk.heading_path[-1]) if chunk.heading_path else title
-        pairs.append({"question": templates.section.format(title=title, name=name),
-                      "answer": _fit(chunk.text, spec.answer_max_chars)})
-    return [p for p in pairs if len(p["question"]) <= spec.question_max_chars][:n_pairs]
-
-
-def make_provider(cfg: TeacherConfig, section: str = "datagen") -> Provider:
+def make_provider(cfg: TeacherConfig, section: str) -> Provider:
     """The provider for a teacher or judge section; `section` (a dotted recipe key) is where its errors point."""
     if cfg.provider == "openai":
         return OpenAIProvider(cfg, section)
     if cfg.provider == "zhipuai":
         return ZhipuProvider(cfg, section)
-    return ExtractiveProvider()
+    raise ValueError(f"provider '{cfg.provider}' is no LLM")

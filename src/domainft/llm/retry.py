@@ -10,11 +10,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from tenacity import wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from ..errors import TeacherError
-from .prompts import BadReply
 from .providers import Transient
+from .replies import BadReply
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
@@ -34,6 +34,13 @@ def backoff(initial_s: float = BACKOFF_INITIAL_S, max_s: float = BACKOFF_MAX_S) 
         return exponential(state)
 
     return wait
+
+
+def attempts(max_retries: int, wait: Callable, before_sleep: Callable) -> AsyncRetrying:
+    """The tries of one call: again on a transient fault or a bad reply, `wait` apart, at most `max_retries` more
+    times; then the last fault is raised."""
+    return AsyncRetrying(stop=stop_after_attempt(max_retries + 1), wait=wait, reraise=True,
+                         retry=retry_if_exception_type((Transient, BadReply)), before_sleep=before_sleep)
 
 
 class RateLimiter:

@@ -23,6 +23,7 @@ from .errors import DataError, UserError
 from .fsutil import atomic_write_json
 from .plan import Plan
 from .recipe import SamplingConfig
+from .run_files import read_export_record, read_jsonl
 
 Backend = Literal["auto", "gguf", "hf"]
 Think = Literal["show", "hide"]
@@ -228,10 +229,10 @@ def load_chat_model(plan_or_path: Plan | str | Path, backend: Backend = "auto", 
 
 def exported_gguf(plan: Plan) -> Path | None:
     """The GGUF the Modelfile points at (export.json), if the export ran."""
-    record = plan.export_dir / "export.json"
-    if not record.exists():
+    record = read_export_record(plan.export_dir)
+    if record is None:
         return None
-    path = plan.export_dir / json.loads(record.read_text())["modelfile_from"]
+    path = plan.export_dir / record["modelfile_from"]
     return path if path.exists() else None
 
 
@@ -525,12 +526,8 @@ def sample_question(plan: Plan) -> str | None:
     for path in candidates:
         if path is None or not Path(path).is_file():
             continue
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and record.get("instruction"):
+        for record in read_jsonl(path, skip_bad=True):
+            if record.get("instruction"):
                 return str(record["instruction"])
     return None
 

@@ -25,6 +25,7 @@ from .. import process
 from ..errors import EngineError, UserError, did_you_mean
 from ..plan import Plan
 from ..resources import folder
+from ..run_files import read_export_record, read_jsonl
 from ..llama_server import server_argv, serving
 from .report import write_report
 
@@ -206,11 +207,10 @@ def tasks_of_type(tasks: Iterable[str], kind: str, tasks_dir: Path | None = None
 def exported_ggufs(plan: Plan) -> list[tuple[str, Path]]:
     """(quantization, file) for each GGUF the last export wrote that the recipe asks for, in the recipe's order;
     the f16 intermediate only when it is one of them."""
-    record = plan.export_dir / "export.json"
-    if not record.exists():
+    record = read_export_record(plan.export_dir)
+    if record is None:
         return []
-    files = {f["quant"]: plan.export_dir / f["path"] for f in json.loads(record.read_text(encoding="utf-8"))["files"]
-             if f["kind"] == "gguf"}
+    files = {f["quant"]: plan.export_dir / f["path"] for f in record["files"] if f["kind"] == "gguf"}
     return [(q, files[q]) for q in plan.recipe.export.quantizations if q in files and files[q].exists()]
 
 
@@ -274,7 +274,7 @@ def retrieval_tasks(plan: Plan, tasks: Iterable[str]) -> list[Path]:
     out = []
     for task in generation_tasks(tasks):
         yaml_path, name, data_file = _task_data(task)
-        rows = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_jsonl(data_file)
         for row in rows:
             question = _question(row)
             row["prompt"] = with_passages(question, retriever.search(question, cfg.retrieval_top_k))
@@ -307,7 +307,7 @@ def chat_templated_tasks(plan: Plan, tasks: Iterable[str], *, trained: Path, bas
     for task in mc:
         yaml_path, name, data_file = _task_data(task)
         template = env.from_string(str(_task_key(yaml_path, "doc_to_text") or "{{question}}"))
-        rows = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_jsonl(data_file)
         for i, row in enumerate(rows):
             system = [{"role": "system", "content": recipe.model.system_prompt}] if recipe.model.system_prompt else []
             user = {"role": "user", "content": template.render(**mc_row(row, i))}

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from .chat_formats import fold_system
 from .errors import DataError, UserError
 from .fsutil import atomic_write_json
+from .llama_server import N_CTX
 from .plan import Plan
 from .recipe import SamplingConfig
 from .run_files import read_export_record, read_jsonl
@@ -107,7 +108,7 @@ class ChatModel:
 class GGUFChat(ChatModel):
     backend = "gguf"
 
-    def __init__(self, path: Path, settings: ChatSettings, n_ctx: int = 4096, seed: int = 42):
+    def __init__(self, path: Path, settings: ChatSettings, n_ctx: int = N_CTX, seed: int = 42):
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -194,7 +195,7 @@ class HFChat(ChatModel):
 
 
 def load_chat_model(plan_or_path: Plan | str | Path, backend: Backend = "auto", *,
-                    settings: ChatSettings | None = None, n_ctx: int = 4096) -> ChatModel:
+                    settings: ChatSettings | None = None, n_ctx: int = N_CTX) -> ChatModel:
     """A Plan (its exported GGUF, else base + adapter), a .gguf file, an adapter folder or an HF model folder."""
     if backend not in ("auto", "gguf", "hf"):
         raise UserError(f"unknown backend '{backend}'", where="--backend", hint="auto, gguf or hf")

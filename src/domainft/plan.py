@@ -8,13 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .recipe import Recipe
+from .recipe import EMBEDDED_MODELS, Recipe
 from .resources import home
 
-EMBEDDED_DIRS = {
-    "embedded:smollm2": "smollm2-135m-instruct",
-    "embedded:tiny-random-llama": "tiny-random-llama",
-}
+# The folder under DOMAINFT_HOME/models each embedded model (recipe.EMBEDDED_MODELS, in that order) is cached in.
+EMBEDDED_DIRS = dict(zip(EMBEDDED_MODELS, ("smollm2-135m-instruct", "tiny-random-llama"), strict=True))
 
 
 @dataclass(frozen=True)

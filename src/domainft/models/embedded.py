@@ -17,8 +17,10 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import file_lock
 from ..plan import EMBEDDED_DIRS
+from ..recipe import EMBEDDED_MODELS
 from ..resources import home
 
+SMOLLM2, TINY_RANDOM_LLAMA = EMBEDDED_MODELS
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IM_END = "<|im_end|>"
 # SmolLM2-Instruct's own ChatML template (as in its tokenizer_config.json).
@@ -59,7 +61,7 @@ def materialize(name: str) -> Path:
             return target
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         try:
-            if name == "embedded:smollm2":
+            if name == SMOLLM2:
                 _build_smollm2(tmp)
             else:
                 _build_tiny_random_llama(tmp)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +70,21 @@ def read_jsonl(path: str | Path, *, missing_ok: bool = False, skip_bad: bool = F
         return []
     if not skip_bad:
         return [value for _, value in iter_jsonl(path)]
-    rows = []
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
+        return _objects(fh)
+
+
+def _objects(lines: Iterable[str | bytes]) -> list[dict[str, Any]]:
+    """The lines that are JSON objects; any other line is passed over."""
+    out = []
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
 
 
 # ---------------------------------------------------------------- JSONL appended record by record
@@ -104,15 +109,7 @@ class AppendJournal:
 
     def records(self) -> list[dict[str, Any]]:
         """The committed lines that are JSON objects, in order (any other line is passed over)."""
-        out = []
-        for _, line in self.committed():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-        return out
+        return _objects(line for _, line in self.committed())
 
     def repair(self) -> None:
         """Cut a torn last line so the next append starts on a fresh line."""

@@ -13,7 +13,7 @@ from helpers import REPO
 
 import domainft.resources as resources
 from domainft.datagen import run_datagen
-from domainft.evaluate.run import heldout_task, resolve_tasks
+from domainft.evaluate.tasks import heldout_task, resolve_tasks
 from domainft.extract import extract_for_plan
 from domainft.plan import make_plan
 from domainft.recipe import recipe_from_dict

@@ -187,7 +187,7 @@ def test_a_key_quoted_back_by_the_teacher_reaches_no_line_and_no_file(docs, tmp_
 def test_questions_of_your_own_become_a_task_lm_eval_loads(docs, tmp_path, monkeypatch):
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from domainft.evaluate.run import items_task, resolve_tasks
+    from domainft.evaluate.tasks import items_task, resolve_tasks
     from domainft.pipeline import STAGES
     from domainft.plan import make_plan
 

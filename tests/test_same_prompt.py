@@ -271,7 +271,7 @@ def _lm_eval(saved: Path, plan, task) -> list[int]:
     """What lm-eval feeds the model for the task's first item, with the arguments `domainft eval` passes."""
     from lm_eval.models.huggingface import HFLM
 
-    from domainft.evaluate.run import lm_eval_argv
+    from domainft.evaluate.argv import lm_eval_argv
 
     argv = lm_eval_argv(plan, label="tuned", tasks=["coal_safety_qa"], limit=1, backend="hf", base_path=str(saved),
                         adapter=None, trained=saved, out_root=saved.parent)

@@ -489,8 +489,10 @@ def export(
     overrides = [*(set_ or []), *([f"export.quantizations={json.dumps(parse_quants(quant))}"] if quant else [])]
     plan = _plan(recipe, overrides, engine, run_dir)
     run_pipeline(plan, only=["model", "export"], from_stage="export" if force else None)
-    record = json.loads((plan.export_dir / "export.json").read_text(encoding="utf-8"))
     from .pipeline import shown
+    from .run_files import read_export_record
+
+    record = read_export_record(plan.export_dir)
 
     table = Table("file", "quant", "MB", "sha256", caption=f"in {shown(plan.export_dir)}/", caption_justify="left")
     for f in record["files"]:

@@ -49,10 +49,10 @@ def report() -> Table:
     table.add_row("llama.cpp converter", "ok" if converter else "[yellow]missing[/yellow]",
                   converter.origin if converter else "scripts/llamacpp_tools.sh .venv")
     try:
-        from .models.embedded import embedded_path, smollm2_gguf
+        from .models.embedded import SMOLLM2, embedded_path, smollm2_gguf
 
         gguf = smollm2_gguf()
-        cached = embedded_path("embedded:smollm2")
+        cached = embedded_path(SMOLLM2)
         table.add_row("embedded model", "ok", f"{gguf.name}; HF copy {'cached' if cached.exists() else 'made on first use'}")
     except Exception as exc:  # doctor reports, never fails
         table.add_row("embedded model", "[red]missing[/red]", str(exc))

@@ -19,7 +19,7 @@ from . import process
 from .errors import EngineError
 
 READY_TIMEOUT_S = 180.0
-N_CTX = 4096  # what `domainft chat` opens a GGUF with
+N_CTX = 4096  # the context a GGUF is opened with: by `domainft chat` and by the server lm-eval talks to
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def check_documents(plan: Plan) -> None:
 
 def nothing_to_evaluate(plan: Plan) -> str | None:
     """Why the eval stage would have no task, or None. Cheap: the task folders' YAML, no lm-eval."""
-    from .evaluate.run import domain_groups
+    from .evaluate.tasks import domain_groups
 
     recipe = plan.recipe
     if recipe.eval.tasks or recipe.domain in domain_groups():
@@ -50,13 +50,13 @@ def nothing_to_evaluate(plan: Plan) -> str | None:
 def check_eval_tasks(plan: Plan, *, for_run: bool) -> None:
     """Every task in eval.tasks exists, and there is something to evaluate. A recipe of dataset files only, in the
     default domain, is valid for training alone (`validate` notes it); `run` refuses it before training."""
-    from .evaluate.run import resolve_tasks
+    from .evaluate.tasks import resolve_tasks
 
     why = nothing_to_evaluate(plan)
     if why and plan.recipe.datagen is None:
         if plan.recipe.domain == "general" and not for_run:
             return  # valid for training alone: said by notes()
-        from .evaluate.run import domain_groups
+        from .evaluate.tasks import domain_groups
 
         raise RecipeError(
             f"no eval tasks for domain '{plan.recipe.domain}'", where="eval.tasks",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import RecipeError, did_you_mean
-from .resources import folder
+from .resources import folder, named_file, names_a_path
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -55,8 +55,8 @@ def prompt_paths(recipe: Recipe) -> dict[str | None, Path]:
     datagen = recipe.datagen
     explicit = datagen.prompts if datagen is not None and datagen.prompts else None
     name = explicit or recipe.domain
-    if name.endswith((".yaml", ".yml")) or "/" in name:
-        path = recipe.resolve(name)
+    if names_a_path(name):
+        path = named_file(name, "datagen", recipe.base_dir)
         if not path.is_file():
             raise RecipeError(f"prompt file {path} not found", where="datagen.prompts")
         return {None: path}

@@ -24,6 +24,20 @@ def folder(name: str) -> Path:
     return _root() / name
 
 
+def names_a_path(name_or_path: str) -> bool:
+    """A recipe value that is a file path (ends in .yaml/.yml or has a '/'), not a name in one of FOLDERS."""
+    return name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path
+
+
+def named_file(name_or_path: str, home_folder: str, base_dir: Path | None) -> Path:
+    """`coal` -> <home_folder>/coal.yaml; a path -> that file (a relative one against `base_dir`, the recipe's
+    folder, when given). Whether it exists is the caller's to say, in its own words."""
+    if names_a_path(name_or_path):
+        path = Path(name_or_path).expanduser()
+        return path if path.is_absolute() or base_dir is None else base_dir / path
+    return folder(home_folder) / f"{name_or_path}.yaml"
+
+
 def home() -> Path:
     """Cache for engine venvs, the embedded model, llama.cpp tools. `DOMAINFT_HOME` overrides."""
     env = os.environ.get("DOMAINFT_HOME")

@@ -8,7 +8,7 @@ from helpers import RECIPES
 
 from domainft.datagen import run_datagen
 from domainft.evaluate.report import arms_verdict, compare, retrieval_arms
-from domainft.evaluate.run import RAG_SUFFIX, retrieval_tasks, run_made_tasks
+from domainft.evaluate.tasks import RAG_SUFFIX, retrieval_tasks, run_made_tasks
 from domainft.extract import extract_for_plan
 from domainft.plan import make_plan
 from domainft.recipe import load_recipe

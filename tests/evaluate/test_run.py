@@ -7,8 +7,9 @@ import pytest
 
 from domainft.errors import UserError
 from domainft.evaluate import run_eval
+from domainft.evaluate.argv import lm_eval_argv
 from domainft.evaluate.report import compare, verdict
-from domainft.evaluate.run import heldout_task, lm_eval_argv, resolve_tasks
+from domainft.evaluate.tasks import heldout_task, resolve_tasks
 from domainft.plan import make_plan
 from domainft.recipe import recipe_from_dict
 from domainft.resources import folder
@@ -102,7 +103,7 @@ def test_a_domain_without_tasks_is_evaluated_on_the_runs_own_data(tmp_path, monk
     free-answer task (eval_tasks/_run/run_qa.yaml), which lm-eval loads and scores like any other."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from domainft.evaluate.run import run_made_tasks
+    from domainft.evaluate.tasks import run_made_tasks
 
     (tmp_path / "docs").mkdir()
     plan = _plan(tmp_path, domain="general", datagen={"provider": "extractive"}, extract={"inputs": ["docs"]})

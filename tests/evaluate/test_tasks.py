@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from domainft.evaluate.run import known_tasks
+from domainft.evaluate.tasks import known_tasks
 from domainft.resources import folder
 
 TASKS = folder("eval_tasks")

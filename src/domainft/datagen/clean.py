@@ -7,7 +7,6 @@ normalized Levenshtein ratio against the threshold.
 
 from __future__ import annotations
 
-import json
 import random
 import unicodedata
 import zlib
@@ -22,6 +21,7 @@ from rapidfuzz import fuzz
 from ..errors import DataError
 from ..fsutil import atomic_write_jsonl
 from ..review.journal import apply_review, fold, pair_id
+from ..run_files import read_jsonl
 from .prompts import is_cjk
 
 ALPACA_KEYS = ("instruction", "input", "output")
@@ -227,9 +227,7 @@ def trained_chunk_ids(out_dir: Path) -> set[str]:
     path = Path(out_dir) / SPLIT_RECORD
     if not path.exists():
         return set()
-    with path.open(encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    return {r["pair_id"].rsplit("#", 1)[0] for r in rows if r.get("split") == "train"}
+    return {r["pair_id"].rsplit("#", 1)[0] for r in read_jsonl(path) if r.get("split") == "train"}
 
 
 def knowledge_probe(probes: list[dict[str, Any]], train: list[dict[str, Any]], threshold: float,

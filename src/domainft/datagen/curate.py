@@ -10,13 +10,12 @@ scores, reason, judge_model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
 from ..extract import Chunk
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write_jsonl
 from ..judge import JudgeItem, Rubric, judge_items, load_rubric
 from ..recipe import CurateConfig
 from ..review.journal import pair_id
@@ -66,8 +65,8 @@ def curate_pairs(records: list[dict[str, Any]], chunks: dict[str, Chunk], cfg: C
         if status == "set_aside":
             set_aside.add(verdict.id)
             set_aside_rows.append({**record, **row})
-    atomic_write(out / "curation.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    atomic_write(out / "set_aside.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in set_aside_rows))
+    atomic_write_jsonl(out / "curation.jsonl", rows)
+    atomic_write_jsonl(out / "set_aside.jsonl", set_aside_rows)
     unrated = sum(r["status"] == "unrated" for r in rows)
     summary = {
         "rated": len(rows) - unrated, "kept": sum(r["status"] == "kept" for r in rows), "set_aside": len(set_aside),

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import RecipeError, did_you_mean
 from ..extract import Chunk
 from ..llm.replies import BadReply
-from ..resources import folder
+from ..resources import named_file
 
 
 class ProbeTemplates(BaseModel):
@@ -133,11 +133,7 @@ def load_prompts(name_or_path: str, base_dir: Path | None = None) -> PromptSpec:
     """`coal` -> datagen/coal.yaml; a path (relative to the recipe) -> that file."""
     from ..prompt_files import prompt_names
 
-    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
-        path = Path(name_or_path).expanduser()
-        path = path if path.is_absolute() or base_dir is None else base_dir / path
-    else:
-        path = folder("datagen") / f"{name_or_path}.yaml"
+    path = named_file(name_or_path, "datagen", base_dir)
     if not path.exists():
         known = prompt_names()
         hint = did_you_mean(name_or_path, known) or (f"known: {', '.join(known)}" if known else None)

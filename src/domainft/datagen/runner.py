@@ -1,6 +1,6 @@
 """The datagen run: chunks -> teacher -> pairs.jsonl, resumable after any interruption, then clean + split.
 
-Crash safety: each pair is appended to pairs.jsonl and flushed, then the chunk's line goes to
+Crash safety: each pair is appended to pairs.jsonl and fsync'd, then the chunk's line goes to
 journal.jsonl. On start, pairs of chunks the journal does not mark done (a run killed between the two
 writes, a torn last line) are dropped, so a rerun after `kill -9` neither duplicates nor loses a record.
 """
@@ -29,6 +29,7 @@ from ..llm.retry import RateLimiter, Reachability, attempts, backoff
 from ..plan import Plan
 from ..recipe import DatagenConfig
 from ..review.journal import Journal, fold, pair_id
+from ..run_files import AppendJournal
 from .clean import PRETRAIN, clean_and_split, trained_chunk_ids
 from .curate import curate_pairs, load_curate_rubric
 from .prompts import PromptSet, PromptSpec, _norm, check_pairs, load_prompt_set
@@ -65,34 +66,41 @@ class DatagenSummary:
 
 class Store:
     """pairs.jsonl + probes.jsonl (the knowledge probe's questions) + journal.jsonl in the datagen folder,
-    append-only, flushed per record."""
+    append-only, each record fsync'd (run_files.AppendJournal)."""
 
     def __init__(self, out: Path):
         self.pairs_path, self.journal_path = out / "pairs.jsonl", out / "journal.jsonl"
         self.probes_path = out / PROBES
+        journal = AppendJournal(self.journal_path)
         status: dict[str, str] = {}
-        for entry in _read_jsonl(self.journal_path):
+        for entry in journal.records():
             status[entry["chunk_id"]] = entry["status"]
         self.done = {cid for cid, s in status.items() if s == "done"}
         self.pair_count = self._recover(self.pairs_path)
         self._recover(self.probes_path)
-        _repair_tail(self.journal_path)
-        self.pairs_fh = open(self.pairs_path, "a", encoding="utf-8")
-        self.probes_fh = open(self.probes_path, "a", encoding="utf-8")
-        self.journal_fh = open(self.journal_path, "a", encoding="utf-8")
+        journal.repair()
+        self.pairs, self.probes, self.journal = AppendJournal(self.pairs_path), AppendJournal(self.probes_path), journal
+        for file in (self.pairs, self.probes, self.journal):
+            file.open()
 
     def _recover(self, path: Path) -> int:
+        file = AppendJournal(path)
+        file.repair()  # a torn last line
         kept, seen, dropped = [], set(), False
-        for line, record in _read_jsonl_lines(path):
-            source = (record or {}).get("source") or {}
+        for _, line in file.committed():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            source = (record.get("source") if isinstance(record, dict) else None) or {}
             key = (source.get("chunk_id"), source.get("index"))
             if record is None or key[0] not in self.done or key in seen:
-                dropped = True  # torn line, or pairs of a chunk that never reached the journal
+                dropped = True  # a broken line, or pairs of a chunk that never reached the journal
                 continue
             seen.add(key)
-            kept.append(line)
+            kept.append(line + b"\n")
         if dropped:
-            atomic_write(path, "".join(kept))
+            atomic_write(path, b"".join(kept))
         return len(kept)
 
     def record(self, chunk: Chunk, pairs: list[dict[str, str]], rejected: Counter, tokens: int | None,
@@ -102,9 +110,7 @@ class Store:
         for index, pair in enumerate([*pairs, *probes]):
             row = {"instruction": pair["question"], "input": "", "output": pair["answer"],
                    "source": {"file": chunk.file, "heading_path": chunk.heading_path, "chunk_id": chunk.id, "index": index}}
-            fh = self.pairs_fh if index < len(pairs) else self.probes_fh
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
+            (self.pairs if index < len(pairs) else self.probes).append(row)
         self._journal({"chunk_id": chunk.id, "status": "done", "pairs": len(pairs), "probes": len(probes),
                        "rejected": dict(rejected), "tokens": tokens})
         self.done.add(chunk.id)
@@ -114,42 +120,11 @@ class Store:
         self._journal({"chunk_id": chunk.id, "status": "failed", "reason": reason})
 
     def _journal(self, entry: dict[str, Any]) -> None:
-        self.journal_fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self.journal_fh.flush()
+        self.journal.append(entry)
 
     def close(self) -> None:
-        for fh in (self.pairs_fh, self.probes_fh, self.journal_fh):
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-
-
-def _read_jsonl_lines(path: Path):
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                yield line, None  # torn by a kill in mid-write
-                continue
-            try:
-                yield line, json.loads(line)
-            except json.JSONDecodeError:
-                yield line, None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [record for _, record in _read_jsonl_lines(path) if isinstance(record, dict)]
-
-
-def _repair_tail(path: Path) -> None:
-    """Cut a torn last line so the next append starts on a fresh line."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as fh:
-            fh.truncate(data.rfind(b"\n") + 1)
+        for file in (self.pairs, self.probes, self.journal):
+            file.close()
 
 
 def pairs_for_chunks(chunks: list[Chunk], per_document: int | None, per_chunk: int) -> dict[str, int]:
@@ -402,7 +377,7 @@ def _pairs_in_order(chunks: list[Chunk], out: Path, *, probes: bool = False) -> 
     """The chunks' pairs (with `probes`, their knowledge-probe questions instead) in chunk order, then pair order:
     the splits do not depend on which worker finished first."""
     order = {c.id: i for i, c in enumerate(chunks)}
-    records = [r for r in _read_jsonl(out / (PROBES if probes else "pairs.jsonl")) if r["source"]["chunk_id"] in order]
+    records = [r for r in AppendJournal(out / (PROBES if probes else "pairs.jsonl")).records() if r["source"]["chunk_id"] in order]
     records.sort(key=lambda r: (order[r["source"]["chunk_id"]], r["source"]["index"]))
     return records
 
@@ -436,7 +411,8 @@ def _dataset_questions(plan: Plan) -> list[str]:
     column = plan.recipe.dataset.column_map().get("prompt", "instruction")
     questions = []
     for path in (plan.recipe.resolve(f) for f in plan.recipe.dataset.files):
-        rows = _read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
+        # As datagen's own journals are read: only lines that end in a newline, broken ones passed over.
+        rows = AppendJournal(path).records() if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
         questions += [str(r[column]) for r in rows if isinstance(r, dict) and r.get(column)]
     return questions
 

@@ -9,11 +9,11 @@ Verdicts are cached in <out_dir>/judge_cache.jsonl, so a rerun grades only what 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..recipe import JudgeConfig
+from ..run_files import read_jsonl
 from .metrics import strip_think
 
 JUDGE_FIELDS = ("question", "answer", "reference", "source")
@@ -30,16 +30,7 @@ def answer_text(row: dict[str, Any]) -> str:
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
     """lm-eval --log_samples rows of a generate_until task (multiple-choice rows are skipped)."""
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            doc = row.get("doc") or {}
-            if "choices" not in doc:
-                rows.append(row)
-    return rows
+    return [row for row in read_jsonl(path) if "choices" not in (row.get("doc") or {})]
 
 
 def _source(doc: dict[str, Any]) -> str:

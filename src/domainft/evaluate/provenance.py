@@ -19,6 +19,7 @@ from typing import Any
 
 from ..datagen.clean import trained_chunk_ids
 from ..plan import Plan
+from ..run_files import read_jsonl
 
 TRAINED, HELD_OUT, ELSEWHERE = "trained", "held_out", "elsewhere"
 
@@ -54,11 +55,11 @@ def run_text(plan: Plan) -> RunText:
     chunks = read_chunks(chunks_file) if chunks_file.exists() else []
     trained = trained_chunk_ids(plan.datagen_dir)
     by_pair = {(r["instruction"] + (f"\n{r['input']}" if r.get("input") else ""), r["output"]): r["source"]["chunk_id"]
-               for r in _read_jsonl(plan.datagen_dir / "pairs.jsonl")}
+               for r in read_jsonl(plan.datagen_dir / "pairs.jsonl", missing_ok=True)}
     texts = [flat(c.text) for c in chunks if c.id in trained]
     column = plan.recipe.dataset.column_map().get("response", "output")
     for path in (plan.recipe.resolve(f) for f in plan.recipe.dataset.files):
-        rows = _read_jsonl(path) if path.suffix == ".jsonl" else _read_json(path)
+        rows = read_jsonl(path, missing_ok=True) if path.suffix == ".jsonl" else _read_json(path)
         texts += [flat(str(r[column])) for r in rows if isinstance(r, dict) and r.get(column)]
     return RunText(trained, texts, {Path(c.file).name for c in chunks}, by_pair)
 
@@ -74,17 +75,10 @@ def task_provenance(plan: Plan, samples: dict[str, Path]) -> dict[str, dict[str,
     run = run_text(plan)
     out = {}
     for task, path in samples.items():
-        docs = [row["doc"] for row in _read_jsonl(Path(path)) if isinstance(row.get("doc"), dict)]
+        docs = [row["doc"] for row in read_jsonl(path, missing_ok=True) if isinstance(row.get("doc"), dict)]
         if docs:
             out[task] = item_counts(run, docs)
     return out
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def _read_json(path: Path) -> list[dict[str, Any]]:

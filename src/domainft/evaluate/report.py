@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..run_files import read_jsonl
 from .metrics import strip_think
 from .paired import Paired, paired_items, paired_rows
 
@@ -111,7 +112,7 @@ def _rows(run: dict, task: str) -> list[dict]:
     cache = run.setdefault("_rows", {})
     if task not in cache:
         path = run.get("samples", {}).get(task)
-        cache[task] = _read_jsonl(path) if path and Path(path).exists() else []
+        cache[task] = read_jsonl(path) if path and Path(path).exists() else []
     return cache[task]
 
 
@@ -604,11 +605,6 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def _is_number(value: Any) -> bool:

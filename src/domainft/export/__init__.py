@@ -11,7 +11,6 @@ Everything lands in plan.export_dir:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -24,13 +23,11 @@ from ..errors import RecipeError, UserError
 from ..fsutil import atomic_write
 from ..plan import Plan
 from ..recipe import QUANTS
+from ..run_files import write_export_record
 from .gguf import FTYPES, convert_hf_to_gguf, convert_lora_to_gguf, quantize
 from .modelfile import chat_format, render_modelfile
 
 __all__ = ["ExportResult", "ExportedFile", "chat_format", "parse_quants", "render_modelfile", "run_export"]
-
-EXPORT_JSON = "export.json"
-
 
 @dataclass(frozen=True)
 class ExportedFile:
@@ -147,7 +144,7 @@ def run_export(plan: Plan, quants: list[str] | None = None) -> ExportResult:
         "files": [asdict(f) for f in result.files],
         "seconds": result.seconds,
     }
-    _write_text(out / EXPORT_JSON, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    write_export_record(out, record)
     return result
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..fsutil import atomic_write_jsonl
+from ..run_files import iter_jsonl
 from .structure import Doc, Section, is_title_like
 
 # A sentence ends after CJK terminal punctuation, or Latin .!? before whitespace; a line break always ends one.
@@ -180,12 +181,9 @@ def read_chunks(path: str | Path) -> list[Chunk]:
     if not path.exists():
         raise DataError("chunks file not found; run `domainft extract` first", where=path)
     chunks = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                chunks.append(Chunk(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as exc:
-                raise DataError(f"not a chunk record ({exc})", where=f"{path}:{number}") from None
+    for number, record in iter_jsonl(path, what="a chunk record"):
+        try:
+            chunks.append(Chunk(**record))
+        except TypeError as exc:
+            raise DataError(f"not a chunk record ({exc})", where=f"{path}:{number}") from None
     return chunks

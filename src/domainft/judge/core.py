@@ -1,6 +1,6 @@
 """An LLM judge: items in, a score per item out, on a rubric, through domainft.llm's client and retry policy.
 
-Cached: each verdict is appended (and flushed) to a JSONL keyed by the sha256 of what decides it (the item's
+Cached: each verdict is appended (and fsync'd) to a JSONL keyed by the sha256 of what decides it (the item's
 text, the rubric, the judge model and server), so an unchanged item is never judged twice, a run killed midway
 resumes where it stopped, and a torn last line is dropped. A failure (retries spent, a reply that does not
 parse, a score outside the scale) comes back as *not judged* with its reason: never a score, never cached.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from ..llm.replies import BadReply, parse_json_reply
 from ..llm.retry import BACKOFF_INITIAL_S, BACKOFF_MAX_S, UNREACHABLE_S  # module globals: tests shorten them
 from ..llm.retry import RateLimiter, Reachability, attempts, backoff
 from ..recipe import TeacherConfig
+from ..run_files import AppendJournal
 from .rubric import Rubric
 
 
@@ -70,37 +70,24 @@ def cache_key(item: JudgeItem, rubric: Rubric, cfg: TeacherConfig) -> str:
 
 
 class VerdictCache:
-    """Append-only JSONL of successful verdicts, one flushed line each."""
+    """Append-only JSONL of successful verdicts (run_files.AppendJournal: one fsync'd line each)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.entries: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            data = path.read_bytes()
-            for line in data.split(b"\n")[:-1]:  # the last piece is "" or a line torn by a kill
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-                    self.entries[entry["key"]] = entry
-            if data and not data.endswith(b"\n"):  # cut the torn tail so the next append starts a fresh line
-                with open(path, "r+b") as fh:
-                    fh.truncate(data.rfind(b"\n") + 1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(path, "a", encoding="utf-8")
+        self.journal = AppendJournal(path)
+        self.entries: dict[str, dict[str, Any]] = {
+            entry["key"]: entry for entry in self.journal.records() if isinstance(entry.get("key"), str)}
+        self.journal.repair()  # a line torn by a kill: the next append starts a fresh line
+        self.journal.open()
 
     def add(self, key: str, verdict: Verdict, model: str | None) -> None:
         entry = {"key": key, "score": verdict.score, "scores": verdict.scores, "reason": verdict.reason,
                  "model": model}
-        self.fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self.fh.flush()
+        self.journal.append(entry)
         self.entries[key] = entry
 
     def close(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
+        self.journal.close()
 
 
 def parse_verdict(text: str, rubric: Rubric) -> tuple[dict[str, int], float, str]:

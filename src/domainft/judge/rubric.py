@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import RecipeError, did_you_mean
-from ..resources import folder
+from ..resources import folder, named_file
 
 
 class Criterion(BaseModel):
@@ -101,10 +101,7 @@ def load_rubric(name_or_path: str, *, home: str, base_dir: Path | None, fields: 
 
 
 def rubric_path(name_or_path: str, *, home: str, base_dir: Path | None) -> Path:
-    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
-        path = Path(name_or_path).expanduser()
-        return path if path.is_absolute() or base_dir is None else base_dir / path
-    return folder(home) / f"{name_or_path}.yaml"
+    return named_file(name_or_path, home, base_dir)
 
 
 def _check_schema(rubric: Rubric, path: Path) -> None:

@@ -16,13 +16,12 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import file_lock
+from ..recipe import EMBEDDED_MODELS
 from ..resources import home
 
-#: Where each embedded model is materialised, under ~/.cache/domainft/models/.
-EMBEDDED_DIRS = {
-    "embedded:smollm2": "smollm2-135m-instruct",
-    "embedded:tiny-random-llama": "tiny-random-llama",
-}
+SMOLLM2, TINY_RANDOM_LLAMA = EMBEDDED_MODELS
+#: Where each embedded model (recipe.EMBEDDED_MODELS, in that order) is materialised, under ~/.cache/domainft/models/.
+EMBEDDED_DIRS = dict(zip(EMBEDDED_MODELS, ("smollm2-135m-instruct", "tiny-random-llama"), strict=True))
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IM_END = "<|im_end|>"
@@ -64,7 +63,7 @@ def materialize(name: str) -> Path:
             return target
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         try:
-            if name == "embedded:smollm2":
+            if name == SMOLLM2:
                 _build_smollm2(tmp)
             else:
                 _build_tiny_random_llama(tmp)

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import DataError, UserError
 from ..fsutil import file_lock
+from ..run_files import AppendJournal
 
 ACTIONS = ("accept", "reject", "edit")
 EDITABLE = ("instruction", "output")
@@ -123,13 +124,8 @@ class Journal:
     def read(self, limit_bytes: int | None = None) -> list[dict[str, Any]]:
         """Every committed decision, in order. A torn last line (a writer killed mid-line) is not a decision yet;
         a broken line before it is someone's hand edit and is refused, naming the line."""
-        if not self.path.exists():
-            return []
-        with open(self.path, "rb") as fh:
-            data = fh.read() if limit_bytes is None else fh.read(limit_bytes)
         entries = []
-        lines = data.split(b"\n")
-        for number, line in enumerate(lines[:-1], 1):  # the part after the last newline is uncommitted
+        for number, line in AppendJournal(self.path).committed(limit_bytes):  # a torn last line is not in it
             if not line.strip():
                 continue
             try:
@@ -158,8 +154,8 @@ class Journal:
             if not instruction or not output:
                 raise UserError("an edit needs a question and an answer", where=pid)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.lock_path):
-            _cut_torn_tail(self.path)
+        with file_lock(self.lock_path), AppendJournal(self.path) as journal:
+            journal.repair()
             # Read under the lock: the state another tab or process just wrote is the 'before' of this decision.
             states, _ = fold([e for e in self.read() if e.get("pair_id") == pid], {pid: pair})
             before = states[pid].apply_to(pair) if pid in states else pair
@@ -172,44 +168,8 @@ class Journal:
             }
             if action == "edit":
                 entry["edit"] = {"instruction": instruction, "output": output}
-            _append_line(self.path, json.dumps(entry, ensure_ascii=False) + "\n")
+            journal.append(entry)
         return entry
-
-
-def _cut_torn_tail(path: Path) -> None:
-    """Cut a torn last line so the next append starts on a fresh line."""
-    if not path.exists():
-        return
-    with open(path, "r+b") as fh:
-        size = fh.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        fh.seek(size - 1)
-        if fh.read(1) == b"\n":
-            return
-        fh.seek(0)
-        fh.truncate(fh.read().rfind(b"\n") + 1)
-
-
-def _append_line(path: Path, line: str) -> None:
-    created = not path.exists()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            data = line.encode("utf-8")
-            while data:
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:  # the new file's name must survive a crash too
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-    except OSError as exc:
-        raise UserError(f"cannot write ({exc.strerror or exc})", where=path) from None
 
 
 def describe(entries: list[dict[str, Any]]) -> str:

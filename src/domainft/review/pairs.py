@@ -4,7 +4,6 @@ decisions people made, read fresh from the run folder (another tab or process ma
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from ..errors import DataError
 from ..extract import Chunk, read_chunks
 from ..fsutil import atomic_write_jsonl
 from ..plan import Plan
+from ..run_files import read_jsonl
 from .journal import Journal, PairState, fold, pair_id
 
 STATUSES = ("pending", "accepted", "edited", "rejected")
@@ -79,18 +79,7 @@ class PairView:
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     """JSONL rows; a torn last line (a writer still at work, or killed) is skipped."""
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
+    return read_jsonl(path, missing_ok=True, skip_bad=True)
 
 
 class RunData:

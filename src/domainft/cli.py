@@ -18,7 +18,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer  # noqa: E402
 
-from .engines import NAMES as ENGINES  # noqa: E402
+from .engine_names import NAMES as ENGINES  # noqa: E402
 from .errors import Terminated, UserError  # noqa: E402
 
 app = typer.Typer(

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from .engines import NAMES as ENGINE_NAMES
+from .engine_names import NAMES as ENGINE_NAMES
 from .errors import RecipeError, did_you_mean
 from .recipe_file import read_recipe_data
 

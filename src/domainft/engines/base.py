@@ -42,7 +42,7 @@ class Launch:
 class Engine(ABC):
     """One training engine. Its package `domainft/engines/<name>/` holds this class (as ENGINE), `lock.txt`
     (its venv's pins) and `known.json` (the keys and templates it accepts, snapshotted from the engine itself);
-    its Jinja templates live in `templates/<name>/`. The registry in `domainft.engines` names it."""
+    its Jinja templates live in `templates/<name>/`. The registry `domainft.engine_names` names it."""
 
     name: ClassVar[str]
     #: How people write the engine's name.

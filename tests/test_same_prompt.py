@@ -1,7 +1,7 @@
 """One prompt everywhere: the tokens an engine trains on before the answer are the tokens every deployment feeds
 the model before it answers.
 
-For every chat template a recipe can use with every engine (the four spelt out in templates/axolotl/alpaca_formats.yaml:
+For every chat template a recipe can use with every engine (the four spelt out in templates/_shared/alpaca_formats.yaml:
 smollm2, qwen, qwen3, deepseekr1; the shipped recipes name smollm2 and deepseekr1), and for a system prompt in the
 system turn, none, and one in the user turn (model.system_prompt_in user), one conversation (the first item of the
 coal_safety_qa eval task, with its reference answer as the training answer) goes through:

@@ -12,7 +12,7 @@ import yaml
 from domainft import render as R
 from domainft.engines import NAMES as ENGINES
 from domainft.engines import get_engine
-from domainft.engines.checks import validate
+from domainft.render import render_checked as validate
 from domainft.plan import make_plan
 from domainft.recipe import load_recipe
 from domainft.resources import home

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from domainft.datagen.prompts import load_prompts
 from domainft.engines import get_engine
-from domainft.engines.checks import validate
+from domainft.render import render_checked as validate
 from domainft.errors import UserError
 from domainft.export import render_modelfile
 from domainft.extract import Chunk

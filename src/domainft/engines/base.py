@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,6 +28,19 @@ class Progress:
     step: int | None = None
     total: int | None = None
     loss: float | None = None
+
+
+@dataclass(frozen=True)
+class Readme:
+    """What the rendered folder's README.md says of one engine (render.folder_readme writes the rest)."""
+
+    #: Where the base model's path is set, e.g. "`model` in `sft.yaml`".
+    model_key: str
+    #: What must be installed, e.g. "ms-swift 4.6.0 installed (`swift` on PATH)".
+    install: str
+    #: (what it does, the commands), in order.
+    steps: list[tuple[str, list[str]]]
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -57,10 +70,38 @@ class Engine(ABC):
     run_folder_keys: ClassVar[tuple[str, ...]]
     #: Python run in the engine's venv with the config as `cfg` (a dict): raises what the engine would reject.
     deep_check_code: ClassVar[str]
+    #: What each of its own files in the rendered folder is, for the folder's README (file name -> description).
+    descriptions: ClassVar[dict[str, str]] = {}
+    #: The recipe key that turns each of its plugins on (plugin -> "key: value"), for the hint when a plugin's option
+    #: is set without it.
+    plugin_switches: ClassVar[dict[str, str]] = {}
+    #: Files under templates/ its rendering reads as data besides the Jinja templates (render-stage inputs): every
+    #: engine writes the system turn from the shared alpaca formats (chat_formats.system_turn).
+    template_data: ClassVar[tuple[str, ...]] = ("_shared/alpaca_formats.yaml",)
+    #: The folder holding `<name>/`, its templates, for an engine that lives outside this package (None: the
+    #: package's own templates/ folder).
+    template_root: ClassVar[Path | None] = None
+
+    def template_dir(self) -> Path:
+        """Its templates' folder: templates/<name>/ (Jinja loads them as `<name>/...`)."""
+        from ..resources import folder
+
+        return Path(self.template_root or folder("templates")) / self.name
 
     @abstractmethod
+    def config_files(self, plan: Plan) -> dict[str, str]:
+        """Pure: relative path -> file text, for the engine's own files (its configs). The folder around them (the
+        DeepSpeed JSON, launch.sbatch, README.md) is domainft.render's, which calls this."""
+
     def render(self, plan: Plan) -> dict[str, str]:
-        """Pure: relative path -> file text, for everything the engine reads."""
+        """The whole rendered folder for this engine: domainft.render.render_folder (pure)."""
+        from ..render import render_folder
+
+        return render_folder(plan, self)
+
+    @abstractmethod
+    def readme(self, plan: Plan) -> Readme:
+        """What the folder's README says of this engine: where the model is set, what to install, the commands."""
 
     @abstractmethod
     def check_recipe(self, plan: Plan) -> None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before
     from .base import Engine
 
 SCRIPT = "launch.sbatch"
+DESCRIPTION = "the Slurm batch script: one task per node, each through the engine's own torchrun launcher"
 LOGS = "logs"  # in the rendered folder: logs/<job id>/node-<rank>.log, .exit, and the batch step's exit
 
 

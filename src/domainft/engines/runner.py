@@ -14,9 +14,9 @@ from ..errors import EngineError
 from ..fsutil import atomic_write
 from ..manifest import sha256_file
 from ..plan import Plan
+from ..render import render_checked
 from . import get_engine
 from .base import Engine, Launch, last_checkpoint
-from .checks import validate
 from .folder import write_folder
 from .loss_plot import write_loss_plot
 from .progress import progress_bar
@@ -69,7 +69,7 @@ def _prepare(plan: Plan, engine: Engine) -> dict[str, str]:
 
     base_folder(plan)  # embedded: made once; hub: pulled once per machine, pinned (the model stage did it already)
     require_engine(engine.name)
-    files = validate(plan)
+    files = render_checked(plan)
     check_speed_switches(plan)
     write_folder(plan, files, plan.render_dir)
     return files

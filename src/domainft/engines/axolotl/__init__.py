@@ -10,10 +10,9 @@ from ... import render as R
 from ...chat_formats import alpaca_formats, system_turn
 from ...errors import RecipeError, did_you_mean
 from .. import checks as V
-from ..base import Engine, Launch, Progress, move_up
-from ..cluster import cluster_files
-from ..folder import PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
-from ..hf import deepspeed_files, parse_trainer_progress, pretrain_values, tidy_yaml, torchrun_args, training_values
+from ..base import Engine, Launch, Progress, Readme, move_up
+from ..folder import PRETRAIN_OUTPUT, data_layout, deepspeed_rel, pretrain_layout
+from ..hf import parse_trainer_progress, pretrain_values, tidy_yaml, torchrun_args, training_values
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -59,6 +58,13 @@ class Axolotl(Engine):
         "if dropped: raise KeyError('unknown key(s) the engine would silently drop: ' + ', '.join(dropped))\n"
         "validate_config(DictDefault(cfg))\n"
     )
+    descriptions = {
+        CONFIG: "the Axolotl config (training and merge)",
+        PRETRAIN_CONFIG: f"continued pre-training on the raw chunks, run before training (it writes "
+                         f"`{PRETRAIN_OUTPUT}/`, where training starts from)",
+    }
+    # The recipe key that turns a plugin on, for the hint when one of its options is set without it.
+    plugin_switches = {"axolotl.integrations.liger.LigerPlugin": "training.liger_kernel: true"}
 
     def datasets(self, plan: Plan, part: int = 0) -> list[dict[str, Any]]:
         """Axolotl dataset entries for the training files (part 0) or the validation files (part 1)."""
@@ -78,7 +84,7 @@ class Axolotl(Engine):
                 })
             else:
                 # Axolotl's user-defined prompt type, with format strings spelling out the model's own
-                # chat template (templates/axolotl/alpaca_formats.yaml): the same text inference sees.
+                # chat template (templates/_shared/alpaca_formats.yaml): the same text inference sees.
                 fmt = alpaca_formats().get(model.chat_template)
                 if fmt is None:  # check() reports this as a RecipeError first
                     fmt = {"system_format": "{system}", "format": "{instruction}\n{input}",
@@ -136,22 +142,26 @@ class Axolotl(Engine):
             "report_key": AXOLOTL_REPORT[t.report_to],
         }
 
-    def render(self, plan: Plan) -> dict[str, str]:
+    def config_files(self, plan: Plan) -> dict[str, str]:
         r = plan.recipe
+        header = R.header(r.name, plan.recipe_hash)
+        v = self.values(plan)
         files = {
             CONFIG: tidy_yaml(R.render_template(
-                "axolotl/axolotl.yml.j2", header=R.header(r.name, plan.recipe_hash), v=self.values(plan),
+                "axolotl/axolotl.yml.j2", header=header, v=v,
                 datasets=self.datasets(plan), test_datasets=self.datasets(plan, 1), overrides=r.engine_overrides,
             ))
         }
         if r.method.pretrain is not None:
             files[PRETRAIN_CONFIG] = tidy_yaml(R.render_template(
-                "axolotl/axolotl.yml.j2", header=R.header(r.name, plan.recipe_hash), v=self.pretrain_values(plan),
+                "axolotl/axolotl.yml.j2", header=header, v=self.pretrain_values(plan, v),
                 datasets=[{"path": rel, "ds_type": "json", "type": "completion", "field": "text"}
                           for rel in pretrain_layout(plan)], test_datasets=[], overrides=r.engine_overrides,
             ))
-        files.update(deepspeed_files(plan))
-        files.update(cluster_files(plan, self))
+        return files
+
+    def readme(self, plan: Plan) -> Readme:
+        r = plan.recipe
         train = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, CONFIG))}"  # recipe values shell-quoted
         pretrain = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, PRETRAIN_CONFIG))}"
         if plan.recipe.distributed.nnodes > 1:
@@ -159,8 +169,7 @@ class Axolotl(Engine):
             pretrain = pretrain.replace("--nnodes", "--node_rank=$NODE_RANK --nnodes")
         first = ([(f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training then goes on "
                    "from it)", [pretrain])] if r.method.pretrain is not None else [])
-        files[README] = readme(
-            plan, files, engine="Axolotl", config_file=CONFIG,
+        return Readme(
             model_key=f"`base_model` in `{CONFIG}`" if r.method.pretrain is None else
             f"`base_model` in `{PRETRAIN_CONFIG}`" + (f" and `{CONFIG}`" if r.method.kind != "full" else ""),
             install=f"Axolotl {self.known()['version']} installed (`axolotl` on PATH)",
@@ -175,7 +184,6 @@ class Axolotl(Engine):
             + (["Several nodes: copy the folder to every node and run the train command there with `NODE_RANK` set "
                 "(0 on the master)."] if plan.recipe.distributed.nnodes > 1 else []),
         )
-        return files
 
     def check_recipe(self, plan: Plan) -> None:
         r = plan.recipe
@@ -185,7 +193,7 @@ class Axolotl(Engine):
                 f"Axolotl has no alpaca prompt format for chat template '{r.model.chat_template}'",
                 where="model.chat_template",
                 hint=did_you_mean(r.model.chat_template, alpaca_formats())
-                or "use dataset.format sharegpt, or add it to templates/axolotl/alpaca_formats.yaml",
+                or "use dataset.format sharegpt, or add it to templates/_shared/alpaca_formats.yaml",
             )
         if r.model.enable_thinking:
             raise RecipeError("Axolotl runs here use the tokenizer's template without thinking blocks",
@@ -196,9 +204,10 @@ class Axolotl(Engine):
         if PRETRAIN_CONFIG in files:
             V.check_rendered_keys(self, R.parse_back(PRETRAIN_CONFIG, files[PRETRAIN_CONFIG]), PRETRAIN_CONFIG)
 
-    def pretrain_values(self, plan: Plan) -> dict[str, Any]:
-        """The SFT values, but on the raw chunks as completion text, from the base model, into output-pretrain/."""
-        return {**self.values(plan), **pretrain_values(plan), "base_model": plan.model_path, "lora_model_dir": None,
+    def pretrain_values(self, plan: Plan, v: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The SFT values (`v`: values(plan) when already made), but on the raw chunks as completion text, from the
+        base model, into output-pretrain/."""
+        return {**(self.values(plan) if v is None else v), **pretrain_values(plan), "base_model": plan.model_path, "lora_model_dir": None,
                 "dataset_prepared_path": f"{PREPARED}-pretrain", "val_set_size": None}
 
     def chat_templates(self) -> dict[str, list[str]]:

@@ -10,11 +10,9 @@ from ... import render as R
 from ...chat_formats import system_turn
 from ...errors import RecipeError, did_you_mean
 from .. import checks as V
-from ..base import Engine, Launch, Progress
-from ..cluster import cluster_files
-from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
-from ..hf import (deepspeed_files, parse_trainer_progress, pretrain_values, readme_env, tidy_yaml, torchrun_env,
-                  training_values)
+from ..base import Engine, Launch, Progress, Readme
+from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, data_layout, deepspeed_rel, pretrain_layout
+from ..hf import parse_trainer_progress, pretrain_values, readme_env, tidy_yaml, torchrun_env, training_values
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -55,6 +53,13 @@ class LlamaFactory(Engine):
     run_folder_keys = ("output_dir", "dataset_dir", "export_dir", "logging_dir", "tokenized_path")
     # get_train_args rejects unknown keys; it checks no types, template names, dataset names or model paths.
     deep_check_code = "from llamafactory.hparams import get_train_args\nget_train_args(cfg)\n"
+    descriptions = {
+        TRAIN_YAML: "the LLaMA-Factory training config",
+        MERGE_YAML: "the LLaMA-Factory config that merges the adapter into full weights",
+        "dataset_info.json": "names the training files and their columns for LLaMA-Factory",
+        PRETRAIN_YAML: f"continued pre-training on the raw chunks, run before training (it writes `{PRETRAIN_OUTPUT}/`, "
+                       "where training starts from)",
+    }
 
     def values(self, plan: Plan) -> dict[str, Any]:
         r = plan.recipe
@@ -97,7 +102,7 @@ class LlamaFactory(Engine):
             "batch_size": t.batch_size,
         }
 
-    def render(self, plan: Plan) -> dict[str, str]:
+    def config_files(self, plan: Plan) -> dict[str, str]:
         r = plan.recipe
         ds = r.dataset
         datasets = {}
@@ -110,40 +115,42 @@ class LlamaFactory(Engine):
         for rel in pretrain_layout(plan):  # raw text: one `text` column read as the prompt
             datasets[pretrain_dataset_name(plan)] = {"file_name": rel, "columns": {"prompt": "text"}}
         header = R.header(r.name, plan.recipe_hash)
+        v = self.values(plan)
         files = {
             "dataset_info.json": R.render_template("llamafactory/dataset_info.json.j2", datasets=datasets),
             TRAIN_YAML: tidy_yaml(R.render_template(
-                "llamafactory/train.yaml.j2", header=header, v=self.values(plan), overrides=r.engine_overrides,
-                config=TRAIN_YAML,
+                "llamafactory/train.yaml.j2", header=header, v=v, overrides=r.engine_overrides, config=TRAIN_YAML,
             )),
             MERGE_YAML: tidy_yaml(R.render_template(
-                "llamafactory/merge.yaml.j2", header=header, v=self.values(plan), adapter=OUTPUT, export_dir=MERGED,
+                "llamafactory/merge.yaml.j2", header=header, v=v, adapter=OUTPUT, export_dir=MERGED,
             )),
         }
+        if r.method.pretrain is not None:
+            files[PRETRAIN_YAML] = tidy_yaml(R.render_template(
+                "llamafactory/train.yaml.j2", header=header, v=self.pretrain_values(plan, v),
+                overrides=r.engine_overrides, config=PRETRAIN_YAML,
+            ))
+        return files
+
+    def readme(self, plan: Plan) -> Readme:
+        r = plan.recipe
         steps = [("Train (the adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
                   [self._train_command(plan)]),
                  ("Merge the adapter into full weights in `merged/`", [f"llamafactory-cli export {MERGE_YAML}"])]
         if r.method.pretrain is not None:
-            files[PRETRAIN_YAML] = tidy_yaml(R.render_template(
-                "llamafactory/train.yaml.j2", header=header, v=self.pretrain_values(plan),
-                overrides=r.engine_overrides, config=PRETRAIN_YAML,
-            ))
             steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
                              "then goes on from it)", [self._train_command(plan, PRETRAIN_YAML)]))
-        files.update(deepspeed_files(plan))
-        files.update(cluster_files(plan, self))
-        files[README] = readme(
-            plan, files, engine="LLaMA-Factory", config_file=TRAIN_YAML,
+        return Readme(
             model_key=f"`model_name_or_path` in `{TRAIN_YAML}` and `{MERGE_YAML}`" if r.method.pretrain is None else
             f"`model_name_or_path` in `{PRETRAIN_YAML}`" + (f" and `{MERGE_YAML}`" if r.method.kind != "full" else ""),
             install=f"LLaMA-Factory {self.known()['version']} installed (`llamafactory-cli` on PATH)",
             steps=steps, notes=self._notes(plan),
         )
-        return files
 
-    def pretrain_values(self, plan: Plan) -> dict[str, Any]:
-        """The SFT values, but stage pt on the raw chunks, from the base model, into output-pretrain/."""
-        return {**self.values(plan), **pretrain_values(plan), "stage": "pt", "model_name_or_path": plan.model_path,
+    def pretrain_values(self, plan: Plan, v: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The SFT values (`v`: values(plan) when already made), but stage pt on the raw chunks, from the base model,
+        into output-pretrain/."""
+        return {**(self.values(plan) if v is None else v), **pretrain_values(plan), "stage": "pt", "model_name_or_path": plan.model_path,
                 "adapter_name_or_path": None, "dataset": pretrain_dataset_name(plan), "eval_dataset": None,
                 "val_size": None}
 

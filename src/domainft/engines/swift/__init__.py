@@ -20,11 +20,9 @@ from ...chat_formats import empty_think, system_turn
 from ...errors import RecipeError, did_you_mean
 from ...resources import folder
 from .. import checks as V
-from ..base import Engine, Launch, Progress, last_checkpoint, move_up
-from ..cluster import cluster_files
-from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
-from ..hf import (deepspeed_files, parse_trainer_progress, pretrain_values, readme_env, tidy_yaml, torchrun_env,
-                  training_values)
+from ..base import Engine, Launch, Progress, Readme, last_checkpoint, move_up
+from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, data_layout, deepspeed_rel, pretrain_layout
+from ..hf import parse_trainer_progress, pretrain_values, readme_env, tidy_yaml, torchrun_env, training_values
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -76,6 +74,11 @@ class Swift(Engine):
         "args, rest = parse_args(SftArguments, argv)\n"
         "if rest: raise ValueError('remaining_argv: ' + ' '.join(rest))\n"
     )
+    descriptions = {
+        CONFIG: "the ms-swift training config (`swift sft`)",
+        PRETRAIN_CONFIG: f"continued pre-training on the raw chunks, run before training (it writes "
+                         f"`{PRETRAIN_OUTPUT}/`, where training starts from)",
+    }
 
     def values(self, plan: Plan) -> dict[str, Any]:
         r = plan.recipe
@@ -125,33 +128,33 @@ class Swift(Engine):
         with it and `loss_scale: ignore_empty_think` keeps it out of the loss."""
         return empty_think(plan.recipe)
 
-    def render(self, plan: Plan) -> dict[str, str]:
+    def config_files(self, plan: Plan) -> dict[str, str]:
         r = plan.recipe
-        files = {
-            CONFIG: tidy_yaml(R.render_template(
-                "swift/sft.yaml.j2", header=R.header(r.name, plan.recipe_hash), v=self.values(plan),
-                overrides=r.engine_overrides,
+        header = R.header(r.name, plan.recipe_hash)
+        v = self.values(plan)
+        files = {CONFIG: tidy_yaml(R.render_template("swift/sft.yaml.j2", header=header, v=v,
+                                                     overrides=r.engine_overrides))}
+        if r.method.pretrain is not None:
+            files[PRETRAIN_CONFIG] = tidy_yaml(R.render_template(
+                "swift/sft.yaml.j2", header=header, v=self.pretrain_values(plan, v), overrides=r.engine_overrides,
             ))
-        }
-        files.update(deepspeed_files(plan))
-        files.update(cluster_files(plan, self))
+        return files
+
+    def readme(self, plan: Plan) -> Readme:
+        r = plan.recipe
         # ms-swift starts torchrun itself when NPROC_PER_NODE is set
         prefix = f"{HUB} {readme_env(plan, force_torchrun=False)}".strip()
         adapter = f"{OUTPUT}/{LAST}"
         steps = [("Train (checkpoints go to `output/`, the newest linked as `output/last-checkpoint`)",
                   [f"{prefix} swift sft {CONFIG}"])]
         if r.method.pretrain is not None:
-            files[PRETRAIN_CONFIG] = tidy_yaml(R.render_template(
-                "swift/sft.yaml.j2", header=R.header(r.name, plan.recipe_hash), v=self.pretrain_values(plan),
-                overrides=r.engine_overrides,
-            ))
             steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
                              f"then goes on from `{PRETRAIN_OUTPUT}/{LAST}`)", [f"{prefix} swift pt {PRETRAIN_CONFIG}"]))
         if r.method.kind != "full":
             steps.append(("Merge the adapter into full weights in `merged/`",
                           [f"{HUB} swift export --adapters {adapter} --merge_lora true --output_dir {MERGED}"]))
-        files[README] = readme(
-            plan, files, engine="ms-swift", config_file=CONFIG, model_key=f"`model` in `{CONFIG}`",
+        return Readme(
+            model_key=f"`model` in `{CONFIG}`",
             install=f"ms-swift {self.known()['version']} installed (`swift` on PATH)",
             steps=steps,
             notes=[f"ms-swift does not resume by itself: after an interruption, add `--resume_from_checkpoint "
@@ -162,7 +165,6 @@ class Swift(Engine):
             + (["Several nodes: copy the folder to every node and run the train command there with `NODE_RANK` "
                 "set (0 on the master)."] if r.distributed.nnodes > 1 else []),
         )
-        return files
 
     def check_recipe(self, plan: Plan) -> None:
         r = plan.recipe
@@ -192,11 +194,11 @@ class Swift(Engine):
         if PRETRAIN_CONFIG in files:
             V.check_rendered_keys(self, R.parse_back(PRETRAIN_CONFIG, files[PRETRAIN_CONFIG]), PRETRAIN_CONFIG)
 
-    def pretrain_values(self, plan: Plan) -> dict[str, Any]:
-        """The SFT values, but on the raw chunks (`swift pt`: loss on all of the text), from the base model, into
+    def pretrain_values(self, plan: Plan, v: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The SFT values (`v`: values(plan) when already made), but on the raw chunks (`swift pt`: loss on all of the text), from the base model, into
         output-pretrain/, with no eval set. No system prompt: `swift pt` trains on plain text, its generation
         template refuses one."""
-        return {**self.values(plan), **pretrain_values(plan), "model": plan.model_path, "adapters": None,
+        return {**(self.values(plan) if v is None else v), **pretrain_values(plan), "model": plan.model_path, "adapters": None,
                 "system": None,
                 "dataset": list(pretrain_layout(plan)), "val_dataset": None, "split_dataset_ratio": 0.0,
                 "columns": None, "eval_strategy": "no"}

@@ -6,7 +6,7 @@ import yaml
 import pytest
 
 from domainft.errors import UserError
-from domainft.render import write_tree, yaml_value, environment
+from domainft.templating import write_tree, yaml_value, environment
 
 
 @pytest.mark.parametrize("value", [1e-4, 5e-5, 2.0e-4, 0.1, 3.0, 1e7, 0.0, -2.5e-6])

@@ -1,7 +1,7 @@
 """One prompt everywhere: the tokens an engine trains on before the answer are the tokens every deployment feeds
 the model before it answers.
 
-For every chat template a recipe can use with every engine (the four spelt out in templates/axolotl/alpaca_formats.yaml:
+For every chat template a recipe can use with every engine (the four spelt out in templates/_shared/alpaca_formats.yaml:
 smollm2, qwen, qwen3, deepseekr1; the shipped recipes name smollm2 and deepseekr1), and for a system prompt in the
 system turn, none, and one in the user turn (model.system_prompt_in user), one conversation (the first item of the
 coal_safety_qa eval task, with its reference answer as the training answer) goes through:
@@ -38,17 +38,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ollama_prompt import ollama_prompt
 
 from domainft import process
 from domainft.chat_formats import deploy_chat_template
-from domainft.engines import NAMES, get_engine
+from domainft.engines import NAMES
 from domainft.engines.folder import write_folder
 from domainft.engines.venv import ensure_engine
 from domainft.plan import make_plan
 from domainft.recipe import recipe_from_dict
+from domainft.render import render
 from domainft.resources import folder, home
-
-from ollama_prompt import ollama_prompt
 
 pytestmark = pytest.mark.e2e
 
@@ -159,7 +159,7 @@ def cases(models, eval_item, work) -> dict[tuple[str, str, str], Case]:
             "training": {"precision": "fp32", "cutoff_len": 512},
         })
         plan = make_plan(recipe, run_dir=work / "runs" / name)
-        write_folder(plan, get_engine(engine).render(plan), plan.render_dir)
+        write_folder(plan, render(plan), plan.render_dir)
         out[(template, engine, mode)] = Case(plan, work / "saved" / name)
     return out
 
@@ -317,7 +317,11 @@ def _gguf(saved: Path, template: str) -> Path:
         _GGUFS[template] = out
     else:  # what `python -m gguf.scripts.gguf_new_metadata FIRST OUT --chat-template-file ...` does
         import gguf
-        from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata, get_field_data
+        from gguf.scripts.gguf_new_metadata import (
+            MetadataDetails,
+            copy_with_new_metadata,
+            get_field_data,
+        )
 
         reader = gguf.GGUFReader(first)
         writer = gguf.GGUFWriter(out, arch=get_field_data(reader, gguf.Keys.General.ARCHITECTURE),

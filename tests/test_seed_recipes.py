@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ollama_prompt import ollama_prompt
 
 from domainft.datagen.prompts import load_prompts
 from domainft.engines import get_engine
 from domainft.export import render_modelfile
 from domainft.plan import make_plan
 from domainft.recipe import load_recipe
-
-from ollama_prompt import ollama_prompt
+from domainft.render import render
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "notes" / "seeds.md"
@@ -137,7 +137,7 @@ def _get(obj, dotted: str):
 
 def _rendered(recipe) -> tuple[str, dict]:
     engine = get_engine(recipe.engine)
-    files = engine.render(make_plan(recipe, run_dir=Path("/nonexistent/run")))
+    files = render(make_plan(recipe, run_dir=Path("/nonexistent/run")))
     return engine.name, yaml.safe_load(files[engine.config_file])
 
 

@@ -1,7 +1,7 @@
 """Chat-template families as data (templates/ollama/chat_formats.yaml): the Ollama TEMPLATE, the special tokens each
 family writes, and the HF chat template deployed with a trained model. Export renders Modelfiles from it; the engine
 checks use the tokens to catch a chat template that does not match the model's tokenizer. Also each template's turns
-as format strings (templates/axolotl/alpaca_formats.yaml), with the system turn it writes when given none.
+as format strings (templates/_shared/alpaca_formats.yaml), with the system turn it writes when given none.
 
 One prompt everywhere: what the engine trains on is what every deployment prompts with. Where the recipe puts its
 system prompt (`model.system_prompt_in`) and whether the answer turn opens with an empty think block are decided
@@ -75,12 +75,18 @@ def family_names() -> list[str]:
     return list(_formats())
 
 
+def alpaca_formats_path() -> Path:
+    """templates/_shared/alpaca_formats.yaml: read for every engine (the system turn each writes, the token counts),
+    so it sits with the shared templates, not with one engine's."""
+    return folder("templates") / "_shared" / "alpaca_formats.yaml"
+
+
 @cache
 def alpaca_formats() -> dict[str, dict[str, str]]:
     """Each chat template spelt out as format strings over one instruction/answer turn
-    (templates/axolotl/alpaca_formats.yaml): how Axolotl writes alpaca data, and how domainft counts the tokens
+    (templates/_shared/alpaca_formats.yaml): how Axolotl writes alpaca data, and how domainft counts the tokens
     an example takes in any engine."""
-    return yaml.safe_load((folder("templates") / "axolotl" / "alpaca_formats.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load(alpaca_formats_path().read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------- where the system prompt goes

@@ -18,7 +18,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer  # noqa: E402
 
-from .engines import NAMES as ENGINES  # noqa: E402
+from .engine_names import NAMES as ENGINES  # noqa: E402
 from .errors import Terminated, UserError  # noqa: E402
 
 app = typer.Typer(
@@ -172,15 +172,15 @@ def validate(
 ) -> None:
     """Check a recipe fast: schema, dataset files and columns, chat template, LoRA targets."""
     from .engines.checks import check_engine_keys, length_report
-    from .engines.checks import validate as validate_plan
     from . import preflight
     from .needs import notes as machine_notes
     from .recipe_file import read_recipe_data
+    from .render import render_checked
 
     read = read_recipe_data(recipe, set_)
     check_engine_keys(read[0], engine)  # before the schema: no pydantic import
     plan = _plan(recipe, set_, engine, read=read)
-    validate_plan(plan, deep=deep)
+    render_checked(plan, deep=deep)
     preflight.check(plan)
     for note in [*preflight.notes(plan), *machine_notes(plan), *filter(None, [length_report(plan)])]:
         print(f"note: {note}", file=sys.stderr)
@@ -203,31 +203,34 @@ def render(
     copy it anywhere and run the README's commands from inside it.
     """
     from .engines import get_engine
-    from .engines.checks import validate as rendered_and_checked
     from .engines.cluster import SCRIPT
     from .engines.folder import README, folder_files, write_folder
     from .pipeline import run_pipeline
+    from .render import render_checked
 
     plan = _plan(recipe, set_, engine, run_dir)
     eng = get_engine(plan.engine)
-    rendered_and_checked(plan)  # recipe mistakes first, before any datagen
-    if output is not None and output.exists() and not output.is_dir():
-        raise UserError("output folder is a file", where=output)
     if plan.is_embedded:
         from .models.embedded import materialize
 
-        materialize(plan.recipe.model.base)  # the folder names it: it must exist
+        materialize(plan.recipe.model.base)  # the folder names it (and ms-swift's config reads its config.json)
+    # Rendered once: recipe mistakes first, before any datagen. Datagen changes nothing the files say (the data
+    # copies are made when written), only the data, which the render stage or check_dataset checks again.
+    files = render_checked(plan)
+    if output is not None and output.exists() and not output.is_dir():
+        raise UserError("output folder is a file", where=output)
     stages = ["extract", "datagen"] if plan.recipe.datagen is not None else []
     if output is None:
-        run_pipeline(plan, only=[*stages, "render"])  # the run's own folder: the manifest records it
+        run_pipeline(plan, only=[*stages, "render"], rendered=files)  # the run's own folder: the manifest records it
         dest = plan.render_dir
-        files = rendered_and_checked(plan)
         written = []
     else:
         if stages:
+            from .engines.checks import check_dataset
+
             run_pipeline(plan, only=stages)
+            check_dataset(plan)
         dest = output
-        files = rendered_and_checked(plan)
         written = write_folder(plan, files, dest)
     for path in folder_files(plan, files, dest):
         mark = "written" if path.resolve() in written else ("unchanged" if output is not None else "")
@@ -530,9 +533,9 @@ def _preflight(plan, stages: list[str]) -> None:
     from . import preflight
 
     if {"render", "train"} & set(stages):
-        from .engines.checks import validate as validate_plan
+        from .render import render_checked
 
-        validate_plan(plan)
+        render_checked(plan)
     preflight.check(plan, for_run=True, evaluate="eval" in stages)
     for note in preflight.notes(plan):
         if "eval" in stages or not note.startswith("nothing to evaluate"):

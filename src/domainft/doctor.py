@@ -33,7 +33,7 @@ def report() -> Table:
             gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     table.add_row("gpu", "ok", gpu)
     try:
-        from .engines import NAMES
+        from .engine_names import NAMES
         from .engines.venv import engine_status
 
         for name in NAMES:

@@ -48,7 +48,7 @@ def write_init_recipe(docs: Path, output: Path | None = None, name: str | None =
                       lang: str = "auto") -> tuple[Path, str, list[str]]:
     """Write the recipe (never over an existing file); returns its path, its text and notes for the user."""
     from .recipe import recipe_from_dict
-    from .render import render_template
+    from .templating import render_template
 
     if not docs.exists():
         raise UserError("no such file or folder", where=docs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +75,13 @@ def _run_render(plan: Plan) -> Any:
 
 
 def _run_pretrain(plan: Plan) -> Any:
-    from .engines.runner import pretrain
+    from .train import pretrain
 
     return pretrain(plan)
 
 
 def _run_train(plan: Plan) -> Any:
-    from .engines.runner import train
+    from .train import train
 
     return train(plan)
 
@@ -98,12 +98,21 @@ def _run_export(plan: Plan) -> Any:
     return run_export(plan)
 
 
-def render_for_plan(plan: Plan) -> list[Path]:
-    """Render the engine's files, check them statically, write those whose bytes changed, copy the data in."""
-    from .engines.checks import validate
+def render_for_plan(plan: Plan, rendered: dict[str, str] | None = None) -> list[Path]:
+    """Render the folder once and check it (render.render_checked), write the files whose bytes changed, copy the
+    data in. `rendered`: the files this command already rendered and checked for this plan (`domainft render`
+    before datagen): written as they are, with only the data checked again (datagen may have made it since)."""
     from .engines.folder import folder_files, write_folder
 
-    files = validate(plan)
+    if rendered is None:
+        from .render import render_checked
+
+        files = render_checked(plan)
+    else:
+        from .engines.checks import check_dataset
+
+        check_dataset(plan)
+        files = rendered
     write_folder(plan, files, plan.render_dir)
     return folder_files(plan, files, plan.render_dir)
 
@@ -131,12 +140,12 @@ def _curate_rubric_file(plan: Plan) -> list[Path]:
 
 
 def _render_templates(plan: Plan) -> list[Path]:
-    """The engine's templates and data files, and every template they import (templates/_shared/kv.j2); the Slurm
-    batch script's with the slurm launcher."""
-    from .render import template_files
+    """What rendering reads from templates/ (render.render_inputs): the engine's templates and data files, every
+    template they import (templates/_shared/kv.j2), the shared alpaca formats; the Slurm batch script's with the
+    slurm launcher."""
+    from .render import render_inputs
 
-    slurm = ("slurm",) if plan.recipe.distributed.launcher == "slurm" else ()
-    return template_files(plan.engine, "deepspeed", "folder", *slurm)
+    return render_inputs(plan)
 
 
 def _review_journal(plan: Plan) -> list[Path]:
@@ -411,8 +420,14 @@ def run_pipeline(
     skip: list[str] | None = None,
     dry_run: bool = False,
     stages: tuple[Stage, ...] = STAGES,
+    rendered: dict[str, str] | None = None,
 ) -> RunResult:
+    """`rendered`: the folder's files as the calling command already rendered and checked them for this plan; the
+    render stage, when it runs, writes those instead of rendering again."""
     only, skip = only or [], skip or []
+    if rendered is not None:
+        stages = tuple(replace(s, run=lambda p: render_for_plan(p, rendered)) if s.name == "render" else s
+                       for s in stages)
     names = tuple(s.name for s in stages)
     _check_stage_names(only, "--only", names)
     _check_stage_names(skip, "--skip", names)

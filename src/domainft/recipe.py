@@ -25,9 +25,9 @@ from pydantic import (
 
 from .engine_names import NAMES as ENGINE_NAMES
 from .errors import RecipeError, did_you_mean
+from .models.embedded import EMBEDDED_MODELS
 from .recipe_file import read_recipe_data
 
-EMBEDDED_MODELS = ("embedded:smollm2", "embedded:tiny-random-llama")
 # Projection names across Llama / Qwen / Mistral / SmolLM families; "all" lets the engine find them.
 KNOWN_LORA_TARGETS = (
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",

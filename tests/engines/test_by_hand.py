@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_moved_folder_trains_and_merges_by_its_readme(engine, plan_for, tmp_path):
-    from domainft.engines.checks import validate
+    from domainft.render import render_checked as validate
 
     from domainft.datagen import run_datagen
     from domainft.extract import extract_for_plan
@@ -66,7 +66,7 @@ def test_moved_folder_trains_and_merges_by_its_readme(engine, plan_for, tmp_path
 def test_a_folder_never_points_at_missing_data(plan_for, tmp_path):
     """Rendering before datagen made the split it trains on: refused, naming the file and the command."""
     plan = plan_for("llamafactory", extract={"inputs": [str(tmp_path)]}, datagen={"provider": "extractive"})
-    from domainft.engines.checks import validate
+    from domainft.render import render_checked as validate
 
     files = validate(plan)  # validation alone is fine before datagen
     with pytest.raises(DataError) as err:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from domainft.engines import NAMES
-from domainft.engines.checks import validate
+from domainft.render import render_checked as validate
 from domainft.errors import DataError, RecipeError, UserError
 
 

@@ -23,7 +23,8 @@ import yaml
 from helpers import DATA, assert_one_line_error, run_cli, tiny_recipe_data
 
 from domainft.engines import NAMES, get_engine
-from domainft.engines.checks import deep_check, validate
+from domainft.engines.checks import deep_check
+from domainft.render import render_checked as validate
 from domainft.errors import EngineError
 
 QA = DATA / "coal" / "demo_qa.jsonl"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from domainft.engines import NAMES
-from domainft.engines.checks import validate
+from domainft.render import render_checked as validate
 from domainft.engines.venv import ensure_engine
 from domainft.errors import EngineError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from domainft.engines import NAMES
-from domainft.engines.runner import train
+from domainft.train import train
 from domainft.engines.venv import ensure_engine
 
 pytestmark = pytest.mark.e2e

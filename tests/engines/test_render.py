@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from domainft import render as R
+from domainft import templating as R
 from domainft.engines import NAMES as ENGINES
 from domainft.engines import get_engine
-from domainft.engines.checks import validate
 from domainft.plan import make_plan
 from domainft.recipe import load_recipe
+from domainft.render import render
+from domainft.render import render_checked as validate
 from domainft.resources import home
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -89,30 +90,30 @@ def test_golden(engine, variant, plan_for, sharegpt_file):
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_render_is_deterministic_and_writes_only_changes(engine, plan_for, sharegpt_file):
     plan = _plan(plan_for, engine, "qlora_sharegpt_zero3", sharegpt_file)
-    first = get_engine(engine).render(plan)
-    assert get_engine(engine).render(plan) == first
+    first = render(plan)
+    assert render(plan) == first
     assert len(R.write_tree(first, plan.render_dir)) == len(first)
-    assert R.write_tree(get_engine(engine).render(plan), plan.render_dir) == []  # byte-identical rerun
+    assert R.write_tree(render(plan), plan.render_dir) == []  # byte-identical rerun
 
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_rendered_values_parse_back_as_their_types(engine, plan_for):
     plan = plan_for(engine, training={"learning_rate": 1.0e-4, "max_steps": 3})
-    cfg = get_engine(engine).config(get_engine(engine).render(plan))
+    cfg = get_engine(engine).config(render(plan))
     assert cfg["learning_rate"] == 1.0e-4 and isinstance(cfg["learning_rate"], float)  # not the string "1e-4"
     assert set(cfg) <= set(get_engine(engine).known()["config_keys"])
 
 
 def test_overrides_replace_rendered_keys_once(plan_for):
     plan = plan_for("llamafactory", engine_overrides={"cutoff_len": 64, "lora_rank": 4})
-    text = get_engine("llamafactory").render(plan)["train.yaml"]
+    text = render(plan)["train.yaml"]
     assert text.count("cutoff_len:") == 1 and text.count("lora_rank:") == 1
     assert yaml.safe_load(text)["cutoff_len"] == 64
 
 
 def test_template_syntax_in_recipe_values_stays_data(plan_for):
     plan = plan_for("llamafactory", model={"system_prompt": "{{ ''.__class__ }} {% raw %}"})
-    cfg = get_engine("llamafactory").config(get_engine("llamafactory").render(plan))
+    cfg = get_engine("llamafactory").config(render(plan))
     assert cfg["default_system"] == "{{ ''.__class__ }} {% raw %}"
 
 
@@ -124,7 +125,7 @@ RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
 def test_every_shipped_recipe_renders(engine, path, tmp_path):
     recipe = load_recipe(path)
     plan = make_plan(recipe, engine=engine, run_dir=tmp_path)
-    files = get_engine(engine).render(plan)
+    files = render(plan)
     for rel, text in files.items():
         assert R.parse_back(rel, text) is not None
 
@@ -136,7 +137,7 @@ def test_seed_recipes_render_the_source_projects_settings(name):
     own spelling."""
     plan = make_plan(load_recipe(REPO / "recipes" / f"{name}.yaml"))
     engine = get_engine(plan.engine)
-    config = engine.config(engine.render(plan))
+    config = engine.config(render(plan))
     lf = plan.engine == "llamafactory"
     four_bit = config["quantization_bit"] == 4 if lf else config["load_in_4bit"] is True
     assert four_bit and config["weight_decay"] == 0.01
@@ -161,7 +162,7 @@ def test_system_prompt_in_the_user_turn_reaches_the_data_copies(engine, plan_for
     import json
 
     from domainft.engines.folder import write_folder
-    from domainft.engines.runner import _training_digest
+    from domainft.train import _training_digest
 
     model = {"system_prompt": "你是煤矿安全专家。", "system_prompt_in": "user"}
     plan = plan_for(engine, model=model)
@@ -194,10 +195,10 @@ def test_ms_swift_opens_r1_answers_with_the_empty_think_block_out_of_the_loss(pl
     from domainft.engines.folder import data_bytes
 
     plan = plan_for("swift", model={"chat_template": "deepseekr1"})
-    config = yaml.safe_load(get_engine("swift").render(plan)["sft.yaml"])
+    config = yaml.safe_load(render(plan)["sft.yaml"])
     assert config["loss_scale"] == "ignore_empty_think"
     first = json.loads(data_bytes(plan, plan.train_files[0]).decode().splitlines()[0])
     assert first["output"].startswith(EMPTY_THINK) and not first["output"][len(EMPTY_THINK):].startswith("<think>")
     thinking = plan_for("swift", model={"chat_template": "deepseekr1", "enable_thinking": True})
     assert data_bytes(thinking, thinking.train_files[0]) == thinking.train_files[0].read_bytes()
-    assert "loss_scale" not in get_engine("swift").render(thinking)["sft.yaml"]
+    assert "loss_scale" not in render(thinking)["sft.yaml"]

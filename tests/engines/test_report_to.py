@@ -6,6 +6,7 @@ import pytest
 
 from domainft import process
 from domainft.engines import NAMES, get_engine
+from domainft.render import render
 
 # Where each engine's rendered config says it (the key names live in each engine's module and template).
 SPELLING = {
@@ -21,7 +22,7 @@ SPELLING = {
 def test_each_engine_renders_the_logger_in_its_own_key(engine, to, plan_for):
     eng = get_engine(engine)
     plan = plan_for(engine, training={"report_to": to})
-    config = eng.config(eng.render(plan))
+    config = eng.config(render(plan))
     assert SPELLING[engine](config, to), config
 
 

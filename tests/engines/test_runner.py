@@ -9,7 +9,7 @@ import pytest
 
 from domainft.engines import get_engine
 from domainft.engines.progress import StepCounter
-from domainft.engines.runner import run_launch
+from domainft.train import run_launch
 from domainft.engines.base import Launch, Progress
 from domainft.engines.base import last_checkpoint
 from domainft.errors import EngineError

@@ -21,14 +21,15 @@ from pydantic import BaseModel
 
 from domainft.datagen.prompts import load_prompts
 from domainft.engines import get_engine
-from domainft.engines.checks import validate
 from domainft.errors import UserError
 from domainft.export import render_modelfile
 from domainft.extract import Chunk
 from domainft.pipeline import STAGES
 from domainft.plan import make_plan
 from domainft.recipe import Recipe, recipe_from_dict
-from domainft.render import environment, write_tree
+from domainft.render import render
+from domainft.render import render_checked as validate
+from domainft.templating import environment, write_tree
 
 CANARY = "pwned"  # every code-running payload below would create this file in the current folder
 PAYLOADS = {
@@ -182,7 +183,7 @@ def test_engine_files_hold_payloads_as_data(engine, key, tmp_path, tiny_model):
     # No recipe value reaches the DeepSpeed JSON: it is the same as for a plain recipe.
     assert parsed["ds_zero2.json"]["zero_optimization"]["stage"] == 2
     plain = make_plan(recipe.with_updates(description="", run_dir=str(tmp_path / "plain")))
-    assert files["ds_zero2.json"] == get_engine(engine).render(plain)["ds_zero2.json"]
+    assert files["ds_zero2.json"] == render(plain)["ds_zero2.json"]
     if key == "expr":  # "{{ 7*7 }}" stays text, never 49
         assert "49" not in json.dumps(parsed, ensure_ascii=False).replace(str(tmp_path), "")
     # The files land in the run folder, through the one writer that refuses escapes.

@@ -10,12 +10,12 @@ import pytest
 from helpers import DATA, assert_one_line_error, run_cli, tiny_recipe_data
 
 from domainft.engines import NAMES as ENGINES
-from domainft.engines import get_engine
 from domainft.engines.cluster import SCRIPT
 from domainft.engines.slurm import JobEnd, first_failed_node, job_end
 from domainft.errors import RecipeError
 from domainft.plan import make_plan
 from domainft.recipe import recipe_from_dict
+from domainft.render import render
 
 DEMO_QA = DATA / "coal" / "demo_qa.jsonl"
 
@@ -27,7 +27,7 @@ def plan(tmp_path: Path, engine: str = "llamafactory", **distributed):
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_bash_parses_each_engine_s_script(engine, tmp_path):
-    files = get_engine(engine).render(plan(tmp_path, engine, launcher="slurm", nnodes=2))
+    files = render(plan(tmp_path, engine, launcher="slurm", nnodes=2))
     script = tmp_path / SCRIPT
     script.write_text(files[SCRIPT])
     checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
@@ -38,7 +38,7 @@ def test_bash_parses_each_engine_s_script(engine, tmp_path):
 
 
 def test_the_local_launcher_renders_no_script(tmp_path):
-    assert SCRIPT not in get_engine("llamafactory").render(plan(tmp_path))
+    assert SCRIPT not in render(plan(tmp_path))
 
 
 @pytest.mark.parametrize("key,value", [
@@ -56,7 +56,7 @@ def test_values_that_would_break_out_of_an_sbatch_line_are_refused(tmp_path, key
 
 @pytest.mark.parametrize("limit", ["30", "04:00:00", "2-00:00:00", "1-12", "UNLIMITED"])
 def test_slurm_s_time_formats_are_taken(tmp_path, limit):
-    files = get_engine("llamafactory").render(plan(tmp_path, launcher="slurm", slurm={"time_limit": limit}))
+    files = render(plan(tmp_path, launcher="slurm", slurm={"time_limit": limit}))
     assert f"#SBATCH --time={limit}\n" in files[SCRIPT]
 
 

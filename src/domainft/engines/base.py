@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..templating import template_path
 from .venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -31,6 +32,19 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Readme:
+    """What the rendered folder's README.md says of one engine (render.folder_readme writes the rest)."""
+
+    #: Where the base model's path is set, e.g. "`model` in `sft.yaml`".
+    model_key: str
+    #: What must be installed, e.g. "ms-swift 4.6.0 installed (`swift` on PATH)".
+    install: str
+    #: (what it does, the commands), in order.
+    steps: list[tuple[str, list[str]]]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Launch:
     """A subprocess to run from the engine's venv: argv[0] is resolved inside the venv's bin/."""
 
@@ -42,7 +56,7 @@ class Launch:
 class Engine(ABC):
     """One training engine. Its package `domainft/engines/<name>/` holds this class (as ENGINE), `lock.txt`
     (its venv's pins) and `known.json` (the keys and templates it accepts, snapshotted from the engine itself);
-    its Jinja templates live in `templates/<name>/`. The registry in `domainft.engines` names it."""
+    its Jinja templates live in `templates/<name>/`. The registry `domainft.engine_names` names it."""
 
     name: ClassVar[str]
     #: How people write the engine's name.
@@ -57,10 +71,27 @@ class Engine(ABC):
     run_folder_keys: ClassVar[tuple[str, ...]]
     #: Python run in the engine's venv with the config as `cfg` (a dict): raises what the engine would reject.
     deep_check_code: ClassVar[str]
+    #: What each of its own files in the rendered folder is, for the folder's README (file name -> description).
+    descriptions: ClassVar[dict[str, str]] = {}
+    #: The recipe key that turns each of its plugins on (plugin -> "key: value"), for the hint when a plugin's option
+    #: is set without it.
+    plugin_switches: ClassVar[dict[str, str]] = {}
+    #: Files under templates/ its rendering reads as data besides the Jinja templates (render-stage inputs): every
+    #: engine writes the system turn from the shared alpaca formats (chat_formats.system_turn).
+    template_data: ClassVar[tuple[str, ...]] = ("_shared/alpaca_formats.yaml",)
+    def template_dir(self) -> Path:
+        """Its templates' folder: templates/<name>/, or the one an outside engine was registered with
+        (engine_names.register); Jinja loads them as `<name>/...`."""
+        return template_path(self.name)
 
     @abstractmethod
-    def render(self, plan: Plan) -> dict[str, str]:
-        """Pure: relative path -> file text, for everything the engine reads."""
+    def config_files(self, plan: Plan) -> dict[str, str]:
+        """Pure: relative path -> file text, for the engine's own files (its configs). The folder around them (the
+        DeepSpeed JSON, launch.sbatch, README.md) is domainft.render's, which calls this."""
+
+    @abstractmethod
+    def readme(self, plan: Plan) -> Readme:
+        """What the folder's README says of this engine: where the model is set, what to install, the commands."""
 
     @abstractmethod
     def check_recipe(self, plan: Plan) -> None:

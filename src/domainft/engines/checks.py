@@ -1,4 +1,5 @@
-"""Static checks before any launch: in-process, no engine or torch import, well under a second.
+"""Static checks before any launch: in-process, no engine or torch import, well under a second. They check; they
+render nothing (domainft.render.render does; render_checked runs check_plan, render, check_rendered).
 
 What each engine accepts comes from its snapshot `engines/<name>/known.json` (made by
 scripts/snapshot_engine_schema.py inside the engine's venv). `deep=True` also runs the engine's own
@@ -25,20 +26,25 @@ if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before
 
 
 
-def validate(plan: Plan, deep: bool = False) -> dict[str, str]:
-    """Check the plan, render its engine files and check them; returns them. `deep` also runs the engine's own
-    validator in its venv (seconds: it imports the engine). Raises a one-line UserError."""
-    engine = get_engine(plan.engine)
-    engine.check_recipe(plan)
+def check_plan(plan: Plan) -> None:
+    """What the plan asks, checked before anything is rendered: the engine's own recipe checks (override keys,
+    templates), the model folder, the eval set, the chat template against the tokenizer. Raises a one-line
+    UserError."""
+    get_engine(plan.engine).check_recipe(plan)
     check_model(plan)
     check_eval_set(plan)
     check_chat_template(plan)
-    files = engine.render(plan)
+
+
+def check_rendered(plan: Plan, files: dict[str, str], deep: bool = False) -> None:
+    """The rendered files (domainft.render.render), parsed back as the engine reads them (every key one it knows),
+    then the dataset's columns; `deep` also runs the engine's own validator in its venv (seconds: it imports the
+    engine). Raises a one-line UserError."""
+    engine = get_engine(plan.engine)
     engine.check_files(plan, files)
     check_dataset(plan)
     if deep:
         deep_check(engine, engine.config(files), engine.config_file)
-    return files
 
 
 def check_engine_keys(data: dict[str, Any], engine_name: str | None = None) -> None:
@@ -62,10 +68,6 @@ def accepted_keys(engine: Engine, plugins: Any = ()) -> list[str]:
     return [*known["config_keys"], *(k for p in active for k in plugin_keys.get(p, []))]
 
 
-# The recipe key that turns a plugin on, for the hint when one of its options is set without it.
-PLUGIN_SWITCH = {"axolotl.integrations.liger.LigerPlugin": "training.liger_kernel: true"}
-
-
 def check_overrides(engine: Engine, overrides: dict[str, Any], plugins: Any = ()) -> None:
     """`plugins`: the plugins the recipe turns on; the overrides may add more. Runs before the rendered file is
     parsed: an override key is checked here before it can break the YAML."""
@@ -79,7 +81,8 @@ def check_overrides(engine: Engine, overrides: dict[str, Any], plugins: Any = ()
             plugin = plugin_of[key]
             raise RecipeError(f"'{key}' is an option of the {plugin} plugin, which is not on",
                               where=f"engine_overrides.{key}",
-                              hint=f"set {PLUGIN_SWITCH[plugin]}" if plugin in PLUGIN_SWITCH else "add it to plugins")
+                              hint=f"set {engine.plugin_switches[plugin]}" if plugin in engine.plugin_switches
+                              else "add it to plugins")
         if key not in keys:
             hint = did_you_mean(key, keys)
             raise RecipeError(

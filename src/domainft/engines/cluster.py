@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import render as R
+from .. import templating as R
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
     from ..plan import Plan
     from .base import Engine
 
 SCRIPT = "launch.sbatch"
+DESCRIPTION = "the Slurm batch script: one task per node, each through the engine's own torchrun launcher"
 LOGS = "logs"  # in the rendered folder: logs/<job id>/node-<rank>.log, .exit, and the batch step's exit
 
 

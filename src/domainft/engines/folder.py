@@ -1,4 +1,5 @@
-"""The rendered folder: the engine's files, the training data they read, and a README with the commands.
+"""The rendered folder on disk: where the training data lands in it, the copies made, and the write. What its files
+say (the engine's configs, the README with the commands) is domainft.render's.
 
 Every path inside is relative to the folder, so it can be copied to another machine and trained there with the
 engine's own CLI, run from inside the folder. The base model is the one path that points outside; the folder's
@@ -12,11 +13,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import render as R
+from .. import templating as R
 from ..chat_formats import instructions
 from ..errors import DataError
 from ..fsutil import atomic_write
-from .cluster import SCRIPT
 from .records import fold_record, sample_records
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -73,47 +73,6 @@ def data_bytes(plan: Plan, source: Path) -> bytes:
 def deepspeed_rel(plan: Plan) -> str | None:
     stage = plan.recipe.distributed.deepspeed
     return f"ds_zero{stage}.json" if stage else None
-
-
-# What each file of a rendered folder is, for its README.
-DESCRIPTIONS = {
-    "train.yaml": "the LLaMA-Factory training config",
-    "merge.yaml": "the LLaMA-Factory config that merges the adapter into full weights",
-    "dataset_info.json": "names the training files and their columns for LLaMA-Factory",
-    "axolotl.yml": "the Axolotl config (training and merge)",
-    "pretrain.yaml": f"continued pre-training on the raw chunks, run before training (it writes `{PRETRAIN_OUTPUT}/`, "
-                     "where training starts from)",
-    "axolotl-pretrain.yml": f"continued pre-training on the raw chunks, run before training (it writes "
-                            f"`{PRETRAIN_OUTPUT}/`, where training starts from)",
-    "ds_zero2.json": "DeepSpeed ZeRO-2 config",
-    "ds_zero3.json": "DeepSpeed ZeRO-3 config",
-    SCRIPT: "the Slurm batch script: one task per node, each through the engine's own torchrun launcher",
-}
-CLUSTER_STEP = ("Or train on a Slurm cluster instead, with this folder on a filesystem every node sees and the engine "
-                "on PATH there (each node's output goes to `logs/<job id>/node-<rank>.log`)")
-
-
-def readme(plan: Plan, files: dict[str, str], *, engine: str, config_file: str, model_key: str, install: str,
-           steps: list[tuple[str, list[str]]], notes: list[str] = ()) -> str:
-    """The folder's README.md: what is here and the exact commands, run from inside the folder."""
-    listing = [(rel, DESCRIPTIONS.get(rel, "")) for rel in sorted(files) if rel != README]
-    train, val = data_layout(plan)
-    from . import get_engine
-
-    folded = "".join(part for part, on in (
-        (", its system prompt opening each first user turn", instructions(plan.recipe)),
-        (", each answer opening with the empty think block", get_engine(plan.engine).answer_prefix(plan))) if on)
-    listing += [(rel, f"training data (a copy of {source.name}{folded})") for rel, source in train.items()]
-    listing += [(rel, f"validation data for eval loss (a copy of {source.name}{folded})") for rel, source in val.items()]
-    listing += [(rel, f"raw text for continued pre-training (a copy of {source.name})")
-                for rel, source in pretrain_layout(plan).items()]
-    if SCRIPT in files:  # right after the train step
-        steps = [steps[0], (CLUSTER_STEP, [f"sbatch {SCRIPT}"]), *steps[1:]]
-    return R.render_template(
-        "folder/README.md.j2", recipe=plan.recipe.name, recipe_hash=plan.recipe_hash[:16], engine=engine,
-        config_file=config_file, model_key=model_key, model=plan.model_path, install=install, steps=steps,
-        notes=list(notes), files=listing,
-    )
 
 
 def write_folder(plan: Plan, files: dict[str, str], dest: Path) -> list[Path]:

@@ -10,7 +10,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from .. import render as R
+from .. import templating as R
 from ..errors import EngineError
 from .base import Progress
 from .folder import OUTPUT, PRETRAIN_OUTPUT
@@ -151,7 +151,7 @@ _LOSS = re.compile(r"""['"]loss['"]:\s*['"]?([0-9.eE+-]+)""")
 
 def parse_trainer_progress(line: str) -> Progress | None:
     """HF Trainer output: tqdm `12/40 [00:05<...` bars, the training's step total, `{'loss': 1.23, ...}` log dicts.
-    Evaluation bars look like the training bar; the runner tells them apart by their total (engines/runner.py)."""
+    Evaluation bars look like the training bar; the runner tells them apart by their total (domainft/train.py)."""
     loss = _LOSS.search(line)
     if loss:
         try:

@@ -149,7 +149,7 @@ def run_export(plan: Plan, quants: list[str] | None = None) -> ExportResult:
 
 
 def _merge_via_engine(plan: Plan, merged: Path) -> None:
-    from ..engines.runner import merge
+    from ..train import merge
 
     from ..models import base_folder
 

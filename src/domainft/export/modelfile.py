@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..chat_formats import chat_format, ollama_template
 from ..errors import RecipeError
 from ..recipe import Recipe
-from ..render import header, render_template
+from ..templating import header, render_template
 
 
 def render_modelfile(recipe: Recipe, gguf_name: str) -> str:

@@ -56,7 +56,7 @@ class Rubric(BaseModel):
         return "\n".join(f"- {c.name}: {c.description.strip()}" for c in self.criteria)
 
     def render(self, fields: dict[str, str]) -> str:
-        from ..render import environment  # the sandboxed one: a rubric is user data
+        from ..templating import environment  # the sandboxed one: a rubric is user data
 
         return environment().from_string(self.template).render(
             **fields, criteria=self.criteria_text(), scale=self.scale_text())

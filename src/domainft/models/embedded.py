@@ -16,12 +16,13 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import file_lock
-from ..recipe import EMBEDDED_MODELS
 from ..resources import home
 
-SMOLLM2, TINY_RANDOM_LLAMA = EMBEDDED_MODELS
-#: Where each embedded model (recipe.EMBEDDED_MODELS, in that order) is materialised, under ~/.cache/domainft/models/.
-EMBEDDED_DIRS = dict(zip(EMBEDDED_MODELS, ("smollm2-135m-instruct", "tiny-random-llama"), strict=True))
+SMOLLM2, TINY_RANDOM_LLAMA = "embedded:smollm2", "embedded:tiny-random-llama"
+#: Where each embedded model is materialised, under ~/.cache/domainft/models/.
+EMBEDDED_DIRS = {SMOLLM2: "smollm2-135m-instruct", TINY_RANDOM_LLAMA: "tiny-random-llama"}
+#: The names a recipe's model.base may give (the recipe schema checks them).
+EMBEDDED_MODELS = tuple(EMBEDDED_DIRS)
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IM_END = "<|im_end|>"

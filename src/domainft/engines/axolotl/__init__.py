@@ -6,15 +6,14 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ... import render as R
+from ... import templating as R
 from ...chat_formats import alpaca_formats, system_turn
 from ...errors import RecipeError, did_you_mean
 from .. import checks as V
-from ..base import Engine, Launch, Progress, move_up
-from ..cluster import cluster_files
-from ..folder import PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
-from ..hf import (deepspeed_files, eval_steps, output_dir, parse_trainer_progress, peft_lora, render_yaml,
-                  starting_point, torchrun_args, trainer_schedule)
+from ..base import Engine, Launch, Progress, Readme, move_up
+from ..folder import PRETRAIN_OUTPUT, data_layout, deepspeed_rel, pretrain_layout
+from ..hf import (eval_steps, output_dir, parse_trainer_progress, peft_lora, render_yaml, starting_point,
+                  torchrun_args, trainer_schedule)
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -60,6 +59,13 @@ class Axolotl(Engine):
         "if dropped: raise KeyError('unknown key(s) the engine would silently drop: ' + ', '.join(dropped))\n"
         "validate_config(DictDefault(cfg))\n"
     )
+    descriptions = {
+        CONFIG: "the Axolotl config (training and merge)",
+        PRETRAIN_CONFIG: f"continued pre-training on the raw chunks, run before training (it writes "
+                         f"`{PRETRAIN_OUTPUT}/`, where training starts from)",
+    }
+    # The recipe key that turns a plugin on, for the hint when one of its options is set without it.
+    plugin_switches = {"axolotl.integrations.liger.LigerPlugin": "training.liger_kernel: true"}
 
     def datasets(self, plan: Plan, part: int = 0) -> list[dict[str, Any]]:
         """Axolotl dataset entries for the training files (part 0) or the validation files (part 1)."""
@@ -79,7 +85,7 @@ class Axolotl(Engine):
                 })
             else:
                 # Axolotl's user-defined prompt type, with format strings spelling out the model's own
-                # chat template (templates/axolotl/alpaca_formats.yaml): the same text inference sees.
+                # chat template (templates/_shared/alpaca_formats.yaml): the same text inference sees.
                 fmt = alpaca_formats().get(model.chat_template)
                 if fmt is None:  # check() reports this as a RecipeError first
                     fmt = {"system_format": "{system}", "format": "{instruction}\n{input}",
@@ -179,15 +185,14 @@ class Axolotl(Engine):
             },
         }
 
-    def render(self, plan: Plan) -> dict[str, str]:
-        r = plan.recipe
-        files = {
-            CONFIG: render_yaml(plan, "axolotl/axolotl.yml.j2", self.values(plan)),
-        }
-        if r.method.pretrain is not None:
+    def config_files(self, plan: Plan) -> dict[str, str]:
+        files = {CONFIG: render_yaml(plan, "axolotl/axolotl.yml.j2", self.values(plan))}
+        if plan.recipe.method.pretrain is not None:
             files[PRETRAIN_CONFIG] = render_yaml(plan, "axolotl/axolotl.yml.j2", self.values(plan, pretrain=True))
-        files.update(deepspeed_files(plan))
-        files.update(cluster_files(plan, self))
+        return files
+
+    def readme(self, plan: Plan) -> Readme:
+        r = plan.recipe
         train = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, CONFIG))}"  # recipe values shell-quoted
         pretrain = f"{NO_TRACKING} {shlex.join(self._train_argv(plan, PRETRAIN_CONFIG))}"
         if plan.recipe.distributed.nnodes > 1:
@@ -195,8 +200,7 @@ class Axolotl(Engine):
             pretrain = pretrain.replace("--nnodes", "--node_rank=$NODE_RANK --nnodes")
         first = ([(f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training then goes on "
                    "from it)", [pretrain])] if r.method.pretrain is not None else [])
-        files[README] = readme(
-            plan, files, engine="Axolotl", config_file=CONFIG,
+        return Readme(
             model_key=f"`base_model` in `{CONFIG}`" if r.method.pretrain is None else
             f"`base_model` in `{PRETRAIN_CONFIG}`" + (f" and `{CONFIG}`" if r.method.kind != "full" else ""),
             install=f"Axolotl {self.known()['version']} installed (`axolotl` on PATH)",
@@ -211,7 +215,6 @@ class Axolotl(Engine):
             + (["Several nodes: copy the folder to every node and run the train command there with `NODE_RANK` set "
                 "(0 on the master)."] if plan.recipe.distributed.nnodes > 1 else []),
         )
-        return files
 
     def check_recipe(self, plan: Plan) -> None:
         r = plan.recipe
@@ -221,7 +224,7 @@ class Axolotl(Engine):
                 f"Axolotl has no alpaca prompt format for chat template '{r.model.chat_template}'",
                 where="model.chat_template",
                 hint=did_you_mean(r.model.chat_template, alpaca_formats())
-                or "use dataset.format sharegpt, or add it to templates/axolotl/alpaca_formats.yaml",
+                or "use dataset.format sharegpt, or add it to templates/_shared/alpaca_formats.yaml",
             )
         if r.model.enable_thinking:
             raise RecipeError("Axolotl runs here use the tokenizer's template without thinking blocks",

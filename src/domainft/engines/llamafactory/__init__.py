@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ... import render as R
+from ... import templating as R
 from ...chat_formats import system_turn
 from ...errors import RecipeError, did_you_mean
 from .. import checks as V
-from ..base import Engine, Launch, Progress
-from ..cluster import cluster_files
-from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
-from ..hf import (deepspeed_files, eval_steps, output_dir, parse_trainer_progress, peft_lora, readme_env,
-                  render_yaml, starting_point, torchrun_env, trainer_schedule)
+from ..base import Engine, Launch, Progress, Readme
+from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, data_layout, deepspeed_rel, pretrain_layout
+from ..hf import (eval_steps, output_dir, parse_trainer_progress, peft_lora, readme_env, render_yaml, starting_point,
+                  torchrun_env, trainer_schedule)
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -55,6 +54,13 @@ class LlamaFactory(Engine):
     run_folder_keys = ("output_dir", "dataset_dir", "export_dir", "logging_dir", "tokenized_path")
     # get_train_args rejects unknown keys; it checks no types, template names, dataset names or model paths.
     deep_check_code = "from llamafactory.hparams import get_train_args\nget_train_args(cfg)\n"
+    descriptions = {
+        TRAIN_YAML: "the LLaMA-Factory training config",
+        MERGE_YAML: "the LLaMA-Factory config that merges the adapter into full weights",
+        "dataset_info.json": "names the training files and their columns for LLaMA-Factory",
+        PRETRAIN_YAML: f"continued pre-training on the raw chunks, run before training (it writes `{PRETRAIN_OUTPUT}/`, "
+                       "where training starts from)",
+    }
 
     def values(self, plan: Plan, pretrain: bool = False) -> dict[str, dict[str, Any]]:
         """train.yaml's keys, section by section, as the template prints them (a None value is left out).
@@ -145,7 +151,7 @@ class LlamaFactory(Engine):
             "export_legacy_format": "false",
         }
 
-    def render(self, plan: Plan) -> dict[str, str]:
+    def config_files(self, plan: Plan) -> dict[str, str]:
         r = plan.recipe
         ds = r.dataset
         datasets = {}
@@ -162,24 +168,25 @@ class LlamaFactory(Engine):
             TRAIN_YAML: render_yaml(plan, "llamafactory/train.yaml.j2", self.values(plan), config=TRAIN_YAML),
             MERGE_YAML: render_yaml(plan, "llamafactory/merge.yaml.j2", self.merge_values(plan)),
         }
+        if r.method.pretrain is not None:
+            files[PRETRAIN_YAML] = render_yaml(plan, "llamafactory/train.yaml.j2", self.values(plan, pretrain=True),
+                                               config=PRETRAIN_YAML)
+        return files
+
+    def readme(self, plan: Plan) -> Readme:
+        r = plan.recipe
         steps = [("Train (the adapter and checkpoints go to `output/`; a rerun resumes from the last checkpoint)",
                   [self._train_command(plan)]),
                  ("Merge the adapter into full weights in `merged/`", [f"llamafactory-cli export {MERGE_YAML}"])]
         if r.method.pretrain is not None:
-            files[PRETRAIN_YAML] = render_yaml(plan, "llamafactory/train.yaml.j2", self.values(plan, pretrain=True),
-                                               config=PRETRAIN_YAML)
             steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
                              "then goes on from it)", [self._train_command(plan, PRETRAIN_YAML)]))
-        files.update(deepspeed_files(plan))
-        files.update(cluster_files(plan, self))
-        files[README] = readme(
-            plan, files, engine="LLaMA-Factory", config_file=TRAIN_YAML,
+        return Readme(
             model_key=f"`model_name_or_path` in `{TRAIN_YAML}` and `{MERGE_YAML}`" if r.method.pretrain is None else
             f"`model_name_or_path` in `{PRETRAIN_YAML}`" + (f" and `{MERGE_YAML}`" if r.method.kind != "full" else ""),
             install=f"LLaMA-Factory {self.known()['version']} installed (`llamafactory-cli` on PATH)",
             steps=steps, notes=self._notes(plan),
         )
-        return files
 
     def _train_command(self, plan: Plan, config: str = TRAIN_YAML) -> str:
         return f"{readme_env(plan)} llamafactory-cli train {config}".strip()

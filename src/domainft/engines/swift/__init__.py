@@ -15,16 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ... import render as R
+from ... import templating as R
 from ...chat_formats import empty_think, system_turn
 from ...errors import RecipeError, did_you_mean
 from ...resources import folder
 from .. import checks as V
-from ..base import Engine, Launch, Progress, last_checkpoint, move_up
-from ..cluster import cluster_files
-from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, README, data_layout, deepspeed_rel, pretrain_layout, readme
-from ..hf import (deepspeed_files, eval_steps, output_dir, parse_trainer_progress, peft_lora, readme_env,
-                  render_yaml, starting_point, torchrun_env, trainer_schedule)
+from ..base import Engine, Launch, Progress, Readme, last_checkpoint, move_up
+from ..folder import MERGED, OUTPUT, PRETRAIN_OUTPUT, data_layout, deepspeed_rel, pretrain_layout
+from ..hf import (eval_steps, output_dir, parse_trainer_progress, peft_lora, readme_env, render_yaml, starting_point,
+                  torchrun_env, trainer_schedule)
 from ..venv import Spec
 
 if TYPE_CHECKING:  # annotations only: `validate` refuses bad engine keys before pydantic loads
@@ -76,6 +75,11 @@ class Swift(Engine):
         "args, rest = parse_args(SftArguments, argv)\n"
         "if rest: raise ValueError('remaining_argv: ' + ' '.join(rest))\n"
     )
+    descriptions = {
+        CONFIG: "the ms-swift training config (`swift sft`)",
+        PRETRAIN_CONFIG: f"continued pre-training on the raw chunks, run before training (it writes "
+                         f"`{PRETRAIN_OUTPUT}/`, where training starts from)",
+    }
 
     def values(self, plan: Plan, pretrain: bool = False) -> dict[str, dict[str, Any]]:
         """sft.yaml's keys, section by section, as the template prints them (a None value is left out).
@@ -153,27 +157,28 @@ class Swift(Engine):
         with it and `loss_scale: ignore_empty_think` keeps it out of the loss."""
         return empty_think(plan.recipe)
 
-    def render(self, plan: Plan) -> dict[str, str]:
+    def config_files(self, plan: Plan) -> dict[str, str]:
         r = plan.recipe
-        files = {
-            CONFIG: render_yaml(plan, "swift/sft.yaml.j2", self.values(plan)),
-        }
-        files.update(deepspeed_files(plan))
-        files.update(cluster_files(plan, self))
+        files = {CONFIG: render_yaml(plan, "swift/sft.yaml.j2", self.values(plan))}
+        if r.method.pretrain is not None:
+            files[PRETRAIN_CONFIG] = render_yaml(plan, "swift/sft.yaml.j2", self.values(plan, pretrain=True))
+        return files
+
+    def readme(self, plan: Plan) -> Readme:
+        r = plan.recipe
         # ms-swift starts torchrun itself when NPROC_PER_NODE is set
         prefix = f"{HUB} {readme_env(plan, force_torchrun=False)}".strip()
         adapter = f"{OUTPUT}/{LAST}"
         steps = [("Train (checkpoints go to `output/`, the newest linked as `output/last-checkpoint`)",
                   [f"{prefix} swift sft {CONFIG}"])]
         if r.method.pretrain is not None:
-            files[PRETRAIN_CONFIG] = render_yaml(plan, "swift/sft.yaml.j2", self.values(plan, pretrain=True))
             steps.insert(0, (f"Continue pre-training on the raw chunks first (into `{PRETRAIN_OUTPUT}/`; training "
                              f"then goes on from `{PRETRAIN_OUTPUT}/{LAST}`)", [f"{prefix} swift pt {PRETRAIN_CONFIG}"]))
         if r.method.kind != "full":
             steps.append(("Merge the adapter into full weights in `merged/`",
                           [f"{HUB} swift export --adapters {adapter} --merge_lora true --output_dir {MERGED}"]))
-        files[README] = readme(
-            plan, files, engine="ms-swift", config_file=CONFIG, model_key=f"`model` in `{CONFIG}`",
+        return Readme(
+            model_key=f"`model` in `{CONFIG}`",
             install=f"ms-swift {self.known()['version']} installed (`swift` on PATH)",
             steps=steps,
             notes=[f"ms-swift does not resume by itself: after an interruption, add `--resume_from_checkpoint "
@@ -184,7 +189,6 @@ class Swift(Engine):
             + (["Several nodes: copy the folder to every node and run the train command there with `NODE_RANK` "
                 "set (0 on the master)."] if r.distributed.nnodes > 1 else []),
         )
-        return files
 
     def check_recipe(self, plan: Plan) -> None:
         r = plan.recipe

@@ -1,4 +1,5 @@
-"""Train and merge through an engine: render, check, launch its CLI from its venv with a progress bar."""
+"""The train stage: train (and continued pre-training, and the merge) through an engine: render and check once, write
+the folder, launch the engine's CLI from its venv with a progress bar, resume from the last checkpoint."""
 
 from __future__ import annotations
 
@@ -8,20 +9,21 @@ import sys
 import time
 from pathlib import Path
 
-from .. import process
-from ..chat_formats import deploy_chat_template, instructions
-from ..errors import EngineError
-from ..fsutil import atomic_write
-from ..manifest import sha256_file
-from ..plan import Plan
-from . import get_engine
-from .base import Engine, Launch, last_checkpoint
-from .checks import validate
-from .folder import write_folder
-from .loss_plot import write_loss_plot
-from .progress import progress_bar
-from .slurm import train_on_slurm
-from .venv import require_engine, venv_capabilities, venv_dir
+from . import process
+from .chat_formats import deploy_chat_template, instructions
+from .engines import get_engine
+from .engines.base import Engine, Launch, last_checkpoint
+from .engines.folder import write_folder
+from .engines.loss_plot import write_loss_plot
+from .engines.progress import progress_bar
+from .engines.slurm import train_on_slurm
+from .engines.venv import require_engine, venv_capabilities, venv_dir
+from .errors import EngineError
+from .fsutil import atomic_write
+from .manifest import sha256_file
+from .models import base_folder
+from .plan import Plan
+from .render import render, render_checked
 
 DONE = ".domainft-done"  # in train_dir: training finished for these rendered files
 
@@ -65,11 +67,9 @@ def pretrain(plan: Plan) -> Path:
 
 
 def _prepare(plan: Plan, engine: Engine) -> dict[str, str]:
-    from ..models import base_folder
-
     base_folder(plan)  # embedded: made once; hub: pulled once per machine, pinned (the model stage did it already)
     require_engine(engine.name)
-    files = validate(plan)
+    files = render_checked(plan)
     check_speed_switches(plan)
     write_folder(plan, files, plan.render_dir)
     return files
@@ -128,7 +128,7 @@ def merge(plan: Plan, out_dir: Path) -> Path:
     """Merge the trained adapter into full HF weights in out_dir (for export)."""
     engine = get_engine(plan.engine)
     out_dir = Path(out_dir).resolve()
-    write_folder(plan, engine.render(plan), plan.render_dir)
+    write_folder(plan, render(plan), plan.render_dir)
     run_launch(engine.merge_launch(plan, out_dir), plan.run_dir / "logs" / f"merge-{engine.name}.log", engine,
                label="merge")
     engine.after_merge(out_dir)

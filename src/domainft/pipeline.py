@@ -44,7 +44,7 @@ class Stage:
 
 
 def _run_model(plan: Plan) -> Any:
-    from .models.hub import pull_for_plan
+    from .models.pull import pull_for_plan
 
     pulled = pull_for_plan(plan)
     if pulled.note:
@@ -53,7 +53,7 @@ def _run_model(plan: Plan) -> Any:
 
 
 def _model_missing(plan: Plan) -> str | None:
-    from .models.hub import missing_reason
+    from .models.pull import missing_reason
 
     return missing_reason(plan)
 
@@ -102,6 +102,10 @@ def render_for_plan(plan: Plan, rendered: dict[str, str] | None = None) -> list[
     """Render the folder once and check it (render.render_checked), write the files whose bytes changed, copy the
     data in. `rendered`: the files this command already rendered and checked for this plan (`domainft render`
     before datagen): written as they are, with only the data checked again (datagen may have made it since)."""
+    return _write_rendered(plan, rendered)[1]
+
+
+def _write_rendered(plan: Plan, rendered: dict[str, str] | None) -> tuple[dict[str, str], list[Path]]:
     from .engines.folder import folder_files, write_folder
 
     if rendered is None:
@@ -114,7 +118,31 @@ def render_for_plan(plan: Plan, rendered: dict[str, str] | None = None) -> list[
         check_dataset(plan)
         files = rendered
     write_folder(plan, files, plan.render_dir)
-    return folder_files(plan, files, plan.render_dir)
+    return files, folder_files(plan, files, plan.render_dir)
+
+
+def _rendering_once(stages: tuple[Stage, ...], rendered: dict[str, str] | None) -> tuple[Stage, ...]:
+    """The stages of one run with the folder rendered once: the render stage writes `rendered` when the command
+    already rendered it, and pre-training and training launch from the files the render stage made in this run
+    (each renders for itself only when the render stage did not run)."""
+    made: dict[str, dict[str, str]] = {}
+
+    def render(plan: Plan) -> list[Path]:
+        made["files"], paths = _write_rendered(plan, rendered)
+        return paths
+
+    def pretrain(plan: Plan) -> Any:
+        from .train import pretrain
+
+        return pretrain(plan, made.get("files"))
+
+    def train(plan: Plan) -> Any:
+        from .train import train
+
+        return train(plan, made.get("files"))
+
+    runs = {_run_render: render, _run_pretrain: pretrain, _run_train: train}
+    return tuple(replace(s, run=runs[s.run]) if s.run in runs else s for s in stages)
 
 
 # ---------------------------------------------------------------- what each stage reads and writes
@@ -425,9 +453,7 @@ def run_pipeline(
     """`rendered`: the folder's files as the calling command already rendered and checked them for this plan; the
     render stage, when it runs, writes those instead of rendering again."""
     only, skip = only or [], skip or []
-    if rendered is not None:
-        stages = tuple(replace(s, run=lambda p: render_for_plan(p, rendered)) if s.name == "render" else s
-                       for s in stages)
+    stages = _rendering_once(stages, rendered)
     names = tuple(s.name for s in stages)
     _check_stage_names(only, "--only", names)
     _check_stage_names(skip, "--skip", names)
@@ -466,7 +492,7 @@ def run_pipeline(
             pending = pending or stage.name
             continue
         console.print(f"[bold]▶ {stage.name}[/bold] [dim]({stage.doc}; {reason})[/dim]")
-        if stage.name == "train" and _is_worker_node(plan):
+        if stage.name == "train" and plan.is_worker_node:
             # Only global rank 0 saves the adapter: a worker node trains, then leaves eval and export to node 0.
             start = time.perf_counter()
             stage.run(plan)
@@ -495,12 +521,6 @@ def _preflight(plan: Plan, selected: list[Stage], manifest: Manifest, *, forced:
         from .needs import require_gpu
 
         require_gpu(plan)
-
-
-def _is_worker_node(plan: Plan) -> bool:
-    import os
-
-    return plan.recipe.distributed.nnodes > 1 and os.environ.get("NODE_RANK", "0") != "0"
 
 
 def _make_run_dir(run_dir: Path) -> None:

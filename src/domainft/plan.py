@@ -5,10 +5,12 @@ Pure: building a plan reads no model weights and starts no process.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .models.embedded import EMBEDDED_DIRS
+from .models.hub import pinned_path
 from .recipe import Recipe
 from .resources import home
 
@@ -35,6 +37,12 @@ class Plan:
         return not self.is_embedded and not (self.recipe.resolve(base).exists() or base.startswith((".", "/", "~")))
 
     @property
+    def is_worker_node(self) -> bool:
+        """This process is a node other than the first of a multi-node run (NODE_RANK set, not 0): it trains, and
+        leaves the pull, eval and export to node 0."""
+        return self.recipe.distributed.nnodes > 1 and os.environ.get("NODE_RANK", "0") != "0"
+
+    @property
     def model_record(self) -> Path:
         """The model stage's record of a hub model: hub, id, revision asked for, the commit it resolved to, files."""
         return self.run_dir / "model" / "model.json"
@@ -47,9 +55,7 @@ class Plan:
         if base in EMBEDDED_DIRS:
             return str(home() / "models" / EMBEDDED_DIRS[base])
         if self.is_hub:
-            from .models.hub import pinned_path
-
-            pinned = pinned_path(self)
+            pinned = pinned_path(self.recipe.model, self.model_record)
             return str(pinned) if pinned is not None else base
         return str(self.recipe.resolve(base).resolve())
 

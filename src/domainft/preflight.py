@@ -73,7 +73,7 @@ def notes(plan: Plan) -> list[str]:
     """What could not be checked here, or will stop `run`, in words: printed as notes, never silently skipped."""
     found = []
     if plan.is_hub:
-        from .models.hub import missing_reason
+        from .models.pull import missing_reason
 
         if why := missing_reason(plan):
             source = plan.recipe.source or plan.recipe.model.base

@@ -45,31 +45,33 @@ def run_launch(launch: Launch, log_path: Path, engine: Engine, *, venv: Path | N
         raise EngineError(f"{engine.name} {label} failed (exit {done.returncode}): {done.error()}", where=log_path)
 
 
-def train(plan: Plan) -> Path:
+def train(plan: Plan, files: dict[str, str] | None = None) -> Path:
     """Render, check, write, launch; the adapter (or full weights) folder. Resumes from the last checkpoint. After
     continued pre-training (method.pretrain) it goes on from plan.pretrain_dir, whose files are part of what it
-    depends on."""
+    depends on. `files`: the folder as this run's render stage already rendered and checked it (not rendered again)."""
     engine = get_engine(plan.engine)
-    files = _prepare(plan, engine)
+    files = _prepare(plan, engine, files)
     data = [*plan.train_files, *plan.val_files, *(_files(plan.pretrain_dir) if plan.recipe.method.pretrain else [])]
     return _run_training(plan, engine, out_dir=plan.train_dir, digest=_training_digest(plan, files, data),
                          launch=engine.train_launch, log_name="train", label="training")
 
 
-def pretrain(plan: Plan) -> Path:
+def pretrain(plan: Plan, files: dict[str, str] | None = None) -> Path:
     """Continued pre-training on the raw chunks (method.pretrain) into plan.pretrain_dir, from the rendered folder's
-    pre-training config; skipped when done with the same config and text, resumed from its last checkpoint."""
+    pre-training config; skipped when done with the same config and text, resumed from its last checkpoint.
+    `files`: as train's."""
     engine = get_engine(plan.engine)
-    files = _prepare(plan, engine)
+    files = _prepare(plan, engine, files)
     config = {rel: text for rel, text in files.items() if "pretrain" in rel}
     return _run_training(plan, engine, out_dir=plan.pretrain_dir, digest=_training_digest(plan, config, plan.pretrain_files),
                          launch=engine.pretrain_launch, log_name="pretrain", label="pre-training")
 
 
-def _prepare(plan: Plan, engine: Engine) -> dict[str, str]:
+def _prepare(plan: Plan, engine: Engine, files: dict[str, str] | None) -> dict[str, str]:
     base_folder(plan)  # embedded: made once; hub: pulled once per machine, pinned (the model stage did it already)
     require_engine(engine.name)
-    files = render_checked(plan)
+    if files is None:
+        files = render_checked(plan)
     check_speed_switches(plan)
     write_folder(plan, files, plan.render_dir)
     return files

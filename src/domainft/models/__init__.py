@@ -17,7 +17,7 @@ def base_folder(plan: Plan) -> Path:
 
         return materialize(plan.recipe.model.base)
     if plan.is_hub:
-        from .hub import pull_for_plan
+        from .pull import pull_for_plan
 
         return pull_for_plan(plan).path
     return Path(plan.model_path)

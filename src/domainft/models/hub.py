@@ -47,7 +47,7 @@ from ..fsutil import atomic_write_json, file_lock
 from ..resources import home
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from ..recipe import ModelConfig
 
 HUBS = ("huggingface", "modelscope")
 LABEL = {"huggingface": "Hugging Face", "modelscope": "ModelScope"}
@@ -131,29 +131,22 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def pinned_sha(plan: Plan) -> str | None:
-    """The commit (ModelScope: content pin) this run uses: a commit sha in model.revision, else the one the run's
-    record resolved for the same hub, id and revision; None before the first pull."""
-    m = plan.recipe.model
-    if m.hub == "huggingface" and m.revision and COMMIT.fullmatch(m.revision):
-        return m.revision
-    record = read_record(plan.model_record)
-    if record and (record.get("hub"), record.get("id"), record.get("revision")) == (m.hub, m.base, m.revision):
-        return record.get("sha")
+def pinned_sha(model: ModelConfig, record: Path) -> str | None:
+    """The commit (ModelScope: content pin) a run uses: a commit sha in model.revision, else the one the run's
+    `record` (its model.json) resolved for the same hub, id and revision; None before the first pull."""
+    if model.hub == "huggingface" and model.revision and COMMIT.fullmatch(model.revision):
+        return model.revision
+    pinned = read_record(record)
+    if pinned and (pinned.get("hub"), pinned.get("id"), pinned.get("revision")) == (model.hub, model.base,
+                                                                                       model.revision):
+        return pinned.get("sha")
     return None
 
 
-def pinned_path(plan: Plan) -> Path | None:
-    sha = pinned_sha(plan)
-    return snapshot_dir(plan.recipe.model.hub, plan.recipe.model.base, sha) if sha else None
-
-
-def missing_reason(plan: Plan) -> str | None:
-    """Why the run's model is not usable on this machine yet (None: pulled and complete)."""
-    path = pinned_path(plan)
-    if path is None:
-        return "not pulled yet"
-    return None if is_complete(path) else f"snapshot {path.name[:12]} is not on this machine"
+def pinned_path(model: ModelConfig, record: Path) -> Path | None:
+    """The pinned snapshot's folder on this machine (complete or not); None before the first pull."""
+    sha = pinned_sha(model, record)
+    return snapshot_dir(model.hub, model.base, sha) if sha else None
 
 
 # ---------------------------------------------------------------- which files
@@ -530,46 +523,25 @@ def _ms_error(c: _MSClient, repo_id: str, revision: str, exc: Exception) -> None
                        hint="rerun: the pull resumes where it stopped") from None
 
 
-# ---------------------------------------------------------------- a run's model
-
-
-def pull_for_plan(plan: Plan) -> Pulled:
-    """The run's hub model on this machine, pinned: pulled when missing (never on a worker node, which waits for
-    node 0's pull instead), and the run's record written when it is new."""
-    m = plan.recipe.model
-    if _is_worker_node(plan):
-        pulled = wait_for_node0(plan)
-    else:
-        pulled = pull(m.hub, m.base, m.revision, pin=pinned_sha(plan), where="model.base")
-    record = pulled.record()
-    previous = read_record(plan.model_record)
-    if previous != record:
-        atomic_write_json(plan.model_record, record)
-    return pulled
-
-
-def _is_worker_node(plan: Plan) -> bool:
-    return plan.recipe.distributed.nnodes > 1 and os.environ.get("NODE_RANK", "0") != "0"
-
-
 WAIT_IDLE_S = float(os.environ.get("DOMAINFT_PULL_WAIT_S", "600"))
 
 
-def wait_for_node0(plan: Plan) -> Pulled:
-    """A worker node never pulls: node 0 does, into a DOMAINFT_HOME the nodes share. Wait while that pull shows
-    progress; say what to do when nothing moves for DOMAINFT_PULL_WAIT_S seconds (default 600)."""
-    m = plan.recipe.model
-    repo = repo_dir(m.hub, m.base)
+def wait_for_pull(model: ModelConfig, record: Path) -> Pulled:
+    """A worker node never pulls: node 0 does, into a DOMAINFT_HOME the nodes share (and writes the run's `record`).
+    Wait while that pull shows progress; say what to do when nothing moves for DOMAINFT_PULL_WAIT_S seconds
+    (default 600)."""
+    hub, repo_id, revision = model.hub, model.base, model.revision
+    repo = repo_dir(hub, repo_id)
     last, idle_since = None, time.monotonic()
     while True:
-        sha = pinned_sha(plan) or _read_ref(repo, m.revision or DEFAULT_REVISION[m.hub])
-        if sha and is_complete(snapshot_dir(m.hub, m.base, sha)):
-            return _local(m.hub, m.base, m.revision, sha, endpoint_of(m.hub))
+        sha = pinned_sha(model, record) or _read_ref(repo, revision or DEFAULT_REVISION[hub])
+        if sha and is_complete(snapshot_dir(hub, repo_id, sha)):
+            return _local(hub, repo_id, revision, sha, endpoint_of(hub))
         progress = sum(p.stat().st_size for p in repo.rglob("*") if p.is_file()) if repo.is_dir() else None
         if progress != last:
             last, idle_since = progress, time.monotonic()
         elif time.monotonic() - idle_since > WAIT_IDLE_S:
-            raise HubError(f"NODE_RANK={os.environ.get('NODE_RANK')}: node 0 pulls '{m.base}', and nothing of it "
+            raise HubError(f"NODE_RANK={os.environ.get('NODE_RANK')}: node 0 pulls '{repo_id}', and nothing of it "
                            f"has appeared under {repo} for {WAIT_IDLE_S:.0f} s", where="model.base",
                            hint="share DOMAINFT_HOME between the nodes, or run `domainft models pull RECIPE` on "
                            "this node first")

@@ -11,6 +11,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,50 +53,41 @@ def _run_model(plan: Plan) -> Any:
     return pulled
 
 
-def _model_missing(plan: Plan) -> str | None:
-    from .models.pull import missing_reason
+def _run(stage: str, plan: Plan, *args: Any) -> Any:
+    """Run one stage's body, importing its module only then: the CLI stays fast."""
+    if stage == "model-missing":
+        from .models.pull import missing_reason as body
+    elif stage == "extract":
+        from .extract import extract_for_plan as body
+    elif stage == "datagen":
+        from .datagen import run_datagen as body
+    elif stage == "pretrain":
+        from .train import pretrain as body
+    elif stage == "train":
+        from .train import train as body
+    elif stage == "export":
+        from .export import run_export as body
+    else:
+        raise ValueError(f"no stage body '{stage}'")
+    return body(plan, *args)
 
-    return missing_reason(plan)
 
-
-def _run_extract(plan: Plan) -> Any:
-    from .extract import extract_for_plan
-
-    return extract_for_plan(plan)
-
-
-def _run_datagen(plan: Plan) -> Any:
-    from .datagen import run_datagen
-
-    return run_datagen(plan)
+_model_missing = partial(_run, "model-missing")
+_run_extract = partial(_run, "extract")
+_run_datagen = partial(_run, "datagen")
+_run_pretrain = partial(_run, "pretrain")
+_run_train = partial(_run, "train")
+_run_export = partial(_run, "export")
 
 
 def _run_render(plan: Plan) -> Any:
     return render_for_plan(plan)
 
 
-def _run_pretrain(plan: Plan) -> Any:
-    from .train import pretrain
-
-    return pretrain(plan)
-
-
-def _run_train(plan: Plan) -> Any:
-    from .train import train
-
-    return train(plan)
-
-
 def _run_eval(plan: Plan) -> Any:
     from .evaluate import run_eval
 
     return run_eval(plan, limit=plan.recipe.eval.limit, backend=plan.recipe.eval.backend)
-
-
-def _run_export(plan: Plan) -> Any:
-    from .export import run_export
-
-    return run_export(plan)
 
 
 def render_for_plan(plan: Plan, rendered: dict[str, str] | None = None) -> list[Path]:
@@ -131,17 +123,8 @@ def _rendering_once(stages: tuple[Stage, ...], rendered: dict[str, str] | None) 
         made["files"], paths = _write_rendered(plan, rendered)
         return paths
 
-    def pretrain(plan: Plan) -> Any:
-        from .train import pretrain
-
-        return pretrain(plan, made.get("files"))
-
-    def train(plan: Plan) -> Any:
-        from .train import train
-
-        return train(plan, made.get("files"))
-
-    runs = {_run_render: render, _run_pretrain: pretrain, _run_train: train}
+    runs = {_run_render: render, _run_pretrain: lambda plan: _run_pretrain(plan, made.get("files")),
+            _run_train: lambda plan: _run_train(plan, made.get("files"))}
     return tuple(replace(s, run=runs[s.run]) if s.run in runs else s for s in stages)
 
 

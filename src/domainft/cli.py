@@ -210,10 +210,7 @@ def render(
 
     plan = _plan(recipe, set_, engine, run_dir)
     eng = get_engine(plan.engine)
-    if plan.is_embedded:
-        from .models.embedded import materialize
-
-        materialize(plan.recipe.model.base)  # the folder names it (and ms-swift's config reads its config.json)
+    _materialize_embedded(plan)
     # Rendered once: recipe mistakes first, before any datagen. Datagen changes nothing the files say (the data
     # copies are made when written), only the data, which the render stage or check_dataset checks again.
     files = render_checked(plan)
@@ -528,18 +525,32 @@ def chat(
                   settings=settings, rag=rag)
 
 
-def _preflight(plan, stages: list[str]) -> None:
-    """Before the first long stage: everything `validate` checks that these stages need, and the notes it prints."""
+def _preflight(plan, stages: list[str]) -> dict[str, str] | None:
+    """Before the first long stage: everything `validate` checks that these stages need, and the notes it prints.
+    Returns the folder's files when the stages render it (rendered and checked here, once: the render stage
+    writes them)."""
     from . import preflight
 
+    files = None
     if {"render", "train"} & set(stages):
         from .render import render_checked
 
-        render_checked(plan)
+        _materialize_embedded(plan)
+        files = render_checked(plan)
     preflight.check(plan, for_run=True, evaluate="eval" in stages)
     for note in preflight.notes(plan):
         if "eval" in stages or not note.startswith("nothing to evaluate"):
             err.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
+    return files
+
+
+def _materialize_embedded(plan) -> None:
+    """An embedded model is made (once) before the folder is rendered: the folder names it, and ms-swift's config
+    reads its config.json."""
+    if plan.is_embedded:
+        from .models.embedded import materialize
+
+        materialize(plan.recipe.model.base)
 
 
 @app.command()
@@ -559,8 +570,8 @@ def run(
     from .pipeline import outcomes_table, run_pipeline, stages_to_run
 
     plan = _plan(recipe, _launcher(set_, launcher), engine, run_dir)
-    _preflight(plan, stages_to_run(plan, only=only, skip=skip))
-    result = run_pipeline(plan, from_stage=from_, only=only, skip=skip, dry_run=dry_run)
+    rendered = _preflight(plan, stages_to_run(plan, only=only, skip=skip))
+    result = run_pipeline(plan, from_stage=from_, only=only, skip=skip, dry_run=dry_run, rendered=rendered)
     out.print(outcomes_table(result))
     if dry_run:
         return

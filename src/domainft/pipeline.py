@@ -113,14 +113,16 @@ def _write_rendered(plan: Plan, rendered: dict[str, str] | None) -> tuple[dict[s
     return files, folder_files(plan, files, plan.render_dir)
 
 
-def _rendering_once(stages: tuple[Stage, ...], rendered: dict[str, str] | None) -> tuple[Stage, ...]:
+def _rendering_once(plan: Plan, stages: tuple[Stage, ...], rendered: dict[str, str] | None) -> tuple[Stage, ...]:
     """The stages of one run with the folder rendered once: the render stage writes `rendered` when the command
-    already rendered it, and pre-training and training launch from the files the render stage made in this run
-    (each renders for itself only when the render stage did not run)."""
+    already rendered it (unless the model stage has since pinned the model to a new path, which the files name),
+    and pre-training and training launch from the files the render stage made in this run (each renders for itself
+    only when the render stage did not run)."""
     made: dict[str, dict[str, str]] = {}
+    model_path = plan.model_path  # what `rendered` names: the run has not pulled anything yet
 
     def render(plan: Plan) -> list[Path]:
-        made["files"], paths = _write_rendered(plan, rendered)
+        made["files"], paths = _write_rendered(plan, rendered if plan.model_path == model_path else None)
         return paths
 
     runs = {_run_render: render, _run_pretrain: lambda plan: _run_pretrain(plan, made.get("files")),
@@ -436,7 +438,7 @@ def run_pipeline(
     """`rendered`: the folder's files as the calling command already rendered and checked them for this plan; the
     render stage, when it runs, writes those instead of rendering again."""
     only, skip = only or [], skip or []
-    stages = _rendering_once(stages, rendered)
+    stages = _rendering_once(plan, stages, rendered)
     names = tuple(s.name for s in stages)
     _check_stage_names(only, "--only", names)
     _check_stage_names(skip, "--skip", names)

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..chat_formats import user_turn
 from ..errors import DataError
+from ..run_files import iter_jsonl
 
 SAMPLE_RECORDS = 5  # columns are checked against the first records of each file
 
@@ -20,15 +21,10 @@ def sample_records(path: Path, limit: int | None = SAMPLE_RECORDS) -> list[dict[
     records: list[Any] = []
     try:
         if path.suffix == ".jsonl":
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            records.append(json.loads(line))
-                        except json.JSONDecodeError as exc:
-                            raise DataError(f"invalid JSON: {exc.msg}", where=f"{path}:{lineno}") from None
-                    if limit is not None and len(records) >= limit:
-                        break
+            for _, record in iter_jsonl(path, what="a JSON record"):
+                records.append(record)
+                if limit is not None and len(records) >= limit:
+                    break
         elif path.suffix == ".json":
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))

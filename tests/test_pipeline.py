@@ -168,3 +168,29 @@ def test_render_stage_reads_the_templates_its_templates_import(engine, tmp_path)
     assert templates / "_shared" / "kv.j2" in inputs
     assert {p for p in inputs if p.is_relative_to(templates / engine)} == {
         p for p in (templates / engine).iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("engine", ["llamafactory", "swift"])
+def test_run_renders_the_folder_once(engine, tmp_path, monkeypatch):
+    """`domainft run` renders the folder once: its preflight renders and checks it before the first long stage, and
+    the render stage writes those files (swift's config reads the embedded model's config.json: it is made first)."""
+    import yaml
+    from helpers import tiny_recipe_data
+
+    from domainft import render as R
+    from domainft.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_data("t", engine, [DATA / "coal" / "demo_qa.jsonl"], max_steps=1,
+                                                      save_steps=1)))
+    rendered: list[dict[str, str]] = []
+    real = R.render
+    monkeypatch.setattr(R, "render", lambda plan: rendered.append(real(plan)) or rendered[-1])
+    run_dir = tmp_path / "run"
+    app(["run", str(recipe), "--only", "render", "--run-dir", str(run_dir)], prog_name="domainft",
+        standalone_mode=False)
+    assert len(rendered) == 1
+    folder = run_dir / "render" / engine
+    assert {rel: (folder / rel).read_text(encoding="utf-8") for rel in rendered[0]} == rendered[0]
+    # the same files as a fresh render now: the embedded model was made before the one render
+    assert real(make_plan(recipe_from_dict(yaml.safe_load(recipe.read_text())), run_dir=run_dir)) == rendered[0]

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from domainft.models.memory import (  # the arithmetic and the published shapes, one place: domainft validate uses them
-    MODEL_CONFIGS, NF4_FORMULA, RUNTIME_GIB, SHAPES, estimate, lora_params, param_counts,
+    MODEL_CONFIGS, NF4_FORMULA, RUNTIME_GIB, SHAPES, estimate,
 )
 from domainft.models.memory import shape_of as known_shape
 from domainft.recipe import Recipe, load_recipe

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import RECIPES, run_cli
 
-from domainft.models.hub import RemoteFile, select_files
+from domainft.hub import RemoteFile, select_files
 from domainft.models.memory import MODEL_CONFIGS, estimate
 from domainft.needs import cuda_gpus, disk_need
 from domainft.plan import make_plan

@@ -303,7 +303,7 @@ def models_pull(
     Hugging Face reads HF_TOKEN and HF_ENDPOINT (a mirror), ModelScope MODELSCOPE_API_TOKEN and MODELSCOPE_ENDPOINT;
     proxies (HTTPS_PROXY) apply. They reach this download only, never an engine.
     """
-    from .models.hub import HUBS, pull
+    from .hub import HUBS, pull
 
     if hub is not None and hub not in HUBS:
         from .errors import did_you_mean
@@ -320,7 +320,7 @@ def models_pull(
                       soft_wrap=True, markup=False, highlight=False)
             return
         run_pipeline(plan, only=["model"])
-        from .models.hub import read_record
+        from .hub import read_record
 
         record = read_record(plan.model_record) or {}
         where, files, size = record.get("path"), len(record.get("files", [])), record.get("bytes", 0)

@@ -49,7 +49,8 @@ def report() -> Table:
     table.add_row("llama.cpp converter", "ok" if converter else "[yellow]missing[/yellow]",
                   converter.origin if converter else "scripts/llamacpp_tools.sh .venv")
     try:
-        from .models.embedded import SMOLLM2, embedded_path, smollm2_gguf
+        from .models.embedded import SMOLLM2, smollm2_gguf
+        from .plan import embedded_path
 
         gguf = smollm2_gguf()
         cached = embedded_path(SMOLLM2)

@@ -565,7 +565,7 @@ def _execute(stage: Stage, plan: Plan, manifest: Manifest, reason: str) -> Stage
 
 def _pinned_model(plan: Plan) -> dict[str, Any] | None:
     """The hub model this run trains on, as its record pins it (hub, id, revision asked for, commit)."""
-    from .models.hub import read_record
+    from .hub import read_record
 
     record = read_record(plan.model_record)
     return {k: record.get(k) for k in ("hub", "id", "revision", "sha", "endpoint")} if record else None

@@ -9,10 +9,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models.embedded import EMBEDDED_DIRS
-from .models.hub import pinned_path
-from .recipe import Recipe
+from .hub import pinned_path
+from .recipe import EMBEDDED_MODELS, Recipe
 from .resources import home
+
+# The folder under DOMAINFT_HOME/models each embedded model (recipe.EMBEDDED_MODELS, in that order) is made in.
+EMBEDDED_DIRS = dict(zip(EMBEDDED_MODELS, ("smollm2-135m-instruct", "tiny-random-llama"), strict=True))
+
+
+def embedded_path(name: str) -> Path:
+    """Where the embedded model `name` is made (once per machine) as a Hugging Face folder."""
+    return home() / "models" / EMBEDDED_DIRS[name]
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class Plan:
         pinned snapshot by the model stage), or the hub id while its commit is not yet pinned."""
         base = self.recipe.model.base
         if base in EMBEDDED_DIRS:
-            return str(home() / "models" / EMBEDDED_DIRS[base])
+            return str(embedded_path(base))
         if self.is_hub:
             pinned = pinned_path(self.recipe.model, self.model_record)
             return str(pinned) if pinned is not None else base

@@ -37,7 +37,7 @@ PIP_PASS_THROUGH = ("PIP_", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", *PROXIES)
 GRACE_S = 10  # between SIGTERM and SIGKILL for a process group
 # A training run's online logger (training.report_to) reads its settings and key from these, and reaches its server
 # through the proxies: passed to the engine only when the recipe opts in. HF_TOKEN, HF_ENDPOINT and MODELSCOPE_*
-# never are: models are pulled by the wrapper (models/hub.py), and engines run offline.
+# never are: models are pulled by the wrapper (hub.py), and engines run offline.
 TRACKER_ENV = {"wandb": ("WANDB_", *PROXIES), "mlflow": ("MLFLOW_", *PROXIES)}
 
 

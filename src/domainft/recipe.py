@@ -25,8 +25,10 @@ from pydantic import (
 
 from .engine_names import NAMES as ENGINE_NAMES
 from .errors import RecipeError, did_you_mean
-from .models.embedded import EMBEDDED_MODELS
 from .recipe_file import read_recipe_data
+
+# The models that ship in a wheel: what `embedded:` names a recipe's model.base may give.
+EMBEDDED_MODELS = ("embedded:smollm2", "embedded:tiny-random-llama")
 
 # Projection names across Llama / Qwen / Mistral / SmolLM families; "all" lets the engine find them.
 KNOWN_LORA_TARGETS = (

@@ -1,5 +1,5 @@
-"""Where a recipe's base model comes from: a wheel (`embedded:*`), a hub (pulled once per machine, `hub.py`), or a
-local folder."""
+"""Where a recipe's base model comes from: a wheel (`embedded:*`, made by `embedded.py`), a hub (`domainft/hub.py`'s
+client, pulled for the run by `pull.py`), or a local folder; and what training it takes (`memory.py`)."""
 
 from __future__ import annotations
 

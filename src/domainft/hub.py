@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..errors import HubError, UserError
-from ..fsutil import atomic_write_json, file_lock
-from ..resources import home
+from .errors import HubError, UserError
+from .fsutil import atomic_write_json, file_lock
+from .resources import home
 
 if TYPE_CHECKING:
-    from ..recipe import ModelConfig
+    from .recipe import ModelConfig
 
 HUBS = ("huggingface", "modelscope")
 LABEL = {"huggingface": "Hugging Face", "modelscope": "ModelScope"}
@@ -311,7 +311,14 @@ def _progress(repo_id: str, files: list[RemoteFile], folder: Path):
     """One progress bar over the whole pull (bytes already here count as done), fed by http_get through the small
     part of tqdm's interface it uses."""
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     with Progress(TextColumn(f"[bold]pulling {repo_id}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TimeRemainingColumn(), console=Console(stderr=True)) as progress:
@@ -413,7 +420,11 @@ def _hf_error(c: _HFClient, repo_id: str, revision: str, exc: Exception) -> None
     """huggingface_hub's and httpx's exceptions."""
     import httpx2
     from huggingface_hub.errors import (
-        GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
     )
 
     where = c.where

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # runs from a checkout without `pip install -e` (the GPU machine)
 
 from domainft.engines import get_engine
-from domainft.engines.checks import validate
+from domainft.render import render_checked
 from domainft.engines.folder import write_folder
 from domainft.process import clean_env
 from domainft.plan import make_plan
@@ -320,7 +320,7 @@ def run_one(spec: Spec, args, info: dict, venv: Path, model_dir: Path, data: Pat
     shutil.rmtree(run_dir, ignore_errors=True)
     plan = make_plan(recipe, run_dir=run_dir)
     engine = get_engine(spec.engine)
-    files = validate(plan)
+    files = render_checked(plan)
     write_folder(plan, files, plan.render_dir)  # the engine files and the data they read
     launch = engine.train_launch(plan)
     env = {**clean_env(run_dir, venv), **launch.env}

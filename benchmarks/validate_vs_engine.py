@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from domainft.engines.checks import validate
+from domainft.render import render_checked
 from domainft.engines.venv import ensure_engine
 from domainft.engines.folder import write_folder
 from domainft.process import clean_env
@@ -82,7 +82,7 @@ def measure(runs: int, load: int) -> int:
 
     # 2. The engine gets the same key in its own YAML, in a folder rendered without our check (as a by-hand user).
     clean = make_plan(recipe_from_dict(base), run_dir=work / "run")
-    files = validate(clean)
+    files = render_checked(clean)
     config = yaml.safe_load(files["train.yaml"])
     config[TYPO] = 8
     files["train.yaml"] = yaml.safe_dump(config, sort_keys=False)

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from memory_estimate import MODEL_CONFIGS, lora_params, param_counts
+from domainft.models.memory import MODEL_CONFIGS, lora_params, param_counts
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -194,3 +194,23 @@ def test_run_renders_the_folder_once(engine, tmp_path, monkeypatch):
     assert {rel: (folder / rel).read_text(encoding="utf-8") for rel in rendered[0]} == rendered[0]
     # the same files as a fresh render now: the embedded model was made before the one render
     assert real(make_plan(recipe_from_dict(yaml.safe_load(recipe.read_text())), run_dir=run_dir)) == rendered[0]
+
+
+def test_training_launches_from_the_preflight_files_when_the_render_stage_is_skipped(tmp_path, monkeypatch):
+    """A run whose render stage is skipped (done, or not asked for) trains from the files its preflight rendered and
+    checked: no second render; the dataset is checked again, as the render stage would have."""
+    from helpers import tiny_recipe_data
+
+    from domainft import pipeline, train
+    from domainft import render as R
+
+    plan = make_plan(recipe_from_dict(tiny_recipe_data("t", "llamafactory", [DATA / "coal" / "demo_qa.jsonl"],
+                                                                   max_steps=1, save_steps=1)),
+                     run_dir=tmp_path)
+    files = R.render_checked(plan)  # what the preflight of `domainft run` returns
+    launched: list[dict[str, str] | None] = []
+    monkeypatch.setattr(train, "train", lambda plan, files=None: launched.append(files))
+    monkeypatch.setattr(R, "render", lambda plan: pytest.fail("rendered a second time"))
+    stages = pipeline._rendering_once(plan, pipeline.STAGES, files)
+    next(s for s in stages if s.name == "train").run(plan)
+    assert launched == [files]

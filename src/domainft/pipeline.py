@@ -116,17 +116,29 @@ def _write_rendered(plan: Plan, rendered: dict[str, str] | None) -> tuple[dict[s
 def _rendering_once(plan: Plan, stages: tuple[Stage, ...], rendered: dict[str, str] | None) -> tuple[Stage, ...]:
     """The stages of one run with the folder rendered once: the render stage writes `rendered` when the command
     already rendered it (unless the model stage has since pinned the model to a new path, which the files name),
-    and pre-training and training launch from the files the render stage made in this run (each renders for itself
-    only when the render stage did not run)."""
+    and pre-training and training launch from the files the render stage made in this run, or from `rendered` when
+    the render stage was skipped as done (its folder holds those bytes); each renders for itself only when neither
+    is there."""
     made: dict[str, dict[str, str]] = {}
     model_path = plan.model_path  # what `rendered` names: the run has not pulled anything yet
 
+    def current(plan: Plan) -> dict[str, str] | None:
+        return rendered if plan.model_path == model_path else None
+
     def render(plan: Plan) -> list[Path]:
-        made["files"], paths = _write_rendered(plan, rendered if plan.model_path == model_path else None)
+        made["files"], paths = _write_rendered(plan, current(plan))
         return paths
 
-    runs = {_run_render: render, _run_pretrain: lambda plan: _run_pretrain(plan, made.get("files")),
-            _run_train: lambda plan: _run_train(plan, made.get("files"))}
+    def launch_files(plan: Plan) -> dict[str, str] | None:
+        if "files" not in made and current(plan) is not None:
+            from .engines.checks import check_dataset
+
+            check_dataset(plan)  # as the render stage would have: the data may be newer than the preflight
+            made["files"] = current(plan)
+        return made.get("files")
+
+    runs = {_run_render: render, _run_pretrain: lambda plan: _run_pretrain(plan, launch_files(plan)),
+            _run_train: lambda plan: _run_train(plan, launch_files(plan))}
     return tuple(replace(s, run=runs[s.run]) if s.run in runs else s for s in stages)
 
 

@@ -204,9 +204,8 @@ def test_training_launches_from_the_preflight_files_when_the_render_stage_is_ski
     from domainft import pipeline, train
     from domainft import render as R
 
-    plan = make_plan(recipe_from_dict(tiny_recipe_data("t", "llamafactory", [DATA / "coal" / "demo_qa.jsonl"],
-                                                                   max_steps=1, save_steps=1)),
-                     run_dir=tmp_path)
+    data = tiny_recipe_data("t", "llamafactory", [DATA / "coal" / "demo_qa.jsonl"], max_steps=1, save_steps=1)
+    plan = make_plan(recipe_from_dict(data), run_dir=tmp_path)
     files = R.render_checked(plan)  # what the preflight of `domainft run` returns
     launched: list[dict[str, str] | None] = []
     monkeypatch.setattr(train, "train", lambda plan, files=None: launched.append(files))
